@@ -1,0 +1,67 @@
+"""Credentials: ingest API keys and user API tokens.
+
+Both are 256-bit random secrets shown once; only their SHA-256 is stored. A fast hash is
+right here (unlike passwords): the secret has full entropy, so there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+API_KEY_PREFIX = "cpk_"
+USER_TOKEN_PREFIX = "cpt_"
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh secret such as `cpk_<43 url-safe chars>`."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    """What may be shown to recognise a secret without revealing it."""
+    return secret[:10]
+
+
+async def create_org(conn, name: str) -> int:
+    """Insert an org and return its id (conn: psycopg async connection with dict rows)."""
+    row = await (
+        await conn.execute("INSERT INTO orgs (name) VALUES (%s) RETURNING id", (name,))
+    ).fetchone()
+    return row["id"]
+
+
+async def create_api_key(conn, org_id: int, name: str = "") -> str:
+    """Create an ingest key for the org and return the secret (shown once)."""
+    secret = new_secret(API_KEY_PREFIX)
+    await conn.execute(
+        "INSERT INTO api_keys (org_id, name, prefix, key_hash) VALUES (%s, %s, %s, %s)",
+        (org_id, name, display_prefix(secret), hash_secret(secret)),
+    )
+    return secret
+
+
+async def create_user_token(conn, org_id: int, email: str, role: str) -> str:
+    """Ensure the user and their membership with `role` in the org; return a new API token."""
+    user = await (
+        await conn.execute(
+            "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
+            (email,),
+        )
+    ).fetchone()
+    await conn.execute(
+        "INSERT INTO org_members (org_id, user_id, role) VALUES (%s, %s, %s) "
+        "ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+        (org_id, user["id"], role),
+    )
+    secret = new_secret(USER_TOKEN_PREFIX)
+    await conn.execute(
+        "INSERT INTO user_tokens (org_id, user_id, prefix, token_hash) VALUES (%s, %s, %s, %s)",
+        (org_id, user["id"], display_prefix(secret), hash_secret(secret)),
+    )
+    return secret
