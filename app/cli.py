@@ -1,0 +1,191 @@
+"""The `clickpulse` command: migrate, serve, demo, create-org."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from app.config import Settings
+from app.credentials import create_api_key, create_org, create_user_token, hash_secret
+
+log = logging.getLogger("clickpulse")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    return Settings.from_env(**overrides)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.db import resolve_database_url
+    from app.migrate import MigrationError
+    from app.runtime import migrate_all, open_clickhouse
+
+    settings = _settings(args)
+    try:
+        reports = migrate_all(settings, open_clickhouse(settings), resolve_database_url(settings))
+    except MigrationError as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)
+        return 1
+    for name, report in reports.items():
+        for migration in report.applied:
+            print(f"{name}: applied {migration}")
+        print(f"{name}: {len(report.applied)} applied, {len(report.skipped)} already applied")
+    return 0
+
+
+async def _ensure_demo_org(database_url: str, data_dir: str) -> dict:
+    """The demo org and its credentials, created once and kept in the data dir across restarts."""
+    path = Path(data_dir) / "demo-credentials.json"
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        if path.exists():
+            saved = json.loads(path.read_text())
+            row = await (
+                await conn.execute(
+                    "SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+                    (hash_secret(saved["api_key"]),),
+                )
+            ).fetchone()
+            if row:
+                return saved
+        org_id = await create_org(conn, "Demo Shop")
+        saved = {
+            "org_id": org_id,
+            "api_key": await create_api_key(conn, org_id, "demo traffic"),
+            "user_token": await create_user_token(conn, org_id, "demo@clickpulse.local", "admin"),
+        }
+    path.write_text(json.dumps(saved, indent=2))
+    os.chmod(path, 0o600)
+    return saved
+
+
+async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None:
+    import uvicorn
+
+    from app.demo.traffic import run_traffic
+    from app.runtime import build_services
+    from app.server import create_app
+
+    services = build_services(settings)
+    credentials = None
+    if demo:
+        credentials = await _ensure_demo_org(services.extras["database_url"], settings.data_dir)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(services), host=settings.host, port=settings.port, log_level="info"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    traffic = None
+    if credentials:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        base = f"http://{settings.host}:{settings.port}"
+        print(
+            "\nClickPulse demo is running.\n"
+            f"  dashboard:  {base}/login?token={credentials['user_token']}\n"
+            f"  API docs:   {base}/schema\n"
+            f"  ingest key: {credentials['api_key']}\n"
+            f"  try:        curl -H 'Authorization: Bearer {credentials['api_key']}' "
+            f'-d \'[{{"event":"pageview","path":"/"}}]\' {base}/v1/events\n'
+            f"  data dir:   {os.path.abspath(settings.data_dir)} (kept across restarts)\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        traffic = asyncio.create_task(run_traffic(base, credentials["api_key"], events_per_s))
+    try:
+        await serving
+    finally:
+        if traffic:
+            traffic.cancel()
+            await asyncio.gather(traffic, return_exceptions=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(_settings(args), demo=False, events_per_s=0))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(_settings(args), demo=True, events_per_s=args.events_per_s))
+    return 0
+
+
+def cmd_create_org(args: argparse.Namespace) -> int:
+    from app.db import migrate, resolve_database_url
+
+    settings = _settings(args)
+    url = resolve_database_url(settings)
+    migrate(url)
+
+    async def create() -> dict:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            org_id = await create_org(conn, args.name)
+            return {
+                "org_id": org_id,
+                "api_key": await create_api_key(conn, org_id, "created by CLI"),
+                "user_token": await create_user_token(conn, org_id, args.admin_email, "admin"),
+            }
+
+    print(json.dumps(asyncio.run(create()), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `clickpulse` console script."""
+    parser = argparse.ArgumentParser(prog="clickpulse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--data-dir", help="data directory (default: $CLICKPULSE_DATA_DIR or ./data)"
+        )
+        return p
+
+    common(
+        sub.add_parser("migrate", help="apply ClickHouse and PostgreSQL migrations")
+    ).set_defaults(func=cmd_migrate)
+    for name, func, helptext in [
+        ("serve", cmd_serve, "run the web server"),
+        ("demo", cmd_demo, "run everything embedded, with a demo org and live traffic"),
+    ]:
+        p = common(sub.add_parser(name, help=helptext))
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        if name == "demo":
+            p.add_argument("--events-per-s", type=float, default=40.0)
+        p.set_defaults(func=func)
+    p = common(
+        sub.add_parser("create-org", help="create an org with an ingest key and an admin token")
+    )
+    p.add_argument("name")
+    p.add_argument("--admin-email", default="admin@example.com")
+    p.set_defaults(func=cmd_create_org)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

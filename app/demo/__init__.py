@@ -1,0 +1,1 @@
+"""The one-machine demo: embedded stack, demo org, synthetic traffic."""

@@ -1,0 +1,71 @@
+"""Building one process's `Services` from `Settings`: the embedded stack or the scaled one."""
+
+from __future__ import annotations
+
+import logging
+
+from app.clickhouse import ClickHouse, connect
+from app.config import Settings
+from app.db import migrate as migrate_pg
+from app.db import open_pool, resolve_database_url
+from app.migrate import MigrationReport, migrate_clickhouse, render_clickhouse
+from app.services import Services
+
+log = logging.getLogger("clickpulse")
+
+
+def open_clickhouse(settings: Settings) -> ClickHouse:
+    """The ClickHouse facade for these settings (chDB on the data dir unless a URL is set)."""
+    return connect(
+        database=settings.clickhouse_database,
+        data_dir=settings.chdb_path,
+        url=settings.clickhouse_url,
+    )
+
+
+def migrate_all(settings: Settings, ch: ClickHouse, pg_url: str) -> dict[str, MigrationReport]:
+    """Apply the ClickHouse and PostgreSQL migrations; idempotent."""
+    reports = {
+        "clickhouse": migrate_clickhouse(
+            ch,
+            render_clickhouse(
+                database=ch.database,
+                events_ttl_days=settings.events_ttl_days,
+                cluster=settings.clickhouse_cluster,
+                kafka_brokers=settings.kafka_brokers if settings.clickhouse_url else None,
+                kafka_topic=settings.kafka_topic,
+            ),
+        ),
+        "postgres": migrate_pg(pg_url),
+    }
+    for name, report in reports.items():
+        log.info(
+            "%s migrations: %d applied, %d already there",
+            name,
+            len(report.applied),
+            len(report.skipped),
+        )
+    return reports
+
+
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Open every dependency named by `settings` and return the process's Services."""
+    from app.ingest.writer import EventWriter
+
+    ch = open_clickhouse(settings)
+    pg_url = resolve_database_url(settings)
+    if migrate:
+        migrate_all(settings, ch, pg_url)
+    redis_client = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.Redis.from_url(settings.redis_url)
+    return Services(
+        settings=settings,
+        ch=ch,
+        pg=open_pool(pg_url),
+        writer=EventWriter(ch, settings),
+        redis=redis_client,
+        extras={"database_url": pg_url},
+    )

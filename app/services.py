@@ -1,0 +1,63 @@
+"""The long-lived parts of one app process, built once and handed to handlers via `Provide`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.clickhouse import ClickHouse
+from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.ingest.writer import EventWriter
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need; one instance per process."""
+
+    settings: Settings
+    ch: ClickHouse
+    pg: AsyncConnectionPool
+    writer: EventWriter
+    redis: Any = None  # redis.asyncio.Redis when REDIS_URL is set
+    extras: dict[str, Any] = field(default_factory=dict)
+    # The HTTP API's parts (issue 4); built from the above when not given.
+    store: Any = None  # app.store.Store over `pg`
+    cache: Any = None  # app.cache.Cache: Redis when `redis` is set, else in process
+    limiter: Any = None  # app.limits.Limiter: per-org quotas
+    auth: Any = None  # app.auth.Authenticator: user tokens -> Principal
+    degradation: Any = None  # app.cache.Degradation: what is failing, for readyz
+
+    def __post_init__(self) -> None:
+        from app.auth import Authenticator
+        from app.cache import Degradation, make_cache
+        from app.limits import Limiter, default_limits
+        from app.store import Store
+
+        s = self.settings
+        if self.store is None:
+            self.store = Store(self.pg, s.pg_timeout_s)
+        if self.cache is None:
+            self.cache = make_cache(self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s)
+        if self.limiter is None:
+            self.limiter = Limiter(
+                default_limits(s), redis=self.redis, load_overrides=self.store.orgs.get_limits
+            )
+        if self.auth is None:
+            self.auth = Authenticator(self.store, fresh_s=s.auth_cache_s)
+        if self.degradation is None:
+            self.degradation = Degradation()
+
+    async def start(self) -> None:
+        await self.pg.open()
+        await self.writer.start()
+
+    async def stop(self) -> None:
+        # The writer flushes what it has acknowledged before anything else goes away.
+        await self.writer.stop()
+        await self.pg.close()
+        if self.redis is not None:
+            await self.redis.aclose()
