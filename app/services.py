@@ -41,7 +41,9 @@ class Services:
         if self.store is None:
             self.store = Store(self.pg, s.pg_timeout_s)
         if self.cache is None:
-            self.cache = make_cache(self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s)
+            self.cache = make_cache(
+                self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s
+            )
         if self.limiter is None:
             self.limiter = Limiter(
                 default_limits(s), redis=self.redis, load_overrides=self.store.orgs.get_limits

@@ -12,14 +12,22 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import psycopg
 import pytest
+from litestar.testing import AsyncTestClient
 
 from app.clickhouse import ClickHouse, EmbeddedClickHouse
+from app.config import Settings
+from app.db import open_pool
 from app.migrate import migrate_clickhouse, migrate_postgres, read_postgres, render_clickhouse
+from app.services import Services
 
 TEST_PG_URL = os.environ.get(
     "CLICKPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -88,3 +96,110 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return TEST_REDIS_URL
+
+
+# -- the app over real chDB + PostgreSQL --------------------------------------------------------
+# `services` / `client` serve the app on this test's `ch` database and `pg_url` schema;
+# `make_client(**settings)` does the same with Settings overridden; `org` / `make_org` create
+# an org with an ingest API key and an admin user token.
+
+
+def build_test_services(ch: ClickHouse, pg_url: str, settings: Settings) -> Services:
+    """Services over `ch` and `pg_url` (not started: the app's lifespan starts them)."""
+    from app.ingest.writer import EventWriter
+
+    return Services(
+        settings=settings,
+        ch=ch,
+        pg=open_pool(pg_url, min_size=1, max_size=4),
+        writer=EventWriter(ch, settings),
+        extras={"database_url": pg_url},
+    )
+
+
+@pytest.fixture
+def app_settings(ch: ClickHouse, pg_url: str, tmp_path) -> Settings:
+    """Settings of the app under test; override fields with `make_client(**overrides)`."""
+    return Settings(
+        data_dir=str(tmp_path),
+        clickhouse_database=ch.database,
+        database_url=pg_url,
+        # Short flush delay keeps tests quick; correctness never depends on it.
+        writer_max_delay_ms=20,
+    )
+
+
+@pytest.fixture
+def services(ch: ClickHouse, pg_url: str, app_settings: Settings) -> Services:
+    """The Services the `client` fixture's app runs on (shared, so tests can inspect them)."""
+    return build_test_services(ch, pg_url, app_settings)
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[AsyncTestClient]:
+    """An HTTP client of the app on `services`; its lifespan (start/stop) wraps the test."""
+    from app.server import create_app
+
+    async with AsyncTestClient(app=create_app(services)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_client(ch: ClickHouse, pg_url: str, app_settings: Settings):
+    """`async with make_client(**settings_overrides) as (client, services): ...`"""
+    from app.server import create_app
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[tuple[AsyncTestClient, Services]]:
+        settings = msgspec.structs.replace(app_settings, **overrides)
+        services = build_test_services(ch, pg_url, settings)
+        async with AsyncTestClient(app=create_app(services)) as test_client:
+            yield test_client, services
+
+    return factory
+
+
+@dataclass
+class TestOrg:
+    """An org created for a test, with its credentials (shown once, so kept here)."""
+
+    __test__ = False  # not a test class, despite the name
+
+    id: int
+    name: str
+    api_key: str  # ingest key: Authorization: Bearer <api_key> on POST /v1/events
+    admin_token: str  # a user token with role admin in this org
+
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+@pytest.fixture
+def make_org(pg_url: str) -> Callable[..., Awaitable[TestOrg]]:
+    """`await make_org("name")` → a TestOrg in this test's PostgreSQL schema."""
+    from psycopg.rows import dict_row
+
+    from app.credentials import create_api_key, create_org, create_user_token
+
+    async def factory(name: str | None = None) -> TestOrg:
+        name = name or f"org-{uuid.uuid4().hex[:8]}"
+        async with await psycopg.AsyncConnection.connect(
+            pg_url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            org_id = await create_org(conn, name)
+            api_key = await create_api_key(conn, org_id, "test")
+            token = await create_user_token(conn, org_id, f"admin-{org_id}@{name}.test", "admin")
+        return TestOrg(id=org_id, name=name, api_key=api_key, admin_token=token)
+
+    return factory
+
+
+@pytest.fixture
+async def org(make_org) -> TestOrg:
+    """One org with an ingest key and an admin token."""
+    return await make_org("acme")

@@ -1,5 +1,19 @@
-"""The HTTP API: health, dashboards, metrics, history, query, alerts."""
+"""The HTTP API: health, dashboards, metrics, history, query, alerts, API keys, org limits."""
 
+from app.api.admin import ApiKeyController, OrgController, me
+from app.api.alerts import AlertController
+from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
+from app.api.metrics import MetricController, QueryController
 
-route_handlers = [healthz, readyz]
+route_handlers = [
+    healthz,
+    readyz,
+    me,
+    DashboardController,
+    MetricController,
+    QueryController,
+    AlertController,
+    ApiKeyController,
+    OrgController,
+]

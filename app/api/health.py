@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 from litestar import Response, get
 
+from app.api.common import ServicesDep
 from app.services import Services
 
 
@@ -19,6 +21,9 @@ class Readiness(msgspec.Struct):
     ready: bool
     degraded: list[str]
     components: dict[str, ComponentStatus]
+    # recent failures seen by requests (ClickHouse/PostgreSQL/cache), with stale answers served
+    recent_failures: dict[str, Any] = msgspec.field(default_factory=dict)
+    cache: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @get("/healthz", sync_to_thread=False)
@@ -41,7 +46,7 @@ async def _pg_ping(services: Services) -> None:
 
 
 @get("/readyz")
-async def readyz(services: Services) -> Response[Readiness]:
+async def readyz(services: ServicesDep) -> Response[Readiness]:
     """Each dependency reported; 503 when ClickHouse or PostgreSQL is unreachable."""
     components = {
         "clickhouse": await _check(services.ch.query("SELECT 1")),
@@ -49,9 +54,26 @@ async def readyz(services: Services) -> Response[Readiness]:
     }
     if services.redis is not None:
         components["redis"] = await _check(services.redis.ping())
-    degraded = sorted(name for name, status in components.items() if not status.ok)
+    degraded = {name for name, status in components.items() if not status.ok}
+    recent: dict[str, Any] = {}
+    cache_info: dict[str, Any] = {}
+    if getattr(services, "degradation", None) is not None:
+        recent = services.degradation.degraded()
+        degraded |= set(recent)
+    cache = getattr(services, "cache", None)
+    if cache is not None:
+        cache_info = {"kind": cache.kind, **cache.stats}
+        if cache.last_error_at is not None and cache.clock() - cache.last_error_at < 30:
+            degraded.add("cache")
+            cache_info["last_error"] = cache.last_error
     ready = components["clickhouse"].ok and components["postgres"].ok
     return Response(
-        Readiness(ready=ready, degraded=degraded, components=components),
+        Readiness(
+            ready=ready,
+            degraded=sorted(degraded),
+            components=components,
+            recent_failures=recent,
+            cache=cache_info,
+        ),
         status_code=200 if ready else 503,
     )

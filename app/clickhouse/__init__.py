@@ -162,17 +162,25 @@ class ClickHouse:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self.command_sync, sql, params)
 
-    def insert_sync(self, table: str, batch: pa.Table) -> int:
-        """Insert an Arrow batch into `database.table`; columns are matched by name."""
+    def insert_sync(
+        self, table: str, batch: pa.Table, settings: dict[str, Any] | None = None
+    ) -> int:
+        """Insert an Arrow batch into `database.table`; columns are matched by name.
+
+        `settings` are ClickHouse settings for this INSERT only (e.g. `parallel_view_processing`).
+        """
         _check_identifier(table)
         if batch.num_rows == 0:
             return 0
-        self._insert_arrow(table, batch)
+        self._insert_arrow(table, batch, settings or {})
         return batch.num_rows
 
-    async def insert(self, table: str, batch: pa.Table) -> int:
+    async def insert(
+        self, table: str, batch: pa.Table, settings: dict[str, Any] | None = None
+    ) -> int:
+        """`insert_sync` off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.insert_sync, table, batch)
+        return await loop.run_in_executor(self._pool, self.insert_sync, table, batch, settings)
 
     def table(self, name: str) -> str:
         """The qualified name of one of our tables."""
@@ -192,7 +200,7 @@ class ClickHouse:
     def _command(self, sql: str, params: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _insert_arrow(self, table: str, batch: pa.Table) -> None:
+    def _insert_arrow(self, table: str, batch: pa.Table, settings: dict[str, Any]) -> None:
         raise NotImplementedError
 
 
@@ -254,13 +262,14 @@ class EmbeddedClickHouse(ClickHouse):
         except Exception as exc:
             raise _chdb_error(exc) from exc
 
-    def _insert_arrow(self, table: str, batch: pa.Table) -> None:
+    def _insert_arrow(self, table: str, batch: pa.Table, settings: dict[str, Any]) -> None:
         columns = ", ".join(_check_identifier(c) for c in batch.column_names)
         # The Python() table function reads the local variable named in the SQL.
         arrow_batch = batch  # noqa: F841 - referenced by name inside the SQL text
         try:
             self._conn.query(
-                f"INSERT INTO {self.database}.{table} ({columns}) "
+                f"INSERT INTO {self.database}.{table} ({columns})"
+                f"{_settings_clause(settings)} "
                 f"SELECT {columns} FROM Python(arrow_batch)"
             )
         except Exception as exc:
@@ -306,9 +315,11 @@ class ServerClickHouse(ClickHouse):
         except self._driver_error as exc:
             raise ClickHouseError(str(exc)) from exc
 
-    def _insert_arrow(self, table: str, batch: pa.Table) -> None:
+    def _insert_arrow(self, table: str, batch: pa.Table, settings: dict[str, Any]) -> None:
         try:
-            self._client.insert_arrow(table, batch, database=self.database)
+            self._client.insert_arrow(
+                table, batch, database=self.database, settings=settings or None
+            )
         except self._driver_error as exc:
             raise ClickHouseError(str(exc)) from exc
 

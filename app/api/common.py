@@ -1,0 +1,133 @@
+"""What every API controller shares: auth dependency, store errors → the error shape,
+ETag / If-Match handling, and id checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, Response
+from litestar.di import NamedDependency, Provide
+
+from app.auth import Principal, provide_principal
+from app.errors import ApiError, error_response
+from app.store.base import Conflict, Invalid, NotFound, StoreUnavailable, VersionConflict
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+    ServicesDep = Services
+    PrincipalDep = Principal
+else:
+    # Named dependencies typed Any for Litestar: its signature model would otherwise try to
+    # resolve every field of the Services dataclass (some only exist under TYPE_CHECKING).
+    ServicesDep = NamedDependency[Any]
+    PrincipalDep = NamedDependency[Any]
+
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
+MAX_BODY_BYTES = 256 * 1024  # config bodies (dashboards, metrics, alerts); larger → 413
+
+
+def _not_found(_: Request, exc: NotFound) -> Response:
+    return error_response(404, "not_found", f"no such {exc.args[0] if exc.args else 'object'}")
+
+
+def _version_conflict(_: Request, exc: VersionConflict) -> Response:
+    return error_response(
+        409,
+        "version_conflict",
+        "this was changed since you read it; re-read it and apply your change again",
+        {"current_version": exc.current},
+        {"ETag": etag(exc.current)},
+    )
+
+
+def _conflict(_: Request, exc: Conflict) -> Response:
+    return error_response(409, exc.code, exc.message, exc.where)
+
+
+def _invalid(_: Request, exc: Invalid) -> Response:
+    return error_response(422, exc.code, exc.message, exc.where)
+
+
+def _unavailable(request: Request, exc: StoreUnavailable) -> Response:
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.degradation.failed("postgres", str(exc))
+    return error_response(
+        503,
+        "store_unavailable",
+        "the configuration store is unavailable; try again shortly",
+        None,
+        {"Retry-After": "5"},
+    )
+
+
+STORE_ERROR_HANDLERS: dict[Any, Any] = {
+    NotFound: _not_found,
+    VersionConflict: _version_conflict,
+    Conflict: _conflict,
+    Invalid: _invalid,
+    StoreUnavailable: _unavailable,
+}
+
+AUTH = {"principal": Provide(provide_principal)}
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_id(value: int) -> int:
+    """An id from the path; out-of-range ids are simply not found."""
+    if not 1 <= value <= MAX_ID:
+        raise NotFound("object")
+    return value
+
+
+def expected_version(request: Request, body_version: int | None = None) -> int:
+    """The version a write is based on: If-Match, else `version` in the body (or `?version=`).
+
+    Neither → 428: an unconditional overwrite would silently lose a concurrent edit.
+    """
+    header = request.headers.get("if-match")
+    if header:
+        raw = header.strip()
+        if raw.startswith("W/"):
+            raw = raw[2:]
+        raw = raw.strip('"')
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+            raise ApiError(
+                400,
+                "invalid_if_match",
+                'If-Match must be the ETag you read, e.g. "3"',
+                {"header": "If-Match"},
+            )
+        return int(raw)
+    if body_version is not None:
+        return body_version
+    query = request.query_params.get("version")
+    if query is not None and query.isdigit() and 1 <= int(query) <= MAX_ID:
+        return int(query)
+    raise ApiError(
+        428,
+        "precondition_required",
+        "send If-Match with the ETag you read (or the `version` you read) to change this",
+        {"header": "If-Match"},
+    )
+
+
+def exactly_one_metric(metric_id: int | None, metric_inline: Any, field_prefix: str = "") -> None:
+    if (metric_id is None) == (metric_inline is None):
+        raise ApiError(
+            422,
+            "invalid_metric_ref",
+            "give exactly one of metric_id and metric_inline",
+            {"field": f"{field_prefix}metric_id"},
+        )
+    if metric_id is not None and not 1 <= metric_id <= MAX_ID:
+        raise ApiError(
+            422,
+            "unknown_metric",
+            f"no metric with id {metric_id}",
+            {"field": f"{field_prefix}metric_id"},
+        )

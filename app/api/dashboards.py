@@ -1,0 +1,194 @@
+"""Dashboards with their charts inline, and their data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from app.api.common import (
+    AUTH,
+    MAX_BODY_BYTES,
+    STORE_ERROR_HANDLERS,
+    PrincipalDep,
+    ServicesDep,
+    check_id,
+    etag,
+    exactly_one_metric,
+    expected_version,
+)
+from app.api.compiler import validate_definition
+from app.api.data import parse_range_s
+from app.api.metrics import _definition, answer_series
+from app.api.schemas import (
+    ChartData,
+    DashboardData,
+    DashboardIn,
+    DashboardOut,
+    DashboardSummary,
+)
+from app.auth import Principal
+from app.cache import config_key
+from app.errors import ApiError
+from app.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+
+def _charts(data: JSONBody[DashboardIn]) -> list[dict[str, Any]]:
+    charts = []
+    for i, chart in enumerate(data.charts):
+        exactly_one_metric(chart.metric_id, chart.metric_inline, f"charts[{i}].")
+        if chart.metric_inline is not None:
+            validate_definition(chart.metric_inline, f"charts[{i}].metric_inline")
+        charts.append(msgspec.structs.asdict(chart))
+    return charts
+
+
+def _out(row: dict[str, Any], *, stale: bool = False, age_s: float = 0.0) -> DashboardOut:
+    out = msgspec.convert(row, DashboardOut)
+    out.stale = stale
+    out.age_s = age_s
+    return out
+
+
+async def read_dashboard(
+    services: Services, principal: Principal, dashboard_id: int
+) -> DashboardOut:
+    """From PostgreSQL (and remembered in the hot cache); from that cache if PostgreSQL is down."""
+    key = config_key(principal.org_id, "dashboard", dashboard_id)
+    cache = services.cache
+    try:
+        row = await services.store.dashboards.get(principal.org_id, dashboard_id)
+    except StoreUnavailable as exc:
+        services.degradation.failed("postgres", str(exc))
+        entry = await cache.get(key)
+        if entry is None:
+            raise
+        services.degradation.served_stale("postgres")
+        return _out(entry.value, stale=True, age_s=round(entry.age_s(cache.clock()), 3))
+    out = _out(row)
+    await cache.set(key, msgspec.to_builtins(out), 0)
+    return out
+
+
+class DashboardController(Controller):
+    path = "/dashboards"
+    tags = ["dashboards"]
+    dependencies = AUTH
+    exception_handlers = STORE_ERROR_HANDLERS
+    request_max_body_size = MAX_BODY_BYTES
+
+    @get("/")
+    async def list_dashboards(
+        self, services: ServicesDep, principal: PrincipalDep
+    ) -> list[DashboardSummary]:
+        rows = await services.store.dashboards.list(principal.org_id)
+        return [msgspec.convert(r, DashboardSummary) for r in rows]
+
+    @post("/")
+    async def create_dashboard(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[DashboardIn]
+    ) -> Response[DashboardOut]:
+        """Create a dashboard with its charts (each: a saved metric_id or an inline metric)."""
+        principal.require("editor")
+        row = await services.store.dashboards.create(
+            principal.org_id, data.name, data.description, _charts(data)
+        )
+        return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
+
+    @get("/{dashboard_id:int}")
+    async def get_dashboard(
+        self, services: ServicesDep, principal: PrincipalDep, dashboard_id: FromPath[int]
+    ) -> Response[DashboardOut]:
+        """The dashboard and its charts. `stale: true` when served from cache (PostgreSQL down)."""
+        out = await read_dashboard(services, principal, check_id(dashboard_id))
+        return Response(out, headers={"ETag": etag(out.version)})
+
+    @put("/{dashboard_id:int}")
+    async def update_dashboard(
+        self,
+        request: Request,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        dashboard_id: FromPath[int],
+        data: JSONBody[DashboardIn],
+    ) -> Response[DashboardOut]:
+        """Replace the dashboard and all its charts; needs If-Match (or `version`)."""
+        principal.require("editor")
+        check_id(dashboard_id)
+        version = expected_version(request, data.version)
+        charts = _charts(data)
+        row = await services.store.dashboards.update(
+            principal.org_id, dashboard_id, version, data.name, data.description, charts
+        )
+        await services.cache.delete(config_key(principal.org_id, "dashboard", dashboard_id))
+        return Response(_out(row), headers={"ETag": etag(row["version"])})
+
+    @delete("/{dashboard_id:int}", status_code=204)
+    async def delete_dashboard(
+        self,
+        request: Request,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        dashboard_id: FromPath[int],
+    ) -> None:
+        principal.require("editor")
+        check_id(dashboard_id)
+        await services.store.dashboards.delete(
+            principal.org_id, dashboard_id, expected_version(request)
+        )
+        await services.cache.delete(config_key(principal.org_id, "dashboard", dashboard_id))
+
+    @get("/{dashboard_id:int}/data")
+    async def dashboard_data(
+        self,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        dashboard_id: FromPath[int],
+        from_: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
+        to: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    ) -> DashboardData:
+        """Every chart's series over its default range (or [from, to)); each chart degrades
+        on its own (stale from cache, or an `error` for that chart only)."""
+        dashboard = await read_dashboard(services, principal, check_id(dashboard_id))
+
+        async def one(chart: Any) -> ChartData:
+            try:
+                if chart.metric_id is not None:
+                    definition = await _definition(services, principal, chart.metric_id)
+                else:
+                    definition = chart.metric_inline
+                filters: list[dict[str, Any]] = []
+                series = await answer_series(
+                    services,
+                    principal,
+                    definition,
+                    from_=from_,
+                    to=to,
+                    granularity=chart.granularity,
+                    filters=filters,
+                    group_by=chart.dimension,
+                    compare=chart.comparison,
+                    default_range_s=parse_range_s(chart.default_range),
+                    field="metric_inline",
+                    logical=("chart", chart.id, chart.metric_id, chart.metric_inline),
+                )
+            except ApiError as exc:
+                if exc.status == 429:
+                    raise
+                return ChartData(
+                    chart_id=chart.id,
+                    error={"code": exc.code, "message": exc.message, "where": exc.where},
+                )
+            return ChartData(
+                chart_id=chart.id, columns=series.columns, rows=series.rows, meta=series.meta
+            )
+
+        charts = await asyncio.gather(*(one(c) for c in dashboard.charts))
+        stale = dashboard.stale or any(c.meta is not None and c.meta.stale for c in charts)
+        return DashboardData(dashboard_id=dashboard.id, charts=list(charts), stale=stale)

@@ -1,0 +1,213 @@
+"""Saved metrics, their history, and ad-hoc queries."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from app.api import compiler
+from app.api.common import (
+    AUTH,
+    MAX_BODY_BYTES,
+    STORE_ERROR_HANDLERS,
+    PrincipalDep,
+    ServicesDep,
+    check_id,
+    etag,
+    expected_version,
+)
+from app.api.data import parse_compare, parse_filters, request_key, run_cached, time_range
+from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
+from app.auth import Principal
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+DEFAULT_HISTORY_S = 3600
+
+
+def _out(row: dict[str, Any]) -> MetricOut:
+    return msgspec.convert(row, MetricOut, from_attributes=False)
+
+
+async def answer_series(
+    services: Services,
+    principal: Principal,
+    definition: dict[str, Any],
+    *,
+    from_: str | None,
+    to: str | None,
+    granularity: str,
+    filters: list[dict[str, Any]],
+    group_by: str | None,
+    compare: Any,
+    default_range_s: int,
+    field: str,
+    logical: tuple[Any, ...],
+) -> SeriesOut:
+    """Compile for this org, run through cache/quotas/degradation, answer the series."""
+    start, end = time_range(from_, to, default_range_s, time.time())
+    compiled = compiler.compile_query(
+        definition,
+        org_id=principal.org_id,
+        database=services.ch.database,
+        time_from=start,
+        time_to=end,
+        granularity=granularity,
+        filters=filters,
+        group_by=group_by,
+        compare=compare,
+        field=field,
+    )
+    fallback = request_key(
+        principal.org_id, *logical, from_, to, granularity, filters, group_by, compare
+    )
+    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
+    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
+
+
+class MetricController(Controller):
+    path = "/metrics"
+    tags = ["metrics"]
+    dependencies = AUTH
+    exception_handlers = STORE_ERROR_HANDLERS
+    request_max_body_size = MAX_BODY_BYTES
+
+    @get("/")
+    async def list_metrics(self, services: ServicesDep, principal: PrincipalDep) -> list[MetricOut]:
+        """The org's saved metrics."""
+        return [_out(r) for r in await services.store.metrics.list(principal.org_id)]
+
+    @post("/")
+    async def create_metric(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[MetricIn]
+    ) -> Response[MetricOut]:
+        """Save a metric; its definition is compiled first (422 with the position if bad)."""
+        principal.require("editor")
+        compiler.validate_definition(data.definition)
+        row = await services.store.metrics.create(
+            principal.org_id, data.name, data.description, data.definition
+        )
+        return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
+
+    @get("/{metric_id:int}")
+    async def get_metric(
+        self, services: ServicesDep, principal: PrincipalDep, metric_id: FromPath[int]
+    ) -> Response[MetricOut]:
+        row = await services.store.metrics.get(principal.org_id, check_id(metric_id))
+        return Response(_out(row), headers={"ETag": etag(row["version"])})
+
+    @put("/{metric_id:int}")
+    async def update_metric(
+        self,
+        request: Request,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        metric_id: FromPath[int],
+        data: JSONBody[MetricIn],
+    ) -> Response[MetricOut]:
+        """Replace a metric; needs If-Match (or `version`) — a stale one is 409."""
+        principal.require("editor")
+        check_id(metric_id)
+        version = expected_version(request, data.version)
+        compiler.validate_definition(data.definition)
+        row = await services.store.metrics.update(
+            principal.org_id, metric_id, version, data.name, data.description, data.definition
+        )
+        return Response(_out(row), headers={"ETag": etag(row["version"])})
+
+    @delete("/{metric_id:int}", status_code=204)
+    async def delete_metric(
+        self,
+        request: Request,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        metric_id: FromPath[int],
+    ) -> None:
+        principal.require("editor")
+        check_id(metric_id)
+        await services.store.metrics.delete(principal.org_id, metric_id, expected_version(request))
+
+    @get("/{metric_id:int}/history")
+    async def history(
+        self,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        metric_id: FromPath[int],
+        from_: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
+        to: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        granularity: FromQuery[Granularity] = "auto",
+        filter_: Annotated[list[str] | None, QueryParameter(name="filter")] = None,
+        group_by: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        compare: Annotated[str | None, QueryParameter(max_length=4000)] = None,
+    ) -> SeriesOut:
+        """The metric's series over [from, to) with the plan (table, granularity) in `meta`.
+
+        If ClickHouse fails, the last cached answer comes back with `meta.stale: true`.
+        """
+        check_id(metric_id)
+        definition = await _definition(services, principal, metric_id)
+        return await answer_series(
+            services,
+            principal,
+            definition,
+            from_=from_,
+            to=to,
+            granularity=granularity,
+            filters=parse_filters(filter_),
+            group_by=group_by,
+            compare=parse_compare(compare),
+            default_range_s=DEFAULT_HISTORY_S,
+            field="definition",
+            logical=("metric", metric_id),
+        )
+
+
+async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
+    """The saved definition; kept in the hot cache so history survives a PostgreSQL outage."""
+    from app.cache import config_key
+    from app.store import StoreUnavailable
+
+    key = config_key(principal.org_id, "metric", metric_id)
+    try:
+        row = await services.store.metrics.get(principal.org_id, metric_id)
+    except StoreUnavailable:
+        entry = await services.cache.get(key)
+        if entry is None:
+            raise
+        services.degradation.served_stale("postgres")
+        return entry.value
+    await services.cache.set(key, row["definition"], 0)
+    return row["definition"]
+
+
+class QueryController(Controller):
+    path = "/query"
+    tags = ["metrics"]
+    dependencies = AUTH
+    exception_handlers = STORE_ERROR_HANDLERS
+    request_max_body_size = MAX_BODY_BYTES
+
+    @post("/", status_code=200)
+    async def query(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[QueryIn]
+    ) -> SeriesOut:
+        """An ad-hoc metric (text or form JSON) for exploration: same compiler, same limits."""
+        return await answer_series(
+            services,
+            principal,
+            data.definition,
+            from_=data.from_,
+            to=data.to,
+            granularity=data.granularity,
+            filters=data.filters,
+            group_by=data.group_by,
+            compare=data.compare,
+            default_range_s=DEFAULT_HISTORY_S,
+            field="definition",
+            logical=("query", data.definition),
+        )

@@ -1,0 +1,225 @@
+"""Request and response bodies of the API (msgspec Structs; Litestar derives the OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=2000)]
+ChartType = Literal["line", "bar", "heatmap", "funnel"]
+Granularity = Literal["auto", "1s", "1m", "1h", "1d"]
+Range = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,4}[smhdw]$")]
+Dimension = Annotated[str, Meta(pattern=r"^[a-z_]{1,32}(\.[A-Za-z0-9_.\-]{1,64})?$")]
+Version = Annotated[int, Meta(ge=1)]
+
+
+class Meta_(msgspec.Struct):
+    """How an answer was produced."""
+
+    stale: bool = False  # True: ClickHouse/PostgreSQL failed; this is the last cached answer
+    age_s: float = 0.0  # age of the answer (0 when computed for this request)
+    cached: bool = False  # answered from the hot cache
+    table: str | None = None
+    granularity: str | None = None
+    granularity_s: int | None = None
+    raw: bool | None = None
+    reason: str | None = None
+    time_from: int | None = None
+    time_to: int | None = None
+    comparison: str | None = None
+    rows_read: int | None = None
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+class MetricIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    # {"text": "SELECT count() AS views WHERE event = 'pageview'"} or the form builder's JSON
+    definition: dict[str, Any]
+    description: Description = ""
+    version: Version | None = None  # alternative to If-Match on PUT
+
+
+class MetricOut(msgspec.Struct):
+    id: int
+    name: str
+    description: str
+    definition: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- dashboards ----------------------------------------------------------------------------
+
+
+class ChartIn(msgspec.Struct, forbid_unknown_fields=True):
+    chart_type: ChartType
+    title: Annotated[str, Meta(max_length=200)] = ""
+    metric_id: int | None = None  # a saved metric of this org ...
+    metric_inline: dict[str, Any] | None = None  # ... or an inline definition (exactly one)
+    granularity: Granularity = "auto"
+    default_range: Range = "1h"
+    dimension: Dimension | None = None
+    comparison: dict[str, Any] | str | None = None  # "previous_period" or {"a": [...], "b": [...]}
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ChartOut(msgspec.Struct):
+    id: int
+    position: int
+    title: str
+    chart_type: str
+    metric_id: int | None
+    metric_inline: dict[str, Any] | None
+    granularity: str
+    default_range: str
+    dimension: str | None
+    comparison: Any
+    options: dict[str, Any]
+
+
+class DashboardIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    description: Description = ""
+    charts: Annotated[list[ChartIn], Meta(max_length=50)] = msgspec.field(default_factory=list)
+    version: Version | None = None
+
+
+class DashboardOut(msgspec.Struct):
+    id: int
+    name: str
+    description: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    charts: list[ChartOut]
+    stale: bool = False  # served from cache because PostgreSQL is unavailable
+    age_s: float = 0.0
+
+
+class DashboardSummary(msgspec.Struct):
+    id: int
+    name: str
+    description: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    chart_count: int
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+class AlertIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    comparator: Literal[">", ">=", "<", "<="]
+    threshold: float
+    for_seconds: Annotated[int, Meta(ge=1, le=86400)]
+    metric_id: int | None = None
+    metric_inline: dict[str, Any] | None = None
+    filters: Annotated[list[dict[str, Any]], Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+    resolve_after_seconds: Annotated[int, Meta(ge=1, le=86400)] | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    enabled: bool = True
+    webhook_url: Annotated[str, Meta(max_length=2000)] | None = None
+    version: Version | None = None
+
+
+class AlertOut(msgspec.Struct):
+    id: int
+    name: str
+    metric_id: int | None
+    metric_inline: dict[str, Any] | None
+    filters: list[Any]
+    comparator: str
+    threshold: float
+    for_seconds: int
+    resolve_after_seconds: int | None
+    severity: str
+    enabled: bool
+    webhook_url: str | None
+    state: str
+    state_since: datetime | None
+    last_value: float | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- API keys, org ---------------------------------------------------------------------------
+
+
+class ApiKeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(max_length=200)] = ""
+
+
+class ApiKeyOut(msgspec.Struct):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    key: str | None = None  # only in the answer to POST, never again
+
+
+class LimitsIn(msgspec.Struct, forbid_unknown_fields=True):
+    rate_per_s: Annotated[float, Meta(gt=0)] | None = None
+    burst: Annotated[int, Meta(gt=0)] | None = None
+    concurrent_queries: Annotated[int, Meta(gt=0, le=64)] | None = None
+    rows_per_minute: Annotated[int, Meta(gt=0)] | None = None
+
+
+class LimitsOut(msgspec.Struct):
+    overrides: dict[str, Any]  # what orgs.limits sets for this org
+    effective: dict[str, Any]  # with the defaults filled in
+
+
+class Me(msgspec.Struct):
+    org_id: int
+    user_id: int
+    role: str
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+class QueryIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An ad-hoc metric (text or form JSON) with the same parameters as history."""
+
+    definition: dict[str, Any]
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    granularity: Granularity = "auto"
+    filters: Annotated[list[dict[str, Any]], Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+    group_by: Dimension | None = None
+    compare: dict[str, Any] | str | None = None
+
+
+class SeriesOut(msgspec.Struct):
+    columns: list[str]
+    rows: list[list[Any]]
+    meta: Meta_
+
+
+class ChartData(msgspec.Struct):
+    chart_id: int
+    columns: list[str] = msgspec.field(default_factory=list)
+    rows: list[list[Any]] = msgspec.field(default_factory=list)
+    meta: Meta_ | None = None
+    error: dict[str, Any] | None = None
+
+
+class DashboardData(msgspec.Struct):
+    dashboard_id: int
+    charts: list[ChartData]
+    stale: bool = False

@@ -1,0 +1,252 @@
+"""The hot cache: recent query results and config reads, in Redis or in process.
+
+An entry is `(value, stored_at, fresh_until)`. While fresh it answers requests directly; after
+that it is kept (up to `keep_s`) as the *last known answer*, served with `stale: true` when
+ClickHouse or PostgreSQL cannot answer (see docs/api.md, "Degradation").
+
+* `RedisCache` (when `REDIS_URL` is set): shared by every node; `SET … EX keep_s`.
+* `MemoryCache` otherwise: a bounded LRU with the same two horizons.
+
+Values are anything msgspec can encode to JSON. Query keys are built by `query_key`: the org and
+a hash of the compiled SQL and its parameters, so two requests that compile to the same query
+share an entry, and no two orgs ever do (the org is in the key *and* in the compiled SQL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+Clock = Callable[[], float]
+
+# Granularity names the API and the compiler use, in seconds.
+GRANULARITY_S = {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}
+RECENT_WINDOW_S = 600  # "the last 10 minutes": what rollup_1s holds
+
+
+@dataclass(slots=True)
+class Entry:
+    value: Any
+    stored_at: float
+    fresh_until: float
+
+    def fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.stored_at)
+
+
+class _Stored(msgspec.Struct, array_like=True):
+    value: Any
+    stored_at: float
+    fresh_until: float
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Stored)
+
+
+def query_key(org_id: int, sql: str, params: dict[str, Any] | None) -> str:
+    """The cache key of one compiled query of one org."""
+    digest = hashlib.sha256()
+    digest.update(sql.encode())
+    digest.update(b"\0")
+    digest.update(_encoder.encode(sorted((params or {}).items(), key=lambda kv: kv[0])))
+    return f"cp:q:{int(org_id)}:{digest.hexdigest()[:40]}"
+
+
+def config_key(org_id: int, kind: str, entity_id: int) -> str:
+    """The cache key of one config entity (a dashboard read) of one org."""
+    return f"cp:c:{int(org_id)}:{kind}:{int(entity_id)}"
+
+
+def ttl_for(granularity: str, to_ts: float, now: float) -> float:
+    """How long a query result stays fresh.
+
+    Ranges touching the last 10 minutes change every second: 1 s at 1 s granularity, 2 s at
+    1 m, 10 s coarser. Closed ranges only change through late events (ingest accepts events up
+    to a week old), so they stay fresh for 5 minutes.
+    """
+    if to_ts >= now - RECENT_WINDOW_S:
+        step = GRANULARITY_S.get(granularity, 60)
+        if step <= 1:
+            return 1.0
+        if step <= 60:
+            return 2.0
+        return 10.0
+    return 300.0
+
+
+class Cache:
+    """The interface; `stats` counts hits (fresh), stale reads, misses and writes."""
+
+    def __init__(self, *, keep_s: float = 3600, clock: Clock = time.time):
+        self.keep_s = keep_s
+        self.clock = clock
+        self.stats = {"hit": 0, "stale": 0, "miss": 0, "set": 0, "error": 0}
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def _failed(self, exc: Exception) -> None:
+        # A cache that cannot answer is a miss, never a failed request (readyz reports it).
+        self.stats["error"] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error_at = self.clock()
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry (fresh or not) if still kept; counts hit/stale/miss."""
+        try:
+            entry = await self._get(key)
+        except Exception as exc:
+            self._failed(exc)
+            entry = None
+        if entry is None:
+            self.stats["miss"] += 1
+        elif entry.fresh(self.clock()):
+            self.stats["hit"] += 1
+        else:
+            self.stats["stale"] += 1
+        return entry
+
+    async def set(self, key: str, value: Any, ttl_s: float) -> Entry:
+        now = self.clock()
+        entry = Entry(value, now, now + ttl_s)
+        try:
+            await self._set(key, entry, max(self.keep_s, ttl_s))
+        except Exception as exc:
+            self._failed(exc)
+            return entry
+        self.stats["set"] += 1
+        return entry
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._delete(key)
+        except Exception as exc:
+            self._failed(exc)
+
+    async def ping(self) -> None:
+        return None
+
+    async def _get(self, key: str) -> Entry | None:
+        raise NotImplementedError
+
+    async def _set(self, key: str, entry: Entry, keep_s: float) -> None:
+        raise NotImplementedError
+
+    async def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+
+class MemoryCache(Cache):
+    """A bounded LRU in this process (one per app)."""
+
+    kind = "memory"
+
+    def __init__(
+        self, *, max_entries: int = 10_000, keep_s: float = 3600, clock: Clock = time.time
+    ):
+        super().__init__(keep_s=keep_s, clock=clock)
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def _get(self, key: str) -> Entry | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        entry, expires_at = item
+        if self.clock() >= expires_at:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    async def _set(self, key: str, entry: Entry, keep_s: float) -> None:
+        self._data[key] = (entry, entry.stored_at + keep_s)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    async def _delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+
+class RedisCache(Cache):
+    """Entries in Redis (shared by all nodes); Redis expires them after `keep_s`."""
+
+    kind = "redis"
+
+    def __init__(self, redis: Any, *, keep_s: float = 3600, clock: Clock = time.time):
+        super().__init__(keep_s=keep_s, clock=clock)
+        self.redis = redis
+
+    async def _get(self, key: str) -> Entry | None:
+        raw = await self.redis.get(key)
+        if raw is None:
+            return None
+        stored = _decoder.decode(raw)
+        return Entry(stored.value, stored.stored_at, stored.fresh_until)
+
+    async def _set(self, key: str, entry: Entry, keep_s: float) -> None:
+        raw = _encoder.encode(_Stored(entry.value, entry.stored_at, entry.fresh_until))
+        await self.redis.set(key, raw, ex=max(1, int(keep_s)))
+
+    async def _delete(self, key: str) -> None:
+        await self.redis.delete(key)
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+
+def make_cache(redis: Any, *, max_entries: int, keep_s: float, clock: Clock = time.time) -> Cache:
+    """Redis when a client is given, in process otherwise."""
+    if redis is not None:
+        return RedisCache(redis, keep_s=keep_s, clock=clock)
+    return MemoryCache(max_entries=max_entries, keep_s=keep_s, clock=clock)
+
+
+class Degradation:
+    """What has been failing lately, for readyz and for the `stale` answers.
+
+    A component is degraded from its last failure until its next success (and at least
+    `window_s` after a failure, so a flapping dependency stays visible).
+    """
+
+    def __init__(self, *, window_s: float = 30.0, clock: Clock = time.time):
+        self.window_s = window_s
+        self.clock = clock
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._ok: dict[str, float] = {}
+        self.stale_served: dict[str, int] = {}
+
+    def failed(self, component: str, error: str) -> None:
+        self._failed[component] = (self.clock(), error[:300])
+
+    def ok(self, component: str) -> None:
+        self._ok[component] = self.clock()
+
+    def served_stale(self, component: str) -> None:
+        self.stale_served[component] = self.stale_served.get(component, 0) + 1
+
+    def degraded(self) -> dict[str, dict[str, Any]]:
+        now = self.clock()
+        out = {}
+        for component, (at, error) in self._failed.items():
+            last_ok = self._ok.get(component, 0.0)
+            if last_ok < at or now - at < self.window_s:
+                out[component] = {
+                    "since_s": round(now - at, 3),
+                    "error": error,
+                    "stale_served": self.stale_served.get(component, 0),
+                }
+        return out

@@ -1,0 +1,164 @@
+"""`POST /v1/events`: authenticate, rate-limit, parse, enrich, write; answer per event.
+
+Status codes (the body of every non-2xx is the shared error shape, see app/errors.py):
+
+* 200 `IngestResult` — at least one event stored (durably: the INSERT holding them returned);
+  rejected events, if any, are listed with their index and reason.
+* 400 — malformed JSON body, not an array/NDJSON, empty batch, or *every* event rejected
+  (code `no_valid_events`, with the full `IngestResult` in `where`).
+* 401 — missing, unknown (`invalid_api_key`) or revoked (`revoked_api_key`) key.
+* 413 — body over `ingest_max_body_bytes` or more than `ingest_max_events` events.
+* 429 — the org's rate limit (`Retry-After`).
+* 503 — the writer is overloaded, stopping, or the INSERT failed (`Retry-After`); nothing of
+  the request was stored, so retrying cannot duplicate it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+
+from app.errors import ApiError
+from app.ingest.auth import ApiKeyCache
+from app.ingest.enrich import Enricher
+from app.ingest.parse import RequestContext, build_columns, is_ndjson, split_events
+from app.ingest.ratelimit import RateLimiter
+from app.ingest.schema import IngestResult
+from app.ingest.writer import InsertFailed, WriterClosed, WriterOverloaded
+from app.services import Services
+
+if TYPE_CHECKING:
+    ServicesDep = Services
+else:
+    # Typed Any for Litestar: its signature model would otherwise convert (and introspect)
+    # the Services dataclass on every request.
+    ServicesDep = NamedDependency[Any]
+
+_STATE_KEY = "ingest"
+
+
+class IngestState:
+    """Per-process ingest state: the key cache, the rate limiter, the enrichment caches."""
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.keys = ApiKeyCache(settings.ingest_key_cache_ttl_s)
+        self.limiter = RateLimiter(settings.ingest_rate_per_s)
+        self.enricher = Enricher()
+
+
+def ingest_state(services: Services) -> IngestState:
+    """The process's IngestState (created on first use, kept in `services.extras`)."""
+    state = services.extras.get(_STATE_KEY)
+    if state is None:
+        state = services.extras[_STATE_KEY] = IngestState(services)
+    return state
+
+
+def invalidate_api_key(services: Services, key_hash: str | None = None) -> None:
+    """Forget a cached key (by hash; all keys if None) so a revocation applies at once here."""
+    ingest_state(services).keys.invalidate(key_hash)
+
+
+def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            # The rightmost entry is the one our (trusted) proxy appended; earlier ones are
+            # whatever the client claimed.
+            return forwarded.rsplit(",", 1)[-1].strip()
+    return request.client.host if request.client else ""
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise _body_too_large(max_bytes)
+    try:
+        body = await request.body()
+    except HTTPException as exc:  # Litestar's own limit on a streamed (chunked) body
+        if exc.status_code == 413:
+            raise _body_too_large(max_bytes) from exc
+        raise
+    if len(body) > max_bytes:
+        raise _body_too_large(max_bytes)
+    return body
+
+
+def _body_too_large(max_bytes: int) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the request body exceeds {max_bytes} bytes; send fewer events per request",
+        where={"limit_bytes": max_bytes},
+    )
+
+
+@post(
+    "/v1/events",
+    summary="Ingest a batch of events",
+    description=(
+        "Body: a JSON array of events or NDJSON (one event per line). "
+        "Auth: `Authorization: Bearer <ingest key>`. See docs/ingest.md."
+    ),
+)
+async def post_events(request: Request, services: ServicesDep) -> Response[IngestResult]:
+    """Store a batch of events for the key's org; answer per-event reasons for rejects."""
+    settings = services.settings
+    ingest = ingest_state(services)
+    key = await ingest.keys.authenticate(services.pg, request.headers.get("authorization"))
+    body = await _read_body(request, settings.ingest_max_body_bytes)
+    items = split_events(
+        body,
+        ndjson=is_ndjson(request.headers.get("content-type", ""), body),
+        max_events=settings.ingest_max_events,
+    )
+    wait_s = ingest.limiter.acquire(key.org_id, len(items), key.rate_per_s)
+    if wait_s > 0:
+        retry_after = RateLimiter.retry_after_header(wait_s)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"the org's ingest rate limit is exceeded; retry in {retry_after} s",
+            headers={"Retry-After": retry_after},
+        )
+
+    now_ms = time.time_ns() // 1_000_000
+    ctx = RequestContext(
+        org_id=key.org_id,
+        now_ms=now_ms,
+        min_ts_ms=now_ms - settings.ingest_max_past_skew_s * 1000,
+        max_ts_ms=now_ms + settings.ingest_max_future_skew_s * 1000,
+        max_event_bytes=settings.ingest_max_event_bytes,
+        user_agent=request.headers.get("user-agent", ""),
+        client_ip=_client_ip(request, settings.ingest_trust_forwarded_for),
+    )
+    columns, errors = build_columns(items, ctx, ingest.enricher)
+    result = IngestResult(accepted=len(columns), rejected=len(errors), errors=errors)
+    if not columns:
+        raise ApiError(
+            400, "no_valid_events", f"all {len(errors)} events were rejected", where=result
+        )
+
+    try:
+        await services.writer.submit(columns)
+    except WriterOverloaded as exc:
+        raise ApiError(
+            503, "ingest_overloaded", str(exc) + "; retry shortly", headers={"Retry-After": "1"}
+        ) from exc
+    except WriterClosed as exc:
+        raise ApiError(
+            503, "shutting_down", "the server is shutting down", headers={"Retry-After": "1"}
+        ) from exc
+    except InsertFailed as exc:
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "the events could not be stored; none of this request was accepted, retry it",
+            headers={"Retry-After": "1"},
+        ) from exc
+    return Response(result, status_code=200)

@@ -1,0 +1,67 @@
+"""Orgs (their quotas), ingest API keys and user tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from app.credentials import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
+from app.store.base import NotFound, Repo
+
+
+class OrgRepo(Repo):
+    async def get_limits(self, org_id: int) -> dict[str, Any]:
+        row = await self.fetchone("SELECT limits FROM orgs WHERE id = %s", (org_id,))
+        if row is None:
+            raise NotFound("org")
+        return row["limits"] or {}
+
+    async def set_limits(self, org_id: int, limits: dict[str, Any]) -> dict[str, Any]:
+        row = await self.fetchone(
+            "UPDATE orgs SET limits = %s WHERE id = %s RETURNING limits", (Jsonb(limits), org_id)
+        )
+        if row is None:
+            raise NotFound("org")
+        return row["limits"]
+
+
+class ApiKeyRepo(Repo):
+    _COLUMNS = "id, name, prefix, created_at, revoked_at"
+
+    async def list(self, org_id: int) -> list[dict[str, Any]]:
+        return await self.fetchall(
+            f"SELECT {self._COLUMNS} FROM api_keys WHERE org_id = %s ORDER BY id", (org_id,)
+        )
+
+    async def create(self, org_id: int, name: str) -> tuple[dict[str, Any], str]:
+        """The new key's row and its secret (returned once, never stored)."""
+        secret = new_secret(API_KEY_PREFIX)
+        row = await self.fetchone(
+            "INSERT INTO api_keys (org_id, name, prefix, key_hash) VALUES (%s, %s, %s, %s) "
+            f"RETURNING {self._COLUMNS}",
+            (org_id, name, display_prefix(secret), hash_secret(secret)),
+        )
+        assert row is not None
+        return row, secret
+
+    async def revoke(self, org_id: int, key_id: int) -> None:
+        row = await self.fetchone(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = %s AND org_id = %s RETURNING id",
+            (key_id, org_id),
+        )
+        if row is None:
+            raise NotFound("api_key")
+
+
+class TokenRepo(Repo):
+    async def principal(self, token_hash: str) -> dict[str, Any] | None:
+        """org_id, user_id and role of a live token (not revoked, not expired), else None."""
+        return await self.fetchone(
+            "SELECT t.org_id, t.user_id, m.role FROM user_tokens t "
+            "JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
+            "WHERE t.token_hash = %s AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > now())",
+            (token_hash,),
+        )

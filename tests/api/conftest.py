@@ -1,0 +1,205 @@
+"""Fixtures for the HTTP API tests: real PostgreSQL (schema per test), chDB (database per test),
+Redis (db 9, flushed) when a test asks for it, and the Litestar app over them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+from psycopg.rows import dict_row
+
+from app.config import Settings
+from app.credentials import create_org, create_user_token
+from app.db import open_pool
+from app.services import Services
+
+
+class FakeClock:
+    """A clock tests move by hand (cache freshness, rate buckets); never wall time."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Org:
+    id: int
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def h(self, role: str = "admin", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
+
+
+def build_services(ch: Any, pg_url: str, redis_url: str | None = None, **settings: Any) -> Services:
+    from app.ingest.writer import EventWriter
+
+    values: dict[str, Any] = {"limit_rate_per_s": 1000.0, "limit_burst": 1000, **settings}
+    s = Settings(clickhouse_database=ch.database, redis_url=redis_url, **values)
+    redis_client = None
+    if redis_url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.Redis.from_url(redis_url)
+    return Services(
+        settings=s,
+        ch=FlakyClickHouse(ch),
+        pg=open_pool(pg_url, max_size=4),
+        writer=EventWriter(ch, s),
+        redis=redis_client,
+    )
+
+
+def make_app(services: Services) -> Any:
+    import app.ingest as ingest
+
+    if not hasattr(ingest, "route_handlers"):  # until app/ingest exposes its routes
+        ingest.route_handlers = []
+    from app.server import create_app
+
+    return create_app(services)
+
+
+@pytest.fixture
+def api_settings() -> dict[str, Any]:
+    """Settings overrides for `api_services` (a test may change them before use)."""
+    return {}
+
+
+@pytest.fixture
+def api_services(ch, pg_url, api_settings) -> Services:
+    return build_services(ch, pg_url, **api_settings)
+
+
+@pytest.fixture
+async def api(api_services) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(app=make_app(api_services)) as client:
+        yield client
+
+
+@pytest.fixture
+def make_org(pg_url) -> Callable[..., Any]:
+    """`await make_org()` → an Org with a token per role (viewer, editor, admin)."""
+    counter = {"n": 0}
+
+    async def factory(name: str | None = None) -> Org:
+        counter["n"] += 1
+        async with await psycopg.AsyncConnection.connect(
+            pg_url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            org_id = await create_org(conn, name or f"org{counter['n']}")
+            org = Org(org_id)
+            for role in ("viewer", "editor", "admin"):
+                org.tokens[role] = await create_user_token(
+                    conn, org_id, f"{role}-{org_id}@example.com", role
+                )
+        return org
+
+    return factory
+
+
+@pytest.fixture
+async def org(make_org) -> Org:
+    return await make_org("acme")
+
+
+@pytest.fixture
+async def other_org(make_org) -> Org:
+    return await make_org("globex")
+
+
+async def pg_exec(pg_url: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    async with await psycopg.AsyncConnection.connect(
+        pg_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def insert_metric(pg_url: str, org_id: int, name: str, text: str) -> int:
+    """A saved metric written straight to the store (tests that don't exercise POST /metrics)."""
+    from psycopg.types.json import Jsonb
+
+    rows = await pg_exec(
+        pg_url,
+        "INSERT INTO metrics (org_id, name, definition) VALUES (%s, %s, %s) RETURNING id",
+        (org_id, name, Jsonb({"text": text})),
+    )
+    return rows[0]["id"]
+
+
+def seed_events(ch: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert events through events_queue, so the MVs fill `events` and every rollup."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    names = [
+        "org_id", "ts", "event", "user_id", "session_id", "value", "path", "referrer",
+        "country", "device", "browser", "os", "received_at",
+    ]  # fmt: skip
+    defaults = {
+        "event": "pageview", "user_id": "u", "session_id": "s", "value": 0.0, "path": "/",
+        "referrer": "", "country": "DE", "device": "desktop", "browser": "firefox", "os": "linux",
+    }  # fmt: skip
+    now = datetime.now(UTC)
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for row in rows:
+        full = {**defaults, "received_at": now, **row}
+        if isinstance(full["ts"], int | float):
+            full["ts"] = datetime.fromtimestamp(full["ts"], UTC)
+        for n in names:
+            cols[n].append(full[n])
+    types = {"org_id": pa.uint32(), "value": pa.float64()}
+    ts_type = pa.timestamp("ms", tz="UTC")
+    arrays = {
+        n: pa.array(v, type=types.get(n, ts_type if n in ("ts", "received_at") else pa.string()))
+        for n, v in cols.items()
+    }
+    ch.insert_sync("events_queue", pa.table(arrays))
+
+
+class FlakyClickHouse:
+    """The real facade, which a test can make fail like an unreachable server."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.down = False
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def query(self, sql: str, params: Any = None, settings: Any = None) -> Any:
+        from app.clickhouse import ClickHouseError
+
+        if self.down:
+            raise ClickHouseError("Code: 210. Connection refused (simulated outage)", code=210)
+        self.queries += 1
+        return await self.inner.query(sql, params, settings)
+
+
+class DownPool:
+    """Stands in for the PostgreSQL pool while a test simulates an outage: every checkout fails
+    the way an unreachable server does (the real pool lives on the app's event loop)."""
+
+    def connection(self, timeout: float | None = None) -> Any:
+        raise psycopg.OperationalError("connection refused (simulated outage)")
+
+
+def set_pg_down(services: Services, down: bool) -> None:
+    real = services.extras.setdefault("real_pg", services.pg)
+    pool = DownPool() if down else real
+    services.pg = pool
+    for repo in vars(services.store).values():
+        if hasattr(repo, "pool"):
+            repo.pool = pool

@@ -1,0 +1,140 @@
+"""Degradation: ClickHouse down → last cached answer with stale: true (else 503);
+PostgreSQL down → dashboards already read come from cache; readyz says what is degraded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.api.conftest import FakeClock, seed_events, set_pg_down
+from tests.api.test_metrics import VIEWS, create_metric, hour_window
+
+
+@pytest.fixture(params=["memory", "redis"])
+def api_services(request, ch, pg_url, api_settings):
+    from tests.api.conftest import build_services
+
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    return build_services(ch, pg_url, redis_url, **api_settings)
+
+
+async def test_history_answers_stale_from_cache_when_clickhouse_fails(api, api_services, org):
+    clock = FakeClock(time.time())
+    api_services.cache.clock = clock
+    start, end = hour_window()
+    seed_events(api_services.ch.inner, [{"org_id": org.id, "ts": start + 60}] * 4)
+    m = await create_metric(api, org)
+    url = f"/metrics/{m['id']}/history?from={start}&to={end}&granularity=1m"
+    fresh = await api.get(url, headers=org.h("viewer"))
+    assert fresh.status_code == 200 and fresh.json()["meta"]["stale"] is False
+
+    api_services.ch.down = True
+    clock.advance(3600 - 1)  # long past the freshness TTL, still kept
+    r = await api.get(url, headers=org.h("viewer"))
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["stale"] is True
+    assert r.json()["meta"]["age_s"] >= 3599
+    assert r.json()["rows"] == fresh.json()["rows"]
+    assert r.json()["meta"]["table"] == "rollup_1m"
+
+    # a query never answered before has nothing to fall back on: 503 in the error shape
+    r = await api.get(url.replace("granularity=1m", "granularity=1h"), headers=org.h("viewer"))
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "clickhouse_unavailable"
+    assert r.headers["retry-after"]
+
+    ready = await api.get("/readyz")
+    assert ready.status_code == 503
+    assert "clickhouse" in ready.json()["degraded"]
+    assert ready.json()["recent_failures"]["clickhouse"]["stale_served"] >= 1
+
+    api_services.ch.down = False
+    r = await api.get(url, headers=org.h("viewer"))
+    assert r.json()["meta"]["stale"] is False and r.json()["meta"]["age_s"] == 0
+
+
+async def test_relative_range_falls_back_to_the_last_answer(api, api_services, org):
+    m = await create_metric(api, org)
+    url = f"/metrics/{m['id']}/history?from=now-1h&granularity=1m"
+    assert (await api.get(url, headers=org.h("viewer"))).json()["meta"]["stale"] is False
+    api_services.ch.down = True
+    # the compiled SQL of `now-1h` moves with time; the fallback is the same logical request
+    api_services.cache.clock = FakeClock(time.time() + 120)
+    r = await api.get(url, headers=org.h("viewer"))
+    assert r.status_code == 200 and r.json()["meta"]["stale"] is True
+
+
+async def test_dashboard_data_degrades_per_chart(api, api_services, org):
+    m = await create_metric(api, org)
+    d = await api.post(
+        "/dashboards",
+        json={
+            "name": "d",
+            "charts": [
+                {
+                    "chart_type": "line",
+                    "metric_id": m["id"],
+                    "granularity": "1m",
+                    "default_range": "1h",
+                },
+                {
+                    "chart_type": "bar",
+                    "metric_inline": {"text": VIEWS},
+                    "granularity": "1h",
+                    "default_range": "1d",
+                },
+            ],
+        },
+        headers=org.h("editor"),
+    )
+    did = d.json()["id"]
+    start, end = hour_window()
+    url = f"/dashboards/{did}/data?from={start}&to={end}"
+    r = await api.get(url, headers=org.h("viewer"))
+    assert r.status_code == 200, r.text
+    assert [c["meta"] and c["meta"]["table"] for c in r.json()["charts"]] == [
+        "rollup_1m",
+        "rollup_1h",
+    ], r.text
+    assert r.json()["stale"] is False
+    api_services.ch.down = True
+    r = await api.get(url, headers=org.h("viewer"))  # still fresh in the cache: not stale
+    assert r.json()["stale"] is False and all(c["meta"]["cached"] for c in r.json()["charts"])
+    api_services.cache.clock = FakeClock(time.time() + 600)
+    r = await api.get(url, headers=org.h("viewer"))
+    assert r.status_code == 200
+    assert r.json()["stale"] is True
+    assert all(c["meta"]["stale"] for c in r.json()["charts"])
+
+
+async def test_postgres_down_serves_dashboards_already_read(api, api_services, org):
+    start, end = hour_window()
+    m = await create_metric(api, org)
+    d = await api.post(
+        "/dashboards",
+        json={"name": "ops", "charts": [{"chart_type": "line", "metric_id": m["id"]}]},
+        headers=org.h("editor"),
+    )
+    did = d.json()["id"]
+    assert (await api.get(f"/dashboards/{did}", headers=org.h("viewer"))).json()["stale"] is False
+    hist = f"/metrics/{m['id']}/history?from={start}&to={end}&granularity=1m"
+    assert (await api.get(hist, headers=org.h("viewer"))).status_code == 200
+
+    set_pg_down(api_services, True)  # PostgreSQL unreachable from now on
+
+    r = await api.get(f"/dashboards/{did}", headers=org.h("viewer"))
+    assert r.status_code == 200, r.text
+    assert r.json()["stale"] is True and r.json()["name"] == "ops"
+    assert r.headers["etag"] == '"1"'
+    # history still works: the saved definition was cached, ClickHouse is up
+    r = await api.get(hist, headers=org.h("viewer"))
+    assert r.status_code == 200 and r.json()["meta"]["stale"] is False
+    # something never read: 503 in the error shape
+    r = await api.get("/dashboards", headers=org.h("viewer"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+    ready = await api.get("/readyz")
+    assert ready.status_code == 503
+    assert "postgres" in ready.json()["degraded"]
+    set_pg_down(api_services, False)
+    assert (await api.get("/dashboards", headers=org.h("viewer"))).status_code == 200
