@@ -11,9 +11,7 @@ object); both go to the compiler as they are.
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 from typing import Any
 
 from app.errors import ApiError
@@ -119,29 +117,11 @@ def validate_definition(
     )
 
 
-# chDB 4.4 binds query parameters on state shared by the connection: two parameterized
-# queries running at once can swap values (measured: ~10% of 3,000 concurrent
-# `SELECT {x:UInt32}` answered another query's x, or "Substitution `x` is not set"). With
-# org_id bound as a parameter that would be a cross-tenant read, so on the embedded engine
-# this process runs compiled queries one at a time. (The facade is the right place for this;
-# ServerClickHouse sends parameters per HTTP request and is not affected.)
-_embedded_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _is_embedded(ch: Any) -> bool:
-    return getattr(ch, "data_dir", None) is not None
-
-
 async def run(ch: Any, compiled: Any) -> Any:
-    """Run through the querybuilder: tenant guard re-verified on the final SQL first."""
+    """Run through the querybuilder: tenant guard re-verified on the final SQL first.
+
+    (The embedded facade binds parameters itself — chDB's own binding is shared by
+    concurrent queries; see app/clickhouse/params.py — so queries may run in parallel.)
+    """
     _, run_async, _ = _api()
-    if not _is_embedded(ch):
-        return await run_async(ch, compiled)
-    loop = asyncio.get_running_loop()
-    lock = _embedded_locks.get(loop)
-    if lock is None:
-        lock = _embedded_locks[loop] = asyncio.Lock()
-    async with lock:
-        return await run_async(ch, compiled)
+    return await run_async(ch, compiled)

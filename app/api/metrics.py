@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -23,6 +24,8 @@ from app.api.common import (
 from app.api.data import parse_compare, parse_filters, request_key, run_cached, time_range
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
+from app.cache import GRANULARITY_S, config_key
+from app.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -51,18 +54,31 @@ async def answer_series(
 ) -> SeriesOut:
     """Compile for this org, run through cache/quotas/degradation, answer the series."""
     start, end = time_range(from_, to, default_range_s, time.time())
-    compiled = compiler.compile_query(
-        definition,
-        org_id=principal.org_id,
-        database=services.ch.database,
-        time_from=start,
-        time_to=end,
-        granularity=granularity,
-        filters=filters,
-        group_by=group_by,
-        compare=compare,
-        field=field,
+    step = GRANULARITY_S.get(granularity)
+    if step:  # the compiler widens to whole buckets anyway; doing it first lets compiles repeat
+        start, end = start // step * step, -(-end // step) * step
+    memo_key = msgspec.json.encode(
+        (principal.org_id, definition, start, end, granularity, filters, group_by, compare)
     )
+    memo = _memo(services, "compiled")
+    hit = memo.get(memo_key)
+    now = time.monotonic()
+    if hit is not None and now - hit[1] < 60:
+        compiled = hit[0]
+    else:
+        compiled = compiler.compile_query(
+            definition,
+            org_id=principal.org_id,
+            database=services.ch.database,
+            time_from=start,
+            time_to=end,
+            granularity=granularity,
+            filters=filters,
+            group_by=group_by,
+            compare=compare,
+            field=field,
+        )
+        _remember(memo, memo_key, (compiled, now))
     fallback = request_key(
         principal.org_id, *logical, from_, to, granularity, filters, group_by, compare
     )
@@ -118,6 +134,7 @@ class MetricController(Controller):
         row = await services.store.metrics.update(
             principal.org_id, metric_id, version, data.name, data.description, data.definition
         )
+        forget_definition(services, principal.org_id, metric_id)
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
     @delete("/{metric_id:int}", status_code=204)
@@ -131,6 +148,7 @@ class MetricController(Controller):
         principal.require("editor")
         check_id(metric_id)
         await services.store.metrics.delete(principal.org_id, metric_id, expected_version(request))
+        forget_definition(services, principal.org_id, metric_id)
 
     @get("/{metric_id:int}/history")
     async def history(
@@ -167,21 +185,49 @@ class MetricController(Controller):
         )
 
 
-async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
-    """The saved definition; kept in the hot cache so history survives a PostgreSQL outage."""
-    from app.cache import config_key
-    from app.store import StoreUnavailable
+DEFINITION_FRESH_S = 2.0  # how long this process reuses a saved definition it read
 
-    key = config_key(principal.org_id, "metric", metric_id)
+
+def _memo(services: Services, name: str) -> OrderedDict:
+    memo = services.extras.get(name)
+    if memo is None:
+        memo = services.extras[name] = OrderedDict()
+    return memo
+
+
+def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> None:
+    memo[key] = value
+    memo.move_to_end(key)
+    if len(memo) > limit:
+        memo.popitem(last=False)
+
+
+def forget_definition(services: Services, org_id: int, metric_id: int) -> None:
+    _memo(services, "definitions").pop((org_id, metric_id), None)
+
+
+async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
+    """The saved definition: reused for 2 s in this process, remembered in the hot cache so
+    history keeps working through a PostgreSQL outage."""
+    memo = _memo(services, "definitions")
+    key = (principal.org_id, metric_id)
+    now = time.monotonic()
+    hit = memo.get(key)
+    if hit is not None and now - hit[1] < DEFINITION_FRESH_S:
+        return hit[0]
+    cache_key = config_key(principal.org_id, "metric", metric_id)
     try:
         row = await services.store.metrics.get(principal.org_id, metric_id)
-    except StoreUnavailable:
-        entry = await services.cache.get(key)
+    except StoreUnavailable as exc:
+        services.degradation.failed("postgres", str(exc))
+        entry = await services.cache.get(cache_key)
         if entry is None:
             raise
         services.degradation.served_stale("postgres")
         return entry.value
-    await services.cache.set(key, row["definition"], 0)
+    if hit is None or hit[0] != row["definition"]:
+        await services.cache.set(cache_key, row["definition"], 0)
+    _remember(memo, key, (row["definition"], now))
     return row["definition"]
 
 

@@ -26,9 +26,12 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from app.clickhouse.params import ParameterError, bind_params
+
 __all__ = [
     "ClickHouse",
     "ClickHouseError",
+    "ParameterError",
     "EmbeddedClickHouse",
     "QueryResult",
     "ServerClickHouse",
@@ -248,17 +251,19 @@ class EmbeddedClickHouse(ClickHouse):
         )
 
     def _query_json(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> bytes:
+        # Parameters are bound here, never through chDB's process-wide parameter state
+        # (see app/clickhouse/params.py: concurrent queries would see each other's values).
+        bound = bind_params(sql, params)
         try:
-            result = self._conn.query(
-                sql + _settings_clause(settings), "JSONCompact", params=params
-            )
+            result = self._conn.query(bound + _settings_clause(settings), "JSONCompact")
         except Exception as exc:  # chDB raises RuntimeError with the server message
             raise _chdb_error(exc) from exc
         return result.bytes() if hasattr(result, "bytes") else bytes(result)
 
     def _command(self, sql: str, params: dict[str, Any]) -> None:
+        bound = bind_params(sql, params)
         try:
-            self._conn.query(sql, params=params)
+            self._conn.query(bound)
         except Exception as exc:
             raise _chdb_error(exc) from exc
 

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from psycopg.rows import dict_row
 
 from app.config import Settings
-from app.credentials import create_org, create_user_token
+from app.credentials import create_user_token
 from app.db import open_pool
 from app.services import Services
 
@@ -35,16 +36,27 @@ class FakeClock:
 class Org:
     id: int
     tokens: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
 
     def h(self, role: str = "admin", **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
 
 
-def build_services(ch: Any, pg_url: str, redis_url: str | None = None, **settings: Any) -> Services:
+def build_services(
+    ch: Any,
+    pg_url: str,
+    redis_url: str | None = None,
+    *,
+    base: Settings | None = None,
+    **settings: Any,
+) -> Services:
+    """Services over the test's chDB database (behind a FlakyClickHouse) and PG schema."""
     from app.ingest.writer import EventWriter
 
     values: dict[str, Any] = {"limit_rate_per_s": 1000.0, "limit_burst": 1000, **settings}
-    s = Settings(clickhouse_database=ch.database, redis_url=redis_url, **values)
+    if base is None:
+        base = Settings(clickhouse_database=ch.database, database_url=pg_url)
+    s = msgspec.structs.replace(base, redis_url=redis_url, **values)
     redis_client = None
     if redis_url:
         import redis.asyncio as aioredis
@@ -60,10 +72,6 @@ def build_services(ch: Any, pg_url: str, redis_url: str | None = None, **setting
 
 
 def make_app(services: Services) -> Any:
-    import app.ingest as ingest
-
-    if not hasattr(ingest, "route_handlers"):  # until app/ingest exposes its routes
-        ingest.route_handlers = []
     from app.server import create_app
 
     return create_app(services)
@@ -76,8 +84,8 @@ def api_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-def api_services(ch, pg_url, api_settings) -> Services:
-    return build_services(ch, pg_url, **api_settings)
+def api_services(ch, pg_url, app_settings, api_settings) -> Services:
+    return build_services(ch, pg_url, base=app_settings, **api_settings)
 
 
 @pytest.fixture
@@ -87,20 +95,20 @@ async def api(api_services) -> AsyncIterator[AsyncTestClient]:
 
 
 @pytest.fixture
-def make_org(pg_url) -> Callable[..., Any]:
-    """`await make_org()` → an Org with a token per role (viewer, editor, admin)."""
-    counter = {"n": 0}
+def make_org(make_org, pg_url) -> Callable[..., Any]:
+    """The shared `make_org` (org + ingest key + admin token), plus a token per role:
+    `await make_org()` → an Org with `tokens["viewer" | "editor" | "admin"]`."""
+    shared = make_org
 
     async def factory(name: str | None = None) -> Org:
-        counter["n"] += 1
+        base = await shared(name)
+        org = Org(base.id, {"admin": base.admin_token}, base.api_key)
         async with await psycopg.AsyncConnection.connect(
             pg_url, autocommit=True, row_factory=dict_row
         ) as conn:
-            org_id = await create_org(conn, name or f"org{counter['n']}")
-            org = Org(org_id)
-            for role in ("viewer", "editor", "admin"):
+            for role in ("viewer", "editor"):
                 org.tokens[role] = await create_user_token(
-                    conn, org_id, f"{role}-{org_id}@example.com", role
+                    conn, base.id, f"{role}-{base.id}@example.com", role
                 )
         return org
 

@@ -12,11 +12,11 @@ from tests.api.test_metrics import VIEWS, create_metric, hour_window
 
 
 @pytest.fixture(params=["memory", "redis"])
-def api_services(request, ch, pg_url, api_settings):
+def api_services(request, ch, pg_url, app_settings, api_settings):
     from tests.api.conftest import build_services
 
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    return build_services(ch, pg_url, redis_url, **api_settings)
+    return build_services(ch, pg_url, redis_url, base=app_settings, **api_settings)
 
 
 async def test_history_answers_stale_from_cache_when_clickhouse_fails(api, api_services, org):
