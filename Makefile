@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The browser UI's ECharts, from npm (web/package-lock.json), served by the app: no CDN.
+ECHARTS := web/node_modules/echarts/dist/echarts.min.js
+NPM_CI := npm ci --prefix web --no-audit --no-fund --loglevel=error
 
 .PHONY: demo test lint bench
 
@@ -9,12 +12,18 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(NPM_CI) && touch $(ECHARTS)
 	touch $@
 
-demo: $(BIN)/.installed
+# Re-installed when the lock changes or node_modules went missing (npm ci is reproducible).
+$(ECHARTS): web/package-lock.json
+	$(NPM_CI)
+	touch $@
+
+demo: $(BIN)/.installed $(ECHARTS)
 	$(BIN)/clickpulse demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(ECHARTS)
 	scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q

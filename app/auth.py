@@ -6,12 +6,14 @@ nowhere else. Roles are ordered: viewer (read) < editor (write dashboards, metri
 admin (also API keys and org limits); too low → 403.
 
 Lookups are cached in process for `fresh_s` seconds (so a revocation takes effect within that
-time). If PostgreSQL is unreachable, a principal seen in the last `stale_s` seconds keeps working,
+time); a token used in the last quarter of that time is looked up again in the background, so
+busy tokens never make a request wait for PostgreSQL. If PostgreSQL is unreachable, a principal seen in the last `stale_s` seconds keeps working,
 so dashboards already read can be served from cache while the config store is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from app.errors import ApiError
 from app.store import StoreUnavailable
 
 ROLES = {"viewer": 0, "editor": 1, "admin": 2}
+REFRESH_AT = 0.75  # of fresh_s: from this age on, a cached lookup is renewed in the background
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +68,16 @@ class Authenticator:
         self.max_entries = max_entries
         self.clock = clock
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
+        self._generation = 0  # forget() invalidates lookups already running
 
     async def principal(self, token: str) -> Principal:
         token_hash = hash_secret(token)
         now = self.clock()
         cached = self._cache.get(token_hash)
         if cached is not None and now - cached[1] < self.fresh_s:
+            if now - cached[1] >= self.fresh_s * REFRESH_AT:
+                self._refresh(token_hash)
             return cached[0]
         try:
             row = await self.store.tokens.principal(token_hash)
@@ -94,6 +101,34 @@ class Authenticator:
 
     def forget(self) -> None:
         self._cache.clear()
+        self._generation += 1
+
+    def _refresh(self, token_hash: str) -> None:
+        """Look the token up again in the background (one lookup per token at a time)."""
+        if token_hash in self._refreshing:
+            return
+        task = asyncio.ensure_future(self._lookup_again(token_hash, self._generation))
+        self._refreshing[token_hash] = task
+        task.add_done_callback(lambda t: self._refreshed(token_hash, t))
+
+    def _refreshed(self, token_hash: str, task: asyncio.Task) -> None:
+        self._refreshing.pop(token_hash, None)
+        if not task.cancelled():
+            task.exception()  # nobody awaits it; the next request sees the outcome
+
+    async def _lookup_again(self, token_hash: str, generation: int) -> None:
+        started = self.clock()  # the entry's age counts from before the lookup
+        try:
+            row = await self.store.tokens.principal(token_hash)
+        except StoreUnavailable:
+            return  # the entry expires as usual; then the stale path decides
+        if generation != self._generation or token_hash not in self._cache:
+            return
+        if row is None:  # revoked or expired meanwhile
+            self._cache.pop(token_hash, None)
+            return
+        principal = Principal(org_id=row["org_id"], user_id=row["user_id"], role=row["role"])
+        self._cache[token_hash] = (principal, started)
 
 
 async def provide_principal(request: Request, services: NamedDependency[Any]) -> Principal:

@@ -14,10 +14,12 @@ share an entry, and no two orgs ever do (the org is in the key *and* in the comp
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,15 @@ Clock = Callable[[], float]
 # Granularity names the API and the compiler use, in seconds.
 GRANULARITY_S = {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}
 RECENT_WINDOW_S = 600  # "the last 10 minutes": what rollup_1s holds
+# A stored answer is fresh for a random 80-100 % of its policy TTL (`ttl_for`), never longer:
+# entries written in the same instant (a dashboard's charts, every org after a restart) would
+# otherwise all expire in the same instant and send their queries to ClickHouse together.
+TTL_JITTER = 0.2
+# In the last 20 % of its freshness (at most 2 s), a request still answered from an entry
+# starts one background refresh of it, so a key that keeps being asked for is replaced before
+# it expires and nobody waits for ClickHouse; answers stay within their freshness.
+REFRESH_AHEAD = 0.2
+REFRESH_AHEAD_MAX_S = 2.0
 
 
 @dataclass(slots=True)
@@ -41,6 +52,11 @@ class Entry:
 
     def age_s(self, now: float) -> float:
         return max(0.0, now - self.stored_at)
+
+    def refresh_due(self, now: float) -> bool:
+        """Fresh, but in the refresh-ahead window before `fresh_until`."""
+        window = min(REFRESH_AHEAD_MAX_S, REFRESH_AHEAD * (self.fresh_until - self.stored_at))
+        return self.fresh_until - window <= now < self.fresh_until
 
 
 class _Stored(msgspec.Struct, array_like=True):
@@ -84,6 +100,59 @@ def ttl_for(granularity: str, to_ts: float, now: float) -> float:
     return 300.0
 
 
+def jittered(ttl_s: float, rand: Callable[[], float] = random.random) -> float:
+    """`ttl_s` shortened by a random 0-20 % (`TTL_JITTER`): never fresh longer than the policy."""
+    return ttl_s * (1.0 - TTL_JITTER * rand())
+
+
+class SingleFlight:
+    """At most one running computation per key in this process; callers share it.
+
+    `run(key, start)` answers the running task for `key`, or starts `start()` as a task, and
+    says which. Awaiting callers should `asyncio.shield` the task: one caller going away
+    (a client disconnecting) must not cancel the work others are waiting for. A task nobody
+    awaits (a background refresh) has its exception retrieved so it is not logged as lost.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task] = {}
+        self.started = 0
+        self.joined = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def running(self, key: str) -> asyncio.Task | None:
+        return self._tasks.get(key)
+
+    def run(self, key: str, start: Callable[[], Awaitable[Any]]) -> tuple[asyncio.Task, bool]:
+        task = self._tasks.get(key)
+        if task is not None:
+            self.joined += 1
+            return task, False
+        task = asyncio.ensure_future(start())
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+        self.started += 1
+        return task, True
+
+    def forget(self, key: str) -> None:
+        """Later callers start a new run: the running one began before a change it cannot see
+        (it still completes for those already waiting; `is_current` tells it)."""
+        self._tasks.pop(key, None)
+
+    def is_current(self, key: str) -> bool:
+        """Inside a run: it is still the one new callers of `key` would join."""
+        task = self._tasks.get(key)
+        return task is not None and task is asyncio.current_task()
+
+    def _done(self, key: str, task: asyncio.Task) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()
+
+
 class Cache:
     """The interface; `stats` counts hits (fresh), stale reads, misses and writes."""
 
@@ -93,6 +162,7 @@ class Cache:
         self.stats = {"hit": 0, "stale": 0, "miss": 0, "set": 0, "error": 0}
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.flights = SingleFlight()  # queries being computed for this cache, per key
 
     def _failed(self, exc: Exception) -> None:
         # A cache that cannot answer is a miss, never a failed request (readyz reports it).

@@ -68,6 +68,15 @@ class Settings(msgspec.Struct, kw_only=True):
     writer_max_rows: int = 100_000
     writer_max_delay_ms: int = 100
     writer_max_pending_rows: int = 500_000
+    # Write-ahead log (docs/ingest.md): a request is acknowledged once its rows are in the WAL;
+    # the writer inserts from memory in large batches and retires WAL segments afterwards.
+    # off: no WAL, a request waits for the INSERT holding its rows (the pre-WAL behaviour).
+    wal_enabled: bool = True
+    wal_dir: str | None = None  # default <data_dir>/wal
+    # fsync the WAL before acknowledging (group commit): survives power loss, not just a crash.
+    wal_fsync: bool = False
+    # Backpressure: more WAL bytes than this not yet inserted -> 503 (nothing accepted).
+    wal_max_bytes: int = 512 * 1024 * 1024
     # HTTP API (issue 4): body size, timeouts, cache, per-org quotas (orgs.limits overrides)
     pg_timeout_s: float = 2.0
     query_timeout_s: float = 10.0
@@ -78,10 +87,35 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_burst: int = 100
     limit_concurrent_queries: int = 4
     limit_rows_per_minute: int = 500_000_000
+    # Live push (issue 5, app/push): poller tick (0 = ticks only when driven, for tests),
+    # seconds re-read each tick for late updates, pipeline lag that makes a view stale,
+    # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
+    push_tick_ms: int = 250
+    push_reread_s: int = 5
+    push_stale_ms: int = 5000
+    push_max_range_s: int = 600
+    push_max_subscriptions: int = 50
+    push_max_message_bytes: int = 64 * 1024
+    push_max_msgs_per_s: float = 20.0
+    push_max_queue: int = 256
+    push_slow_consumer_s: float = 10.0
+    push_lease_ms: int = 5000
+    # Alerts (issue 6, app/alerts): a second is evaluated once it is this old past its end
+    # (plus the pipeline lag); definitions are re-read this often (other nodes' edits);
+    # webhook timeout per attempt, retries after the first attempt, first backoff (doubling).
+    alert_settle_ms: int = 1500
+    alert_sync_s: float = 10.0
+    alert_webhook_timeout_s: float = 5.0
+    alert_webhook_retries: int = 3
+    alert_webhook_backoff_s: float = 1.0
 
     @property
     def chdb_path(self) -> str:
         return os.path.join(self.data_dir, "clickhouse")
+
+    @property
+    def wal_path(self) -> str:
+        return self.wal_dir or os.path.join(self.data_dir, "wal")
 
     @property
     def pg_path(self) -> str:
@@ -114,6 +148,10 @@ class Settings(msgspec.Struct, kw_only=True):
             "writer_max_rows": _env_int("CLICKPULSE_WRITER_MAX_ROWS", 100_000),
             "writer_max_delay_ms": _env_int("CLICKPULSE_WRITER_MAX_DELAY_MS", 100),
             "writer_max_pending_rows": _env_int("CLICKPULSE_WRITER_MAX_PENDING_ROWS", 500_000),
+            "wal_enabled": _env_bool("CLICKPULSE_WAL", True),
+            "wal_dir": env.get("CLICKPULSE_WAL_DIR") or None,
+            "wal_fsync": _env_bool("CLICKPULSE_WAL_FSYNC", False),
+            "wal_max_bytes": _env_int("CLICKPULSE_WAL_MAX_BYTES", 512 * 1024 * 1024),
             "pg_timeout_s": _env_float("CLICKPULSE_PG_TIMEOUT_S", 2.0),
             "query_timeout_s": _env_float("CLICKPULSE_QUERY_TIMEOUT_S", 10.0),
             "cache_max_entries": _env_int("CLICKPULSE_CACHE_MAX_ENTRIES", 10_000),
@@ -123,6 +161,21 @@ class Settings(msgspec.Struct, kw_only=True):
             "limit_burst": _env_int("CLICKPULSE_LIMIT_BURST", 100),
             "limit_concurrent_queries": _env_int("CLICKPULSE_LIMIT_CONCURRENT_QUERIES", 4),
             "limit_rows_per_minute": _env_int("CLICKPULSE_LIMIT_ROWS_PER_MINUTE", 500_000_000),
+            "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
+            "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
+            "push_stale_ms": _env_int("CLICKPULSE_PUSH_STALE_MS", 5000),
+            "push_max_range_s": _env_int("CLICKPULSE_PUSH_MAX_RANGE_S", 600),
+            "push_max_subscriptions": _env_int("CLICKPULSE_PUSH_MAX_SUBSCRIPTIONS", 50),
+            "push_max_message_bytes": _env_int("CLICKPULSE_PUSH_MAX_MESSAGE_BYTES", 64 * 1024),
+            "push_max_msgs_per_s": _env_float("CLICKPULSE_PUSH_MAX_MSGS_PER_S", 20.0),
+            "push_max_queue": _env_int("CLICKPULSE_PUSH_MAX_QUEUE", 256),
+            "push_slow_consumer_s": _env_float("CLICKPULSE_PUSH_SLOW_CONSUMER_S", 10.0),
+            "push_lease_ms": _env_int("CLICKPULSE_PUSH_LEASE_MS", 5000),
+            "alert_settle_ms": _env_int("CLICKPULSE_ALERT_SETTLE_MS", 1500),
+            "alert_sync_s": _env_float("CLICKPULSE_ALERT_SYNC_S", 10.0),
+            "alert_webhook_timeout_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_TIMEOUT_S", 5.0),
+            "alert_webhook_retries": _env_int("CLICKPULSE_ALERT_WEBHOOK_RETRIES", 3),
+            "alert_webhook_backoff_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_BACKOFF_S", 1.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ def migrate_all(settings: Settings, ch: ClickHouse, pg_url: str) -> dict[str, Mi
 
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Open every dependency named by `settings` and return the process's Services."""
-    from app.ingest.writer import EventWriter
+    from app.ingest import make_writer
 
     ch = open_clickhouse(settings)
     pg_url = resolve_database_url(settings)
@@ -65,7 +65,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         settings=settings,
         ch=ch,
         pg=open_pool(pg_url),
-        writer=EventWriter(ch, settings),
+        writer=make_writer(ch, settings),
         redis=redis_client,
         extras={"database_url": pg_url},
     )

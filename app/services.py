@@ -30,6 +30,8 @@ class Services:
     limiter: Any = None  # app.limits.Limiter: per-org quotas
     auth: Any = None  # app.auth.Authenticator: user tokens -> Principal
     degradation: Any = None  # app.cache.Degradation: what is failing, for readyz
+    push: Any = None  # app.push.Hub: live push (issue 5), built from the above
+    alerts: Any = None  # app.alerts.Evaluator: alerts on the push ticks (issue 6)
 
     def __post_init__(self) -> None:
         from app.auth import Authenticator
@@ -52,12 +54,26 @@ class Services:
             self.auth = Authenticator(self.store, fresh_s=s.auth_cache_s)
         if self.degradation is None:
             self.degradation = Degradation()
+        if self.push is None:
+            from app.push import Hub
+
+            self.push = Hub(self)
+        if self.alerts is None:
+            from app.alerts import Evaluator
+
+            self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
 
     async def start(self) -> None:
         await self.pg.open()
         await self.writer.start()
+        await self.push.start()
+        await self.alerts.start()
 
     async def stop(self) -> None:
+        # Alerts first: no evaluation (or webhook) outlives the poller and the store.
+        await self.alerts.stop()
+        # Sockets close first (1001), so no poll runs while the writer drains.
+        await self.push.stop()
         # The writer flushes what it has acknowledged before anything else goes away.
         await self.writer.stop()
         await self.pg.close()

@@ -59,48 +59,101 @@ def _schema_url(base: str, schema: str) -> str:
 # -- seeding chDB (in the server process) ----------------------------------------------------
 
 
-def seed_clickhouse(ch, org_ids: list[int], days: int, per_hour: int) -> tuple[int, float]:
-    """`per_hour` events per org per hour over `days` days, inserted oldest first in chunks
-    of 30 days (rollup_1s/1m partition by day; one insert may touch at most 100 partitions)."""
-    import numpy as np
-    import pyarrow as pa
+def seed_clickhouse(
+    ch, org_ids: list[int], days: int, per_hour: int, details: bool = False
+) -> tuple[int, float]:
+    """`per_hour` events per org per hour over `days` days up to now, generated inside ClickHouse
+    (`numbers()`; deterministic hashes pick the second in the hour, event, user among 5,000,
+    value and country/device/browser) and aggregated with the -State functions the
+    materialized views use, into the tier that holds each age — where the MV cascade would have
+    left them:
 
-    rng = np.random.default_rng(42)
-    countries = np.array(["US", "DE", "FR", "GB", "IN", "BR", "JP", "ES"])
-    devices = np.array(["desktop", "mobile", "tablet"])
-    browsers = np.array(["Chrome", "Firefox", "Safari", "Edge"])
-    events = np.array(["pageview", "pageview", "pageview", "click", "purchase"])
-    now_h = int(time.time()) // 3600 * 3600
+    * older than 7 days (hour-aligned) → rollup_1h (its MV fills rollup_1d);
+    * the last 7 days up to 10 minutes ago → rollup_1m (cascading to 1h and 1d);
+    * the last 10 minutes → rollup_1s (cascading to 1m, 1h and 1d);
+    * the raw `events` table gets the last 90 days (its TTL), for raw plans;
+    * with `details`, rollup_detail_1h/1m too (quantile and top-path states: ~1 min more for
+      100 orgs x a year; the history bench's metric never reads them).
+
+    Each bucket gets the same rows as inserting the events through events_queue (which took
+    384 s for a year of 100 orgs: almost every event is its own rollup_1s group), in seconds.
+    Returns (events, seconds).
+    """
+    now = int(time.time())
+    now_h = now // 3600 * 3600
     first = now_h - days * 86400
-    orgs = np.array(org_ids, dtype=np.uint32)
-    total, started = 0, time.perf_counter()
-    ts_type = pa.timestamp("ms", tz="UTC")
-    for chunk_start in range(first, now_h, 30 * 86400):
-        hours = np.arange(chunk_start, min(chunk_start + 30 * 86400, now_h), 3600, dtype=np.int64)
-        n = len(hours) * len(orgs) * per_hour
-        ts_s = np.repeat(hours, len(orgs) * per_hour) + rng.integers(0, 3600, n)
-        org_col = np.tile(np.repeat(orgs, per_hour), len(hours))
-        received = np.full(n, int(time.time() * 1000), dtype=np.int64)
-        batch = pa.table(
-            {
-                "org_id": pa.array(org_col, pa.uint32()),
-                "ts": pa.array(ts_s * 1000, ts_type),
-                "event": pa.array(events[rng.integers(0, len(events), n)]),
-                "user_id": pa.array(np.char.add("u", rng.integers(0, 5000, n).astype(str))),
-                "session_id": pa.array(np.full(n, "s")),
-                "value": pa.array(rng.random(n) * 50, pa.float64()),
-                "path": pa.array(np.full(n, "/")),
-                "referrer": pa.array(np.full(n, "")),
-                "country": pa.array(countries[rng.integers(0, len(countries), n)]),
-                "device": pa.array(devices[rng.integers(0, len(devices), n)]),
-                "browser": pa.array(browsers[rng.integers(0, len(browsers), n)]),
-                "os": pa.array(np.full(n, "Linux")),
-                "received_at": pa.array(received, ts_type),
-            }
-        )
-        ch.insert_sync("events_queue", batch)
-        total += n
-    return total, time.perf_counter() - started
+    cut_1m = now_h - 7 * 86400  # rollup_1m keeps 7 days
+    cut_1s = (now - 600) // 60 * 60  # rollup_1s keeps 10 minutes
+    cut_raw = now - 90 * 86400  # events keep 90 days
+    orgs = "[" + ", ".join(str(int(o)) for o in org_ids) + "]"
+    n_orgs, per_org_hour = len(org_ids), len(org_ids) * per_hour
+    db = ch.database
+    gen = (
+        "SELECT "
+        f"toUInt32(arrayElement({orgs}, toUInt32(intDiv(number, {per_hour}) % {n_orgs}) + 1)) AS org_id, "
+        f"toDateTime({first} + intDiv(number, {per_org_hour}) * 3600 + cityHash64(number, 1) % 3600,"
+        " 'UTC') AS ts, "
+        "arrayElement(['pageview', 'pageview', 'pageview', 'click', 'purchase'],"
+        " cityHash64(number, 2) % 5 + 1) AS event, "
+        "concat('u', toString(cityHash64(number, 3) % 5000)) AS user_id, "
+        "(cityHash64(number, 4) % 1000000) / 20000.0 AS value, "
+        "arrayElement(['US', 'DE', 'FR', 'GB', 'IN', 'BR', 'JP', 'ES'],"
+        " cityHash64(number, 5) % 8 + 1) AS country, "
+        "arrayElement(['desktop', 'mobile', 'tablet'], cityHash64(number, 6) % 3 + 1) AS device, "
+        "arrayElement(['Chrome', 'Firefox', 'Safari', 'Edge'], cityHash64(number, 7) % 4 + 1)"
+        " AS browser, "
+        "'Linux' AS os, '/' AS path "
+        "FROM numbers({lo}, {count})"
+    )
+    rollup = (
+        "INSERT INTO {db}.{table} (org_id, event, bucket, country, device, browser, os, events,"
+        " value_sum, users) "
+        "SELECT org_id, event, {bucket}(ts) AS bucket, country, device, browser, os, count(),"
+        " sum(value), uniqCombinedState(user_id) FROM ({gen}) WHERE ts >= toDateTime({t0}, 'UTC') AND ts < toDateTime({t1}, 'UTC') "
+        "GROUP BY org_id, event, bucket, country, device, browser, os"
+    )
+    detail = (
+        "INSERT INTO {db}.{table} (org_id, event, bucket, value_quantiles, top_paths) "
+        "SELECT org_id, event, {bucket}(ts) AS bucket, quantileTDigestState(value),"
+        " topKState(50)(path) FROM ({gen}) WHERE ts >= toDateTime({t0}, 'UTC') AND ts < toDateTime({t1}, 'UTC') "
+        "GROUP BY org_id, event, bucket"
+    )
+    raw = (
+        "INSERT INTO {db}.events (org_id, ts, event, user_id, session_id, value, path, referrer,"
+        " country, device, browser, os, received_at) "
+        "SELECT org_id, ts, event, user_id, 's', value, path, '', country, device, browser, os,"
+        " now64(3) FROM ({gen}) WHERE ts >= toDateTime({t0}, 'UTC') AND ts < toDateTime({t1}, 'UTC')"
+    )
+    targets = [  # (first ts, end ts, statement, table, bucket function)
+        (first, cut_1m, rollup, "rollup_1h", "toStartOfHour"),
+        (cut_1m, cut_1s, rollup, "rollup_1m", "toStartOfMinute"),
+        (cut_1s, now, rollup, "rollup_1s", "toDateTime"),
+        (max(first, cut_raw), now, raw, "events", ""),
+    ]
+    if details:
+        targets += [
+            (first, cut_1m, detail, "rollup_detail_1h", "toStartOfHour"),
+            (cut_1m, now, detail, "rollup_detail_1m", "toStartOfMinute"),
+        ]
+    started = time.perf_counter()
+    chunk_s = 30 * 86400  # one insert touches a bounded number of partitions and states
+    for t0, t1, statement, table, bucket in targets:
+        for c0 in range(t0 // 3600 * 3600, t1, chunk_s):
+            c1 = min(c0 + chunk_s, t1)
+            lo = (c0 // 3600 * 3600 - first) // 3600 * per_org_hour
+            count = (-(-c1 // 3600) * 3600 - c0 // 3600 * 3600) // 3600 * per_org_hour
+            sql = statement.format(
+                db=db,
+                table=table,
+                bucket=bucket,
+                gen=gen.format(lo=lo, count=count),
+                t0=max(c0, t0),
+                t1=c1,
+            )
+            ch.command_sync(sql)
+    seconds = time.perf_counter() - started
+    total = ch.query_sync(f"SELECT sum(events) FROM {db}.rollup_1d").rows[0][0]
+    return int(total), seconds
 
 
 def serve(data_dir: str, database_url: str, port: int, seed_file: str) -> None:
@@ -121,13 +174,16 @@ def serve(data_dir: str, database_url: str, port: int, seed_file: str) -> None:
         limit_concurrent_queries=16,
     )
     services = build_services(settings)
-    rows, seconds = seed_clickhouse(services.ch, spec["org_ids"], spec["days"], spec["per_hour"])
+    rows, seconds = seed_clickhouse(
+        services.ch, spec["org_ids"], spec["days"], spec["per_hour"], spec.get("details", False)
+    )
     counts = services.ch.query_sync(
         f"SELECT (SELECT count() FROM {DATABASE}.rollup_1h), (SELECT count() FROM {DATABASE}.events)"
     ).rows[0]
     print(
-        f"server: seeded {rows:,} events in {seconds:.1f} s ({rows / seconds:,.0f}/s); "
-        f"rollup_1h rows: {counts[0]:,}; events rows (90-day TTL, not merged yet): {counts[1]:,}",
+        f"server (pid {os.getpid()}): seeded {rows:,} events in {seconds:.1f} s "
+        f"({rows / seconds:,.0f}/s); rollup_1h rows: {counts[0]:,}; events rows (last 90 days): "
+        f"{counts[1]:,}",
         flush=True,
     )
     uvicorn.run(
@@ -190,7 +246,9 @@ class _Resp:
         return json.loads(self.body)
 
 
-async def _scenario(client, orgs, make_url, clients: int, seconds: float, warmup: float) -> dict:
+async def _scenario(
+    client, orgs, make_url, clients: int, seconds: float, warmup: float, seed: int = 0
+) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     meta = {"cached": 0, "stale": 0, "tables": {}}
@@ -220,7 +278,7 @@ async def _scenario(client, orgs, make_url, clients: int, seconds: float, warmup
         finally:
             conn.close()
 
-    await asyncio.gather(*(worker(i) for i in range(clients)))
+    await asyncio.gather(*(worker(seed * 1000 + i) for i in range(clients)))
     for body in bodies:  # decoded after the clock stopped
         m = json.loads(body)["meta"]
         meta["cached"] += bool(m["cached"])
@@ -237,7 +295,9 @@ async def _scenario(client, orgs, make_url, clients: int, seconds: float, warmup
     }
 
 
-async def _run_load(port: int, orgs: list[dict], clients: int, seconds: float) -> dict:
+async def _run_load(
+    port: int, orgs: list[dict], clients: int, seconds: float, round_no: int = 0
+) -> dict:
     now_h = int(time.time()) // 3600 * 3600
     results = {}
     client = ("127.0.0.1", port)
@@ -256,10 +316,10 @@ async def _run_load(port: int, orgs: list[dict], clients: int, seconds: float) -
             print(
                 f"load: {name}: {clients} clients, {seconds:.0f} s (+2 s warm-up) ...", flush=True
             )
-            results[name] = await _scenario(client, orgs, make, clients, seconds, 2.0)
+            results[name] = await _scenario(client, orgs, make, clients, seconds, 2.0, round_no)
 
         # 30-day hourly queries, one at a time, each a distinct window (never cached)
-        rnd = random.Random(7)
+        rnd = random.Random(7 + round_no)
         lat, tables, rows = [], set(), 0
         for _ in range(40):
             org = rnd.choice(orgs)
@@ -302,6 +362,12 @@ def main() -> None:
     parser.add_argument("--events-per-hour", type=int, default=4)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the scenarios on the same seeded server"
+    )
+    parser.add_argument(
+        "--details", action="store_true", help="also seed rollup_detail_* (quantiles, top paths)"
+    )
     args = parser.parse_args()
 
     import psycopg
@@ -327,6 +393,7 @@ def main() -> None:
                         "org_ids": [o["org_id"] for o in orgs],
                         "days": args.days,
                         "per_hour": args.events_per_hour,
+                        "details": args.details,
                     }
                 )
             )
@@ -353,13 +420,34 @@ def main() -> None:
                 time.sleep(0.5)
             else:
                 raise RuntimeError("the server did not start")
-            results = asyncio.run(_run_load(port, orgs, args.clients, args.seconds))
+            rounds = []
+            for i in range(args.rounds):
+                load_before = _loadavg()
+                results = asyncio.run(_run_load(port, orgs, args.clients, args.seconds, i))
+                rounds.append((load_before, _loadavg(), results))
+                _report(i + 1, *rounds[-1])
         finally:
             if server is not None:
                 server.terminate()
                 server.wait(timeout=60)
             with psycopg.connect(base, autocommit=True) as admin:
                 admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    if args.rounds > 1:
+        print("\nsummary over rounds (min - max):", flush=True)
+        for name in rounds[0][2]:
+            for stat in ("rps", "p50_ms", "p99_ms", "max_ms"):
+                values = [r[name][stat] for _, _, r in rounds if stat in r[name]]
+                if values:
+                    print(f"  {name} {stat}: {min(values):,.1f} - {max(values):,.1f}")
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _report(round_no: int, load_before: str, load_after: str, results: dict) -> None:
+    print(f"round {round_no} (load average before: {load_before}; after: {load_after})", flush=True)
     for name, r in results.items():
         if name == "30d_hourly":
             print(

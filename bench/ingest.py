@@ -229,28 +229,31 @@ class Traffic:
 # -- part 1: the writer alone ------------------------------------------------------------------
 
 
-async def bench_writer(ch, *, rows: int, max_rows: int, in_flight: int) -> dict:
-    """Push pre-built submissions through EventWriter as fast as it takes them."""
+async def bench_writer(ch, *, rows: int, max_rows: int, in_flight: int, wal_dir: str) -> dict:
+    """Push pre-built submissions through EventWriter (WAL on, as deployed) as fast as it
+    takes them, keeping at most `in_flight` rows accepted but not yet inserted."""
     rate = 300_000
     print(f"writer: generating {rows:,} events ...", flush=True)
     chunks = Traffic().columns(rows, start_ms=int(time.time() * 1000), rate_per_s=rate)
-    settings = Settings(
+    settings = Settings.from_env(
+        wal_dir=wal_dir,
         writer_max_rows=max_rows,
         writer_max_delay_ms=100,
         writer_max_pending_rows=max(in_flight, max_rows) * 2,
     )
     writer = EventWriter(ch, settings)
     await writer.start()
-    window = asyncio.Semaphore(max(1, in_flight // len(chunks[0])))
-
-    async def one(c: Columns) -> None:
-        async with window:
-            await writer.submit(c)
 
     print(f"writer: inserting (writer_max_rows={max_rows:,}) ...", flush=True)
     start = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in chunks))
+    cpu0 = time.process_time()
+    for c in chunks:
+        while writer.pending_rows + len(c) > in_flight:
+            await asyncio.sleep(0.002)
+        await writer.submit(c)
+    await writer.wait_inserted()
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     await writer.stop()
     stored = ch.query_sync(f"SELECT count() FROM {ch.table('events')}").scalar()
     assert stored == rows, (stored, rows)
@@ -261,6 +264,7 @@ async def bench_writer(ch, *, rows: int, max_rows: int, in_flight: int) -> dict:
         "flushes": writer.flushes,
         "avg_batch": round(rows / max(1, writer.flushes)),
         "insert_s": round(writer.insert_seconds, 2),
+        "cpu_us_per_row": round(1e6 * cpu / rows, 2),
     }
 
 
@@ -278,30 +282,55 @@ def _schema_url(base: str, schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
-def serve(data_dir: str, database_url: str, port: int) -> None:
-    """The app as `clickpulse serve` runs it (uvicorn, uvloop, httptools), in this process."""
+def serve(data_dir: str, database_url: str, port: int, stats_path: str) -> None:
+    """The app as `clickpulse serve` runs it (uvicorn, uvloop, httptools), in this process.
+
+    Every 0.2 s it appends `time.time() rows_written pending_rows cpu_seconds` to
+    `stats_path`, so the load generator can tell accepted (HTTP 200) from inserted rows over
+    its window, and how much CPU the server used for them (all its threads: request path,
+    WAL, chDB inserts) — a figure that other processes on the machine do not inflate.
+    """
     import uvicorn
 
     from app.runtime import build_services
     from app.server import create_app
 
-    settings = Settings(
+    settings = Settings.from_env(
         data_dir=data_dir, database_url=database_url, clickhouse_database="bench_http", port=port
     )
     services = build_services(settings)
-    stop_services = services.stop
+    start_services, stop_services = services.start, services.stop
+    reporter: list[asyncio.Task] = []
+
+    async def report() -> None:
+        w = services.writer
+        with open(stats_path, "a") as out:
+            while True:
+                out.write(
+                    f"{time.time():.3f} {w.rows_written} {w.pending_rows} {time.process_time():.3f}\n"
+                )
+                out.flush()
+                await asyncio.sleep(0.2)
+
+    async def start_and_report() -> None:
+        await start_services()
+        reporter.append(asyncio.create_task(report()))
 
     async def stop_and_report() -> None:
         # uvicorn re-raises SIGTERM after shutdown, so report from the lifespan's stop.
+        for task in reporter:
+            task.cancel()
         await stop_services()
         w = services.writer
         print(
             f"server: writer stored {w.rows_written:,} rows in {w.flushes} inserts "
             f"(avg {w.rows_written // max(1, w.flushes):,} rows), {w.insert_seconds:.1f} s "
-            "inside INSERTs",
+            f"inside INSERTs (WAL {'on' if settings.wal_enabled else 'off'}"
+            f"{', fsync' if settings.wal_fsync else ''})",
             flush=True,
         )
 
+    services.start = start_and_report  # type: ignore[method-assign]
     services.stop = stop_and_report  # type: ignore[method-assign]
     uvicorn.run(
         create_app(services),
@@ -312,6 +341,27 @@ def serve(data_dir: str, database_url: str, port: int) -> None:
         http="httptools",
         access_log=False,
     )
+
+
+def _inserted_between(stats_path: str, t0: float, t1: float) -> tuple[int, int, float]:
+    """(rows inserted, rows pending at t1, server CPU seconds) between wall times t0 and t1,
+    from serve()'s stats."""
+    samples = []
+    with open(stats_path) as f:
+        for line in f:
+            t, written, pending, cpu = line.split()
+            samples.append((float(t), int(written), int(pending), float(cpu)))
+
+    def at(t: float) -> tuple[float, int, int, float]:
+        best = samples[0]
+        for sample in samples:
+            if sample[0] <= t:
+                best = sample
+        return best
+
+    _, w0, _, c0 = at(t0)
+    _, w1, pending, c1 = at(t1)
+    return w1 - w0, pending, c1 - c0
 
 
 async def _load(
@@ -331,6 +381,14 @@ async def _load(
         begin = loop.time()
         measure_from = begin + warmup
         stop_at = measure_from + seconds
+        wall_from = time.time() + warmup
+        cpu_marks: list[float] = []
+
+        async def mark_cpu() -> None:
+            await asyncio.sleep(warmup)
+            cpu_marks.append(time.process_time())
+            await asyncio.sleep(seconds)
+            cpu_marks.append(time.process_time())
 
         async def sender(offset: int) -> None:
             nonlocal accepted
@@ -347,10 +405,12 @@ async def _load(
                     latencies.append(done - sent)
                     accepted += r.json()["accepted"]
 
-        await asyncio.gather(*(sender(i) for i in range(senders)))
+        await asyncio.gather(mark_cpu(), *(sender(i) for i in range(senders)))
     latencies.sort()
     return {
+        "window": (wall_from, wall_from + seconds),
         "events_per_s": round(accepted / seconds),
+        "client_cpu_us_per_event": round(1e6 * (cpu_marks[1] - cpu_marks[0]) / max(1, accepted), 2),
         "requests": len(latencies),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1) if latencies else None,
         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1) if latencies else None,
@@ -385,8 +445,10 @@ def bench_http(data_dir: str, *, senders: int, seconds: float, batch: int) -> di
 
         key = asyncio.run(make_key())
         port = _free_port()
+        os.makedirs(data_dir, exist_ok=True)
+        stats_path = os.path.join(data_dir, "writer-stats.txt")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir, url, str(port)],
+            [sys.executable, __file__, "--serve", data_dir, url, str(port), stats_path],
             cwd=str(ROOT),
         )
         import httpx
@@ -429,6 +491,16 @@ def bench_http(data_dir: str, *, senders: int, seconds: float, batch: int) -> di
         )
         result["batch"] = batch
         result["senders"] = senders
+        t0, t1 = result.pop("window")
+        inserted, pending, server_cpu = _inserted_between(stats_path, t0, t1)
+        # Accepted is what the clients saw; inserted is what ClickHouse took in the same window
+        # (equal in a steady state; a growing backlog would show here, and as 503s).
+        result["inserted_per_s"] = round(inserted / seconds)
+        result["pending_at_end"] = pending
+        # CPU the server process spent per event accepted in the window (all its threads).
+        result["server_cpu_us_per_event"] = round(
+            1e6 * server_cpu / max(1, result["events_per_s"] * seconds), 2
+        )
         return result
     finally:
         if server is not None:
@@ -439,8 +511,8 @@ def bench_http(data_dir: str, *, senders: int, seconds: float, batch: int) -> di
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -450,7 +522,7 @@ def main() -> None:
     parser.add_argument("--writer-max-rows", type=int, default=Settings().writer_max_rows)
     parser.add_argument("--writer-in-flight", type=int, default=300_000)
     parser.add_argument("--http-seconds", type=float, default=15.0)
-    parser.add_argument("--http-senders", type=int, default=8)
+    parser.add_argument("--http-senders", type=int, default=32)
     parser.add_argument("--http-batch", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clickpulse-bench-") as data_dir:
@@ -465,6 +537,7 @@ def main() -> None:
                     rows=args.writer_rows,
                     max_rows=args.writer_max_rows,
                     in_flight=args.writer_in_flight,
+                    wal_dir=os.path.join(data_dir, "writer-wal"),
                 )
             )
             print("writer:", result, flush=True)

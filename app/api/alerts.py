@@ -1,13 +1,22 @@
-"""Threshold alerts (definitions; evaluation is the alerts issue)."""
+"""Threshold alerts: definitions (CRUD), history, "test now" and backtest (docs/alerts.md).
+
+Bodies are decoded here rather than by the framework so that every invalid field — an unknown
+comparator, a negative or absurd `for_seconds`, a wrong type — is a 422 naming the field, like
+a bad metric or a non-http(s) webhook.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import time
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, QueryParameter
+from msgspec import Meta
 
 from app.api.common import (
     AUTH,
@@ -20,12 +29,53 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.compiler import validate_definition
-from app.api.schemas import AlertIn, AlertOut
+from app.api.compiler import _metric_error, validate_definition
+from app.api.data import parse_time
+from app.api.schemas import AlertIn, AlertOut, Name, Version
+from app.clickhouse import ClickHouseError
 from app.errors import ApiError
+from app.querybuilder import MetricError
+from app.store import NotFound
+
+log = logging.getLogger("clickpulse.api.alerts")
 
 
-def _validated(data: JSONBody[AlertIn]) -> dict[str, Any]:
+class BacktestIn(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "from"}):
+    """An alert definition (as for POST /alerts; name optional) and a past range."""
+
+    comparator: Literal[">", ">=", "<", "<="]
+    threshold: float
+    for_seconds: Annotated[int, Meta(ge=1, le=86400)]
+    from_: str | int
+    to: str | int = "now"
+    name: Name | None = None
+    metric_id: int | None = None
+    metric_inline: dict[str, Any] | None = None
+    filters: Annotated[list[dict[str, Any]], Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+    resolve_after_seconds: Annotated[int, Meta(ge=1, le=86400)] | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    enabled: bool = True
+    webhook_url: Annotated[str, Meta(max_length=2000)] | None = None
+    version: Version | None = None
+
+
+async def _decode(request: Request, type_: type) -> Any:
+    """The JSON body as `type_`; a field the schema refuses → 422 with the field."""
+    body = await request.body()
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        text, _, path = message.partition(" - at `$")
+        field = path.rstrip("`").lstrip(".") or None
+        raise ApiError(422, "invalid_field", text, {"field": field} if field else None) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _check_fields(data: Any) -> None:
     exactly_one_metric(data.metric_id, data.metric_inline)
     if data.metric_inline is not None:
         validate_definition(data.metric_inline, "metric_inline")
@@ -46,13 +96,74 @@ def _validated(data: JSONBody[AlertIn]) -> dict[str, Any]:
                 "each filter needs a dimension, an op and a value",
                 {"field": f"filters[{i}]"},
             )
+
+
+async def _definition(services: Any, org_id: int, data: Any) -> dict[str, Any]:
+    """The metric definition an alert watches (inline, or the org's saved metric)."""
+    if data.metric_inline is not None:
+        return data.metric_inline
+    try:
+        row = await services.store.metrics.get(org_id, data.metric_id)
+    except NotFound:
+        raise ApiError(
+            422, "unknown_metric", f"no metric with id {data.metric_id}", {"field": "metric_id"}
+        ) from None
+    return row["definition"]
+
+
+async def _check_watchable(services: Any, org_id: int, data: Any) -> dict[str, Any]:
+    """Compile exactly what the evaluator will watch: 422 when it cannot (GROUP BY, topK,
+    a bad filter)."""
+    from app.alerts.rules import watched_metric
+    from app.push.keys import make_key
+
+    definition = await _definition(services, org_id, data)
+    field = "metric_inline" if data.metric_inline is not None else "metric_id"
+    try:
+        watched = watched_metric(definition)
+        make_key(watched.metric, org_id=org_id, database=services.ch.database, filters=data.filters)
+    except MetricError as exc:
+        if (exc.where or {}).get("field", "").startswith("filters"):
+            raise ApiError(422, exc.code, exc.message, exc.where) from None
+        raise _metric_error(exc, field, "text" in definition) from None
+    return definition
+
+
+async def _validated(services: Any, org_id: int, data: AlertIn) -> dict[str, Any]:
+    _check_fields(data)
+    await _check_watchable(services, org_id, data)
     values = msgspec.structs.asdict(data)
     values.pop("version")
     return values
 
 
+async def _sync(services: Any, org_id: int, alert_id: int) -> None:
+    """Tell this node's evaluator at once (other nodes pick it up within alert_sync_s)."""
+    evaluator = getattr(services, "alerts", None)
+    if evaluator is None:
+        return
+    try:
+        await evaluator.sync(org_id=org_id, alert_id=alert_id)
+    except Exception as exc:
+        log.warning("alerts: sync after a change to alert %s failed: %s", alert_id, exc)
+
+
 def _out(row: dict[str, Any]) -> AlertOut:
     return msgspec.convert(row, AlertOut)
+
+
+async def _run(services: Any, org_id: int, work: Any) -> Any:
+    """A query-running request under the org's quotas and the query timeout."""
+    try:
+        async with services.limiter.query_slot(org_id):
+            return await asyncio.wait_for(work, services.settings.query_timeout_s)
+    except MetricError as exc:
+        raise ApiError(422, exc.code, exc.message, exc.where or None) from None
+    except (ClickHouseError, TimeoutError) as exc:
+        services.degradation.failed("clickhouse", f"{type(exc).__name__}: {exc}"[:300])
+        raise ApiError(
+            503, "clickhouse_unavailable", "ClickHouse did not answer", None, {"Retry-After": "5"}
+        ) from exc
 
 
 class AlertController(Controller):
@@ -68,11 +179,15 @@ class AlertController(Controller):
 
     @post("/")
     async def create_alert(
-        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[AlertIn]
+        self, request: Request, services: ServicesDep, principal: PrincipalDep
     ) -> Response[AlertOut]:
-        """Notify when the metric is `comparator threshold` for `for_seconds` seconds."""
+        """Notify when the metric is `comparator threshold` for `for_seconds` seconds.
+        Body: AlertIn."""
         principal.require("editor")
-        row = await services.store.alerts.create(principal.org_id, _validated(data))
+        data = await _decode(request, AlertIn)
+        values = await _validated(services, principal.org_id, data)
+        row = await services.store.alerts.create(principal.org_id, values)
+        await _sync(services, principal.org_id, row["id"])
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
     @get("/{alert_id:int}")
@@ -89,14 +204,15 @@ class AlertController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         alert_id: FromPath[int],
-        data: JSONBody[AlertIn],
     ) -> Response[AlertOut]:
+        """Body: AlertIn (with `version`, or send If-Match)."""
         principal.require("editor")
         check_id(alert_id)
+        data = await _decode(request, AlertIn)
         version = expected_version(request, data.version)
-        row = await services.store.alerts.update(
-            principal.org_id, alert_id, version, _validated(data)
-        )
+        values = await _validated(services, principal.org_id, data)
+        row = await services.store.alerts.update(principal.org_id, alert_id, version, values)
+        await _sync(services, principal.org_id, alert_id)
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
     @delete("/{alert_id:int}", status_code=204)
@@ -110,3 +226,88 @@ class AlertController(Controller):
         principal.require("editor")
         check_id(alert_id)
         await services.store.alerts.delete(principal.org_id, alert_id, expected_version(request))
+        await _sync(services, principal.org_id, alert_id)
+
+    @get("/{alert_id:int}/events")
+    async def alert_events(
+        self,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        alert_id: FromPath[int],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Firing/resolved history, newest first. Page with `before=<next_before>`."""
+        from app.alerts.store import AlertStateRepo
+
+        await services.store.alerts.get(principal.org_id, check_id(alert_id))
+        repo = AlertStateRepo(services.pg, services.settings.pg_timeout_s)
+        rows = await repo.events(principal.org_id, alert_id, limit, before)
+        return {
+            "events": rows,
+            "next_before": rows[-1]["id"] if len(rows) == limit else None,
+        }
+
+    @post("/{alert_id:int}/test", status_code=200)
+    async def test_alert(
+        self,
+        services: ServicesDep,
+        principal: PrincipalDep,
+        alert_id: FromPath[int],
+        now: Annotated[float | None, QueryParameter()] = None,
+    ) -> dict[str, Any]:
+        """Evaluate now (or as of `now`, epoch seconds within the last 5 minutes) over the
+        last for/resolve window: value, breach run and state per second. No side effects."""
+        from app.alerts.backtest import evaluate_now
+
+        row = await services.store.alerts.get(principal.org_id, check_id(alert_id))
+        wall = time.time()
+        if now is not None and not wall - 300 <= now <= wall + 1:
+            raise ApiError(
+                422, "invalid_time", "now must be within the last 5 minutes", {"param": "now"}
+            )
+        data = msgspec.convert(
+            {"metric_id": row["metric_id"], "metric_inline": row["metric_inline"]},
+            _MetricRef,
+        )
+        definition = await _definition(services, principal.org_id, data)
+        return await _run(
+            services,
+            principal.org_id,
+            evaluate_now(services, principal.org_id, row, definition, now),
+        )
+
+    @post("/backtest", status_code=200)
+    async def backtest_alert(
+        self, request: Request, services: ServicesDep, principal: PrincipalDep
+    ) -> dict[str, Any]:
+        """When this definition would have fired and resolved over [from, to) (epoch seconds,
+        ISO 8601 or now-<n><unit>): 1 s buckets within rollup_1s retention, 1 min beyond
+        (approximation stated in the answer). Body: BacktestIn."""
+        from app.alerts.backtest import backtest
+
+        data = await _decode(request, BacktestIn)
+        _check_fields(data)
+        definition = await _check_watchable(services, principal.org_id, data)
+        wall = time.time()
+        time_from = parse_time(str(data.from_), "from", wall)
+        time_to = parse_time(str(data.to), "to", wall)
+        if time_from is None or time_to is None or time_from >= time_to:
+            raise ApiError(422, "invalid_range", "from must be before to", {"field": "from"})
+        alert = {
+            "comparator": data.comparator,
+            "threshold": data.threshold,
+            "for_seconds": data.for_seconds,
+            "resolve_after_seconds": data.resolve_after_seconds,
+            "filters": data.filters,
+        }
+        return await _run(
+            services,
+            principal.org_id,
+            backtest(services, principal.org_id, alert, definition, time_from, time_to, wall),
+        )
+
+
+class _MetricRef(msgspec.Struct):
+    metric_id: int | None = None
+    metric_inline: dict[str, Any] | None = None

@@ -22,7 +22,7 @@ import msgspec
 
 from app.api import compiler
 from app.api.schemas import Meta_
-from app.cache import GRANULARITY_S, query_key, ttl_for
+from app.cache import GRANULARITY_S, Entry, jittered, query_key, ttl_for
 from app.clickhouse import ClickHouseError
 from app.errors import ApiError
 
@@ -184,21 +184,25 @@ def request_key(org_id: int, *parts: Any) -> str:
 async def run_cached(
     services: Any, org_id: int, compiled: Any, fallback_key: str | None = None
 ) -> tuple[dict[str, Any], Meta_]:
-    """The answer to one compiled query of `org_id`: {columns, rows, plan} and its meta."""
+    """The answer to one compiled query of `org_id`: {columns, rows, plan} and its meta.
+
+    Fresh in the cache → that (and, in the entry's last moments, one background refresh).
+    Otherwise the query runs once per key in this process (single flight): concurrent requests
+    for the same key wait for that one run and answer `cached: true` from it.
+    """
     cache = services.cache
     key = query_key(org_id, compiled.sql, compiled.params)
     entry = await cache.get(key)
     now = cache.clock()
     if entry is not None and entry.fresh(now):
+        if entry.refresh_due(now):
+            _flight(services, org_id, compiled, key, fallback_key)  # not awaited
         value = entry.value
         return value, Meta_(cached=True, age_s=round(entry.age_s(now), 3), **value["plan"])
 
-    limiter = services.limiter
+    task, leader = _flight(services, org_id, compiled, key, fallback_key)
     try:
-        async with limiter.query_slot(org_id):
-            result = await asyncio.wait_for(
-                compiler.run(services.ch, compiled), services.settings.query_timeout_s
-            )
+        value, stored, rows_read = await asyncio.shield(task)
     except (ClickHouseError, TimeoutError) as exc:
         code = getattr(exc, "code", None)
         if code in _LIMIT_CODES:
@@ -208,14 +212,14 @@ async def run_cached(
                 "the query exceeded its execution limits; narrow the range or filters",
                 {"clickhouse_code": code},
             ) from exc
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        services.degradation.failed("clickhouse", message)
         if entry is None and fallback_key is not None:
             entry = await cache.get(fallback_key)
         if entry is not None:
             services.degradation.served_stale("clickhouse")
             value = entry.value
-            return value, Meta_(stale=True, age_s=round(entry.age_s(now), 3), **value["plan"])
+            return value, Meta_(
+                stale=True, age_s=round(entry.age_s(cache.clock()), 3), **value["plan"]
+            )
         raise ApiError(
             503,
             "clickhouse_unavailable",
@@ -223,13 +227,51 @@ async def run_cached(
             None,
             {"Retry-After": "5"},
         ) from exc
+    if leader:
+        return value, Meta_(rows_read=rows_read, **value["plan"])
+    # Another request's run answered this one: remember it as this request's last answer too.
+    if fallback_key is not None and fallback_key != key:
+        await cache.set(fallback_key, value, max(0.0, stored.fresh_until - stored.stored_at))
+    return value, Meta_(cached=True, age_s=round(stored.age_s(cache.clock()), 3), **value["plan"])
+
+
+def _flight(
+    services: Any, org_id: int, compiled: Any, key: str, fallback_key: str | None
+) -> tuple[asyncio.Task, bool]:
+    """The running query for `key` in this process, or a new one: (task, started here)."""
+    return services.cache.flights.run(
+        key, lambda: _query_and_store(services, org_id, compiled, key, fallback_key)
+    )
+
+
+async def _query_and_store(
+    services: Any, org_id: int, compiled: Any, key: str, fallback_key: str | None
+) -> tuple[dict[str, Any], Entry, int]:
+    """Run one compiled query under the org's quotas and a timeout, cache the answer (TTL by
+    range and granularity, jittered down) under its key and the request's fallback key.
+    Answers (value, cache entry, rows read); ClickHouse failures are raised to every waiter,
+    which degrades on its own last answer."""
+    cache = services.cache
+    try:
+        async with services.limiter.query_slot(org_id):
+            result = await asyncio.wait_for(
+                compiler.run(services.ch, compiled), services.settings.query_timeout_s
+            )
+    except (ClickHouseError, TimeoutError) as exc:
+        if getattr(exc, "code", None) not in _LIMIT_CODES:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            services.degradation.failed("clickhouse", message)
+        raise
     services.degradation.ok("clickhouse")
-    await limiter.record_rows(org_id, result.rows_read)
+    await services.limiter.record_rows(org_id, result.rows_read)
     plan = _plan_meta(getattr(compiled, "plan", None))
-    value = {"columns": result.columns, "rows": result.rows, "plan": plan}
+    # Rows as tuples of scalars: the collector stops tracking those, so thousands of cached
+    # answers do not lengthen every full collection (a stall of the event loop).
+    rows = [tuple(row) for row in result.rows]
+    value = {"columns": result.columns, "rows": rows, "plan": plan}
     time_to = plan.get("time_to") or time.time()
-    ttl = ttl_for(plan.get("granularity") or "1m", time_to, cache.clock())
-    await cache.set(key, value, ttl)
+    ttl = jittered(ttl_for(plan.get("granularity") or "1m", time_to, cache.clock()))
+    stored = await cache.set(key, value, ttl)
     if fallback_key is not None and fallback_key != key:
         await cache.set(fallback_key, value, ttl)
-    return value, Meta_(rows_read=result.rows_read, **plan)
+    return value, stored, result.rows_read

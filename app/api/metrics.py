@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,8 +25,8 @@ from app.api.common import (
 from app.api.data import parse_compare, parse_filters, request_key, run_cached, time_range
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
-from app.cache import GRANULARITY_S, config_key
-from app.store import StoreUnavailable
+from app.cache import GRANULARITY_S, SingleFlight, config_key
+from app.store import NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -186,6 +187,9 @@ class MetricController(Controller):
 
 
 DEFINITION_FRESH_S = 2.0  # how long this process reuses a saved definition it read
+# From this age on, a request still served from the memo starts one background re-read, so a
+# metric in use is re-read before its 2 s are up and no request waits for PostgreSQL.
+DEFINITION_REFRESH_S = 1.5
 
 
 def _memo(services: Services, name: str) -> OrderedDict:
@@ -202,33 +206,70 @@ def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> Non
         memo.popitem(last=False)
 
 
+def _definition_flights(services: Services) -> SingleFlight:
+    flights = services.extras.get("definition_flights")
+    if flights is None:
+        flights = services.extras["definition_flights"] = SingleFlight()
+    return flights
+
+
 def forget_definition(services: Services, org_id: int, metric_id: int) -> None:
+    """After a PUT/DELETE on this node: the next request reads PostgreSQL (a read already
+    running started before the change, so neither it nor its answer is used)."""
     _memo(services, "definitions").pop((org_id, metric_id), None)
+    _definition_flights(services).forget(f"{org_id}:{metric_id}")
 
 
 async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
-    """The saved definition: reused for 2 s in this process, remembered in the hot cache so
-    history keeps working through a PostgreSQL outage."""
+    """The saved definition: reused for 2 s in this process (re-read in the background from
+    1.5 s while in use), remembered in the hot cache so history keeps working through a
+    PostgreSQL outage. Concurrent requests share one read."""
     memo = _memo(services, "definitions")
     key = (principal.org_id, metric_id)
     now = time.monotonic()
     hit = memo.get(key)
     if hit is not None and now - hit[1] < DEFINITION_FRESH_S:
+        if now - hit[1] >= DEFINITION_REFRESH_S:
+            _read_definition(services, principal.org_id, metric_id)  # not awaited
         return hit[0]
-    cache_key = config_key(principal.org_id, "metric", metric_id)
+    task, _ = _read_definition(services, principal.org_id, metric_id)
     try:
-        row = await services.store.metrics.get(principal.org_id, metric_id)
-    except StoreUnavailable as exc:
-        services.degradation.failed("postgres", str(exc))
-        entry = await services.cache.get(cache_key)
+        return await asyncio.shield(task)
+    except StoreUnavailable:
+        entry = await services.cache.get(config_key(principal.org_id, "metric", metric_id))
         if entry is None:
             raise
         services.degradation.served_stale("postgres")
         return entry.value
-    if hit is None or hit[0] != row["definition"]:
-        await services.cache.set(cache_key, row["definition"], 0)
-    _remember(memo, key, (row["definition"], now))
-    return row["definition"]
+
+
+def _read_definition(services: Services, org_id: int, metric_id: int) -> tuple[Any, bool]:
+    """The running read of this definition in this process, or a new one."""
+    return _definition_flights(services).run(
+        f"{org_id}:{metric_id}", lambda: _fetch_definition(services, org_id, metric_id)
+    )
+
+
+async def _fetch_definition(services: Services, org_id: int, metric_id: int) -> dict[str, Any]:
+    memo = _memo(services, "definitions")
+    key = (org_id, metric_id)
+    started = time.monotonic()  # the memo's age counts from before the read
+    try:
+        row = await services.store.metrics.get(org_id, metric_id)
+    except StoreUnavailable as exc:
+        services.degradation.failed("postgres", str(exc))
+        raise
+    except NotFound:
+        memo.pop(key, None)  # deleted through another node
+        raise
+    definition = row["definition"]
+    if not _definition_flights(services).is_current(f"{org_id}:{metric_id}"):
+        return definition  # changed on this node meanwhile: answer the waiters, keep nothing
+    hit = memo.get(key)
+    if hit is None or hit[0] != definition:
+        await services.cache.set(config_key(org_id, "metric", metric_id), definition, 0)
+    _remember(memo, key, (definition, started))
+    return definition
 
 
 class QueryController(Controller):

@@ -2,15 +2,17 @@
 
 Status codes (the body of every non-2xx is the shared error shape, see app/errors.py):
 
-* 200 `IngestResult` — at least one event stored (durably: the INSERT holding them returned);
-  rejected events, if any, are listed with their index and reason.
+* 200 `IngestResult` — at least one event accepted: written to the ingest WAL (fsynced with
+  `CLICKPULSE_WAL_FSYNC=1`), or, with `CLICKPULSE_WAL=off`, inserted; rejected events, if
+  any, are listed with their index and reason.
 * 400 — malformed JSON body, not an array/NDJSON, empty batch, or *every* event rejected
   (code `no_valid_events`, with the full `IngestResult` in `where`).
 * 401 — missing, unknown (`invalid_api_key`) or revoked (`revoked_api_key`) key.
 * 413 — body over `ingest_max_body_bytes` or more than `ingest_max_events` events.
 * 429 — the org's rate limit (`Retry-After`).
-* 503 — the writer is overloaded, stopping, or the INSERT failed (`Retry-After`); nothing of
-  the request was stored, so retrying cannot duplicate it.
+* 503 — the writer is overloaded (pending rows or WAL bytes over their bound), stopping, the
+  WAL write failed, or (WAL off) the INSERT failed (`Retry-After`); nothing of the request was
+  accepted (a failed WAL fsync is the one exception: see docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from app.errors import ApiError
 from app.ingest.auth import ApiKeyCache
 from app.ingest.enrich import Enricher
 from app.ingest.parse import RequestContext, build_columns, is_ndjson, split_events
-from app.ingest.ratelimit import RateLimiter
+from app.ingest.ratelimit import RateLimiter, RedisRateLimiter
 from app.ingest.schema import IngestResult
-from app.ingest.writer import InsertFailed, WriterClosed, WriterOverloaded
+from app.ingest.writer import InsertFailed, WalWriteFailed, WriterClosed, WriterOverloaded
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -48,6 +50,12 @@ class IngestState:
         settings = services.settings
         self.keys = ApiKeyCache(settings.ingest_key_cache_ttl_s)
         self.limiter = RateLimiter(settings.ingest_rate_per_s)
+        # With Redis, one bucket per org shared by every node.
+        self.shared_limiter = (
+            RedisRateLimiter(services.redis, settings.ingest_rate_per_s)
+            if services.redis is not None
+            else None
+        )
         self.enricher = Enricher()
 
 
@@ -117,7 +125,10 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         ndjson=is_ndjson(request.headers.get("content-type", ""), body),
         max_events=settings.ingest_max_events,
     )
-    wait_s = ingest.limiter.acquire(key.org_id, len(items), key.rate_per_s)
+    if ingest.shared_limiter is not None:
+        wait_s = await ingest.shared_limiter.acquire(key.org_id, len(items), key.rate_per_s)
+    else:
+        wait_s = ingest.limiter.acquire(key.org_id, len(items), key.rate_per_s)
     if wait_s > 0:
         retry_after = RateLimiter.retry_after_header(wait_s)
         raise ApiError(
@@ -154,7 +165,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         raise ApiError(
             503, "shutting_down", "the server is shutting down", headers={"Retry-After": "1"}
         ) from exc
-    except InsertFailed as exc:
+    except (InsertFailed, WalWriteFailed) as exc:
         raise ApiError(
             503,
             "storage_unavailable",

@@ -3,6 +3,7 @@ Redis (db 9, flushed) when a test asks for it, and the Litestar app over them.""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,12 @@ def build_services(
 
     values: dict[str, Any] = {"limit_rate_per_s": 1000.0, "limit_burst": 1000, **settings}
     if base is None:
-        base = Settings(clickhouse_database=ch.database, database_url=pg_url)
+        # A data dir of its own: the writer's WAL must never land in the checkout's ./data.
+        base = Settings(
+            data_dir=tempfile.mkdtemp(prefix="clickpulse-api-"),
+            clickhouse_database=ch.database,
+            database_url=pg_url,
+        )
     s = msgspec.structs.replace(base, redis_url=redis_url, **values)
     redis_client = None
     if redis_url:

@@ -60,7 +60,14 @@ async def test_alert_validation(api, org, other_org):
         alert(severity="urgent"),
     ):
         r = await api.post("/alerts", json=body, headers=h)
-        assert r.status_code == 400, body
+        # issue 6: an unknown comparator, an absurd for_seconds, … are a 422 naming the field
+        assert r.status_code == 422, body
+        assert r.json()["error"]["where"]["field"] in (
+            "comparator",
+            "for_seconds",
+            "threshold",
+            "severity",
+        ), r.text
     for body, where in (
         (alert(webhook_url="ftp://example.com/x"), {"field": "webhook_url"}),
         (alert(webhook_url="javascript:alert(1)"), {"field": "webhook_url"}),

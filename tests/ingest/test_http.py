@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import psycopg
@@ -36,7 +37,7 @@ async def _post(client, org, body, **headers):
     return await client.post("/v1/events", json=body, headers={**org.ingest_headers, **headers})
 
 
-async def test_events_reach_raw_table_and_every_rollup_per_org(client, ch, make_org):
+async def test_events_reach_raw_table_and_every_rollup_per_org(client, services, ch, make_org):
     org_a, org_b = await make_org("a"), await make_org("b")
     ts = now_ms() - 5_000  # one second bucket, inside the skew window
     batch_a = [
@@ -53,6 +54,7 @@ async def test_events_reach_raw_table_and_every_rollup_per_org(client, ch, make_
         assert r.status_code == 200, r.text
         assert r.json() == {"accepted": len(batch), "rejected": 0, "errors": []}
 
+    await services.writer.wait_inserted()  # 200 = in the WAL; wait for the INSERT
     expected_sum_a = sum(10.25 + i for i in range(20))
     assert rows(
         ch,
@@ -93,7 +95,7 @@ async def test_events_reach_raw_table_and_every_rollup_per_org(client, ch, make_
     )
 
 
-async def test_ndjson_by_content_type_and_by_sniffing(client, ch, org):
+async def test_ndjson_by_content_type_and_by_sniffing(client, services, ch, org):
     body = b'{"event": "a", "user_id": "1"}\n\n{"event": "b"}\n{not json\n{"event": "c"}\n'
     r = await client.post(
         "/v1/events",
@@ -115,6 +117,7 @@ async def test_ndjson_by_content_type_and_by_sniffing(client, ch, org):
     )
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == 2
+    await services.writer.wait_inserted()  # 200 = in the WAL; wait for the INSERT
     assert rows(ch, "SELECT event FROM {db}.events ORDER BY event") == [
         ["a"],
         ["b"],
@@ -146,7 +149,7 @@ async def test_bodies_that_are_not_batches_are_400(client, ch, org, body, code):
     assert scalar(ch, "SELECT count() FROM {db}.events") == 0
 
 
-async def test_bad_events_get_reasons_and_good_ones_are_stored(client, ch, org):
+async def test_bad_events_get_reasons_and_good_ones_are_stored(client, services, ch, org):
     now = now_ms()
     batch = [
         {"event": "good", "user_id": "ok-0"},  # 0
@@ -197,6 +200,7 @@ async def test_bad_events_get_reasons_and_good_ones_are_stored(client, ch, org):
     assert {i: (e["code"], e["field"]) for i, e in by_index.items()} == expected
     assert all(e["message"] for e in result["errors"])
 
+    await services.writer.wait_inserted()  # 200 = in the WAL; wait for the INSERT
     stored = rows(
         ch,
         "SELECT user_id, value, props FROM {db}.events WHERE org_id = {o:UInt32} ORDER BY user_id",
@@ -210,7 +214,7 @@ async def test_bad_events_get_reasons_and_good_ones_are_stored(client, ch, org):
     assert scalar(ch, "SELECT sum(events) FROM {db}.rollup_1m") == 3
 
 
-async def test_rfc3339_and_epoch_ms_timestamps(client, ch, org):
+async def test_rfc3339_and_epoch_ms_timestamps(client, services, ch, org):
     ts = now_ms() - 60_000
     iso = datetime.fromtimestamp(ts / 1000, tz=UTC)
     r = await _post(
@@ -219,6 +223,7 @@ async def test_rfc3339_and_epoch_ms_timestamps(client, ch, org):
         [{"event": "a", "ts": ts}, {"event": "b", "ts": iso.isoformat()}],
     )
     assert r.status_code == 200, r.text
+    await services.writer.wait_inserted()  # 200 = in the WAL; wait for the INSERT
     assert rows(ch, "SELECT toUnixTimestamp64Milli(ts) FROM {db}.events ORDER BY event") == [
         [ts],
         [ts],
@@ -235,7 +240,7 @@ async def test_all_events_rejected_is_400_with_the_per_event_reasons(client, ch,
     assert [e["index"] for e in error["where"]["errors"]] == [0, 1]
 
 
-async def test_org_id_in_an_event_cannot_redirect_it(client, ch, make_org):
+async def test_org_id_in_an_event_cannot_redirect_it(client, services, ch, make_org):
     mine, victim = await make_org("mine"), await make_org("victim")
     r = await _post(
         client,
@@ -251,6 +256,7 @@ async def test_org_id_in_an_event_cannot_redirect_it(client, ch, make_org):
             "field": "org_id",
         }
     ]
+    await services.writer.wait_inserted()  # 200 = in the WAL; wait for the INSERT
     assert rows(ch, "SELECT org_id, event FROM {db}.events") == [[mine.id, "b"]]
 
 
@@ -301,6 +307,7 @@ async def test_revoked_key_is_401_once_the_cache_is_invalidated(client, services
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "revoked_api_key"
     assert "revoked" in r.json()["error"]["message"]
+    await services.writer.wait_inserted()
     assert rows(ch, "SELECT event FROM {db}.events") == [["a"]]
 
 
@@ -377,23 +384,59 @@ async def test_enrichment_from_headers_and_event_overrides(make_client, ch, org)
     ) == [["GB", "mobile", "Mobile Safari", "iOS", 1]]
 
 
-async def test_forwarded_for_is_ignored_unless_trusted(client, ch, org):
+async def test_forwarded_for_is_ignored_unless_trusted(client, services, ch, org):
     r = await _post(
         client, org, [{"event": "a"}, {"event": "b", "ip": GB_IP}], **{"X-Forwarded-For": GB_IP}
     )
     assert r.status_code == 200, r.text
+    await services.writer.wait_inserted()
     assert rows(ch, "SELECT event, country FROM {db}.events ORDER BY event") == [
         ["a", ""],
         ["b", "GB"],
     ]
 
 
-async def test_failed_insert_is_503_and_not_accepted(client, services, ch, org):
+async def test_failed_insert_is_retried_from_the_wal_and_stored_once(client, services, ch, org):
     services.writer.table = "no_such_table"  # every INSERT now fails in ClickHouse
-    r = await _post(client, org, [{"event": "a"}])
-    assert r.status_code == 503
-    assert r.json()["error"]["code"] == "storage_unavailable"
-    assert "Retry-After" in r.headers
-    services.writer.table = "events_queue"
-    assert (await _post(client, org, [{"event": "b"}])).status_code == 200
-    assert rows(ch, "SELECT event FROM {db}.events") == [["b"]]
+    r = await _post(client, org, [{"event": "a"}, {"event": "b"}])
+    assert r.status_code == 200, r.text  # acknowledged: the rows are in the WAL
+    while services.writer.failed_flushes < 2:  # it keeps retrying (with backoff)
+        await asyncio.sleep(0.05)
+    assert services.writer.pending_rows == 2
+    assert services.writer.oldest_pending_age_s() > 0
+    services.writer.table = "events_queue"  # ClickHouse is back
+    await asyncio.wait_for(services.writer.wait_inserted(), 60)
+    assert rows(ch, "SELECT event FROM {db}.events ORDER BY event") == [["a"], ["b"]]
+    assert services.writer.pending_rows == 0
+    assert services.writer.oldest_pending_age_s() == 0
+
+
+async def test_wal_off_failed_insert_is_503_and_not_accepted(make_client, ch, org):
+    async with make_client(wal_enabled=False) as (client, services):
+        services.writer.table = "no_such_table"  # every INSERT now fails in ClickHouse
+        r = await _post(client, org, [{"event": "a"}])
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "storage_unavailable"
+        assert "Retry-After" in r.headers
+        services.writer.table = "events_queue"
+        assert (await _post(client, org, [{"event": "b"}])).status_code == 200
+        # WAL off: 200 means inserted, no waiting needed.
+        assert rows(ch, "SELECT event FROM {db}.events") == [["b"]]
+
+
+async def test_backpressure_is_503_with_retry_after_and_nothing_accepted(make_client, ch, org):
+    async with make_client(writer_max_pending_rows=3, writer_max_delay_ms=3_600_000) as (
+        client,
+        services,
+    ):
+        assert (await _post(client, org, [{"event": "a"}] * 3)).status_code == 200
+        r = await _post(client, org, [{"event": "b"}])
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "ingest_overloaded"
+        assert r.headers["Retry-After"] == "1"
+        await services.writer.wait_inserted()
+        assert (await _post(client, org, [{"event": "c"}])).status_code == 200
+    assert rows(ch, "SELECT event, count() FROM {db}.events GROUP BY event ORDER BY event") == [
+        ["a", 3],
+        ["c", 1],
+    ]

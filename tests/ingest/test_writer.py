@@ -1,4 +1,5 @@
-"""EventWriter against real chDB: flush by size, by time, on stop; failures reach the waiters."""
+"""EventWriter against real chDB, WAL off: flush by size, by time, on stop; failures reach the
+waiters. (The WAL mode is tested in test_wal.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ GUARD_S = 60
 
 
 def _settings(**overrides) -> Settings:
-    return Settings(**overrides)
+    # WAL off: submit() waits for the INSERT, which these tests are about.
+    return Settings(wal_enabled=False, **overrides)
 
 
 async def test_flush_on_size(ch):

@@ -1,0 +1,44 @@
+"""Live push (issue 5): `/ws/subscribe`, the poller, fanout, Redis cross-node. See docs/push.md.
+
+Public API:
+
+* `Hub` (one per process, `services.push`): `handle` (the ASGI socket), `deliver`,
+  `send_to_org(org_id, message)` (alerts), `key_for(org_id, metric, filters=, group_by=,
+  window_s=)` → `KeySpec`, `poller`;
+* `Poller`: `tick()`, `watch(spec, listener)` → `Watch` (the alerts hook: a key without
+  sockets, its rows every tick), `add_tick_listener(fn)`;
+* `route_handlers`: mounted by `app.server.create_app`.
+"""
+
+from __future__ import annotations
+
+from litestar import asgi
+from litestar.types import Receive, Scope, Send
+
+from app.push.hub import Hub
+from app.push.keys import KeySpec, make_key
+from app.push.poller import KeyTick, Poller, Watch
+
+_NOT_WS = b'{"error":{"code":"websocket_only","message":"connect with WebSocket","where":null}}'
+
+
+@asgi("/ws/subscribe", is_mount=False, copy_scope=False)
+async def ws_subscribe(scope: Scope, receive: Receive, send: Send) -> None:
+    """`/ws/subscribe`: raw ASGI, so each socket costs a writer task and a small queue only."""
+    if scope["type"] != "websocket":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 426,
+                "headers": [(b"content-type", b"application/json"), (b"upgrade", b"websocket")],
+            }
+        )
+        await send({"type": "http.response.body", "body": _NOT_WS})
+        return
+    hub: Hub = scope["litestar_app"].state.services.push
+    await hub.handle(scope, receive, send)
+
+
+route_handlers = [ws_subscribe]
+
+__all__ = ["Hub", "KeySpec", "KeyTick", "Poller", "Watch", "make_key", "route_handlers"]

@@ -1,0 +1,459 @@
+"""The Hub: the push tier of one process — sockets, the subscription registry, fanout.
+
+* `Hub.handle(scope, receive, send)` serves one `/ws/subscribe` socket (raw ASGI: one writer
+  task per socket, no per-message framework overhead).
+* `deliver(key, kind, text)` hands one already-encoded message to every local socket
+  subscribed to `key` (the same str object to all of them).
+* `send_to_org(org_id, message)` reaches every socket of that org on every node (alerts).
+* Without Redis the poller emits straight into `deliver`; with Redis it publishes, and this
+  process's one subscriber calls `deliver` for the channels its sockets need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from app.credentials import USER_TOKEN_PREFIX
+from app.push import protocol
+from app.push.connection import Connection
+from app.push.keys import KeySpec, make_key
+from app.push.poller import Poller, run_guarded
+
+log = logging.getLogger("clickpulse.push")
+
+
+@dataclass
+class _Snapshot:
+    at: float
+    task: asyncio.Future[tuple[int, int, str]]
+
+
+class Hub:
+    def __init__(self, services: Any):
+        self.services = services
+        s = services.settings
+        self.settings = s
+        self.node_id = uuid.uuid4().hex[:12]
+        self.conns: set[Connection] = set()
+        self.by_key: dict[str, set[Connection]] = {}
+        self.by_org: dict[int, set[Connection]] = {}
+        self.specs: dict[str, KeySpec] = {}
+        self._key_refs: dict[str, int] = {}  # local socket subscriptions per key
+        self._snapshots: dict[tuple[str, int], _Snapshot] = {}
+        self.stale = False
+        self.lag_ms = 0
+        self._stale_sent_at = 0.0
+        self.bus: Any = None
+        if services.redis is not None:
+            from app.push.bus import RedisBus
+
+            self.bus = RedisBus(
+                services.redis,
+                node_id=self.node_id,
+                namespace=services.ch.database,
+                lease_ms=s.push_lease_ms,
+                on_key_message=self.deliver,
+                on_org_message=self._deliver_org,
+            )
+        self.poller = Poller(
+            services.ch,
+            tick_ms=s.push_tick_ms,
+            reread_s=s.push_reread_s,
+            retention_s=s.push_max_range_s,
+            stale_ms=s.push_stale_ms,
+            lag_source=self._writer_lag,
+            emit=self._emit,
+            bus=self.bus,
+            on_lag=self.set_lag,
+        )
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self.bus is not None:
+            await self.bus.start()
+        self.poller.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for conn in list(self.conns):
+            conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        await self.poller.stop()
+        if self.bus is not None:
+            await self.bus.stop()
+
+    def _writer_lag(self) -> float:
+        writer = self.services.writer
+        age = getattr(writer, "oldest_pending_age_s", None)
+        return age() if age is not None else 0.0
+
+    # -- keys -----------------------------------------------------------------------------
+    def key_for(
+        self,
+        org_id: int,
+        metric: Any,
+        *,
+        filters: list[dict[str, Any]] | None = None,
+        group_by: list[str] | None = None,
+        window_s: int = 0,
+    ) -> KeySpec:
+        """Compile a live key (MetricError if the metric or a parameter is refused)."""
+        return make_key(
+            metric,
+            org_id=org_id,
+            database=self.services.ch.database,
+            filters=filters,
+            group_by=group_by,
+            window_s=window_s,
+        )
+
+    def _id_columns(self, key: str) -> tuple[str, ...]:
+        spec = self.specs.get(key)
+        return ("t", *spec.dims) if spec else ("t",)
+
+    async def _activate(self, spec: KeySpec) -> None:
+        refs = self._key_refs.get(spec.key, 0)
+        self._key_refs[spec.key] = refs + 1
+        if refs == 0:
+            self.specs[spec.key] = spec
+            self.poller.acquire(spec)
+            if self.bus is not None:
+                await self.bus.subscribe_key(spec.key)
+
+    async def _deactivate(self, key: str) -> None:
+        refs = self._key_refs.get(key, 0) - 1
+        if refs > 0:
+            self._key_refs[key] = refs
+            return
+        self._key_refs.pop(key, None)
+        self.specs.pop(key, None)
+        self.poller.release(key)
+        if self.bus is not None:
+            await self.bus.unsubscribe_key(key)
+
+    # -- fanout ---------------------------------------------------------------------------
+    async def _emit(self, key: str, kind: str, text: str) -> None:
+        if self.bus is not None:
+            await self.bus.publish_key(key, kind, text)
+        else:
+            self.deliver(key, kind, text)
+
+    def deliver(self, key: str, kind: str, text: str) -> None:
+        """Hand one encoded message to every local socket subscribed to `key`."""
+        for conn in self.by_key.get(key, ()):
+            conn.send_delta(key, kind, text)
+
+    async def send_to_org(self, org_id: int, message: dict[str, Any] | str) -> None:
+        """Send `message` (e.g. `{"type": "alert", ...}`) to every socket of `org_id`, on
+        every node; encoded once."""
+        text = message if isinstance(message, str) else protocol.encode(message)
+        if self.bus is not None:
+            await self.bus.publish_org(org_id, text)
+        else:
+            self._deliver_org(org_id, text)
+
+    def _deliver_org(self, org_id: int, text: str) -> None:
+        for conn in self.by_org.get(org_id, ()):
+            conn.send_text(text)
+
+    def set_lag(self, lag_ms: int) -> None:
+        """The poller's pipeline lag: `stale {lag_ms}` past the threshold (repeated each
+        second while stale), `live` once caught up."""
+        self.lag_ms = lag_ms
+        now = time.monotonic()
+        if lag_ms > self.settings.push_stale_ms:
+            if not self.stale or now - self._stale_sent_at >= 1.0:
+                self.stale = True
+                self._stale_sent_at = now
+                text = protocol.encode({"type": "stale", "lag_ms": lag_ms})
+                for conn in self.conns:
+                    if conn.subs:
+                        conn.stale = True
+                        conn.send_text(text)
+        elif self.stale:
+            self.stale = False
+            text = protocol.encode({"type": "live"})
+            for conn in self.conns:
+                if conn.stale:
+                    conn.stale = False
+                    conn.send_text(text)
+
+    # -- snapshots ------------------------------------------------------------------------
+    async def _rows_json(self, spec: KeySpec, t_from: int, t_to: int) -> str:
+        result = await run_guarded(self.services.ch, spec.bind(t_from, t_to))
+        return protocol.encode(result.dicts())
+
+    async def snapshot(self, spec: KeySpec, range_s: int) -> tuple[int, int, str]:
+        """(t_from, t_to, rows JSON) of the last `range_s` seconds; concurrent subscribers of
+        the same key within one tick share one query."""
+        loop = asyncio.get_running_loop()
+        cache_key = (spec.key, range_s)
+        hit = self._snapshots.get(cache_key)
+        fresh_s = max(self.settings.push_tick_ms, 100) / 1000
+        if hit is not None and loop.time() - hit.at < fresh_s and not hit.task.cancelled():
+            return await asyncio.shield(hit.task)
+        now_s = int(time.time())
+        t_from, t_to = now_s - range_s + 1, now_s + 1
+
+        async def run() -> tuple[int, int, str]:
+            return t_from, t_to, await self._rows_json(spec, t_from, t_to)
+
+        task = asyncio.ensure_future(run())
+        self._snapshots[cache_key] = _Snapshot(loop.time(), task)
+        if len(self._snapshots) > 1000:
+            horizon = loop.time() - fresh_s
+            for k in [k for k, v in self._snapshots.items() if v.at < horizon]:
+                del self._snapshots[k]
+        return await asyncio.shield(task)
+
+    # -- the socket -----------------------------------------------------------------------
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one `/ws/subscribe` socket."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        token = _token(scope)
+        await send({"type": "websocket.accept"})
+        code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
+        principal = None
+        if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
+            try:
+                principal = await self.services.auth.principal(token)
+            except Exception as exc:  # ApiError: 401 unknown/revoked, 503 store down
+                if getattr(exc, "status", 401) == 503:
+                    code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
+        if principal is None:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+            return
+        s = self.settings
+        conn = Connection(
+            send,
+            org_id=principal.org_id,
+            user_id=principal.user_id,
+            max_queue=s.push_max_queue,
+            slow_s=s.push_slow_consumer_s,
+            id_columns=self._id_columns,
+        )
+        self.conns.add(conn)
+        self.by_org.setdefault(conn.org_id, set()).add(conn)
+        rate, burst = s.push_max_msgs_per_s, max(s.push_max_msgs_per_s * 2, 1.0)
+        tokens, last = burst, time.monotonic()
+        closed_wait = asyncio.ensure_future(conn.closed.wait())
+        try:
+            while conn.close_code is None:
+                recv = asyncio.ensure_future(receive())
+                done, _ = await asyncio.wait(
+                    {recv, closed_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if recv not in done:
+                    recv.cancel()
+                    break
+                message = recv.result()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                size = len(data.encode() if isinstance(data, str) else data)
+                if size > s.push_max_message_bytes:
+                    conn.close(protocol.CLOSE_TOO_BIG, "message too big")
+                    break
+                now = time.monotonic()
+                tokens = min(burst, tokens + (now - last) * rate)
+                last = now
+                if tokens < 1:
+                    conn.close(protocol.CLOSE_FLOOD, "too many messages")
+                    break
+                tokens -= 1
+                await self._on_message(conn, data)
+        finally:
+            closed_wait.cancel()
+            await self._drop(conn)
+            if conn.close_code is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(conn.closed.wait(), 6)
+            else:
+                conn.close_code = 1000
+                conn._writer.cancel()
+                await conn.wait_writer()
+
+    async def _drop(self, conn: Connection) -> None:
+        self.conns.discard(conn)
+        org = self.by_org.get(conn.org_id)
+        if org is not None:
+            org.discard(conn)
+            if not org:
+                del self.by_org[conn.org_id]
+        for key in list(conn.key_ids):
+            await self._detach_key(conn, key)
+        conn.subs.clear()
+        conn.key_ids.clear()
+
+    async def _detach_key(self, conn: Connection, key: str) -> None:
+        viewers = self.by_key.get(key)
+        if viewers is not None:
+            viewers.discard(conn)
+            if not viewers:
+                del self.by_key[key]
+        conn.pending.pop(key, None)
+        await self._deactivate(key)
+
+    async def _on_message(self, conn: Connection, data: str | bytes) -> None:
+        try:
+            msg = protocol.decode(data)
+        except protocol.ProtocolError as exc:
+            conn.send_text(protocol.error(exc.id, exc.code, exc.message))
+            return
+        if isinstance(msg, protocol.Ping):
+            conn.send_text(protocol.PONG)
+        elif isinstance(msg, protocol.Unsubscribe):
+            key = conn.subs.pop(msg.id, None)
+            if key is None:
+                conn.send_text(protocol.error(msg.id, "unknown_id", "no subscription with this id"))
+                return
+            ids = conn.key_ids.get(key)
+            if ids is not None:
+                ids.discard(msg.id)
+                if not ids:
+                    del conn.key_ids[key]
+                    await self._detach_key(conn, key)
+        else:
+            await self._subscribe(conn, msg)
+
+    async def _resolve(self, conn: Connection, msg: protocol.Subscribe) -> tuple[Any, int]:
+        """(metric, window_s) from metric | metric_id | builtin; ProtocolError if not."""
+        given = [x for x in (msg.metric, msg.metric_id, msg.builtin) if x is not None]
+        if len(given) != 1:
+            raise protocol.ProtocolError(
+                "invalid_subscription", "give exactly one of metric, metric_id, builtin", msg.id
+            )
+        window = msg.window_s or 0
+        if msg.builtin is not None:
+            from app.querybuilder import BUILTIN_METRICS
+
+            builtin = BUILTIN_METRICS.get(msg.builtin)
+            if builtin is None:
+                raise protocol.ProtocolError(
+                    "not_found", f"no built-in metric {msg.builtin!r}", msg.id
+                )
+            return (
+                builtin.text,
+                msg.window_s if msg.window_s is not None else builtin.window_seconds,
+            )
+        if msg.metric_id is not None:
+            from app.store import NotFound, StoreUnavailable
+
+            try:
+                row = await self.services.store.metrics.get(conn.org_id, msg.metric_id)
+            except NotFound:
+                raise protocol.ProtocolError("not_found", "metric not found", msg.id) from None
+            except StoreUnavailable:
+                raise protocol.ProtocolError(
+                    "store_unavailable", "the configuration store is unavailable", msg.id
+                ) from None
+            definition = row["definition"]
+            if isinstance(definition, dict) and "text" in definition:
+                return definition["text"], window
+            return definition, window
+        return msg.metric, window
+
+    async def _subscribe(self, conn: Connection, msg: protocol.Subscribe) -> None:
+        from app.querybuilder import MetricError
+
+        s = self.settings
+        if msg.id in conn.subs:
+            conn.send_text(protocol.error(msg.id, "duplicate_id", "this id is already subscribed"))
+            return
+        if len(conn.subs) >= s.push_max_subscriptions:
+            conn.close(protocol.CLOSE_TOO_MANY_SUBSCRIPTIONS, "too many subscriptions")
+            return
+        if not 1 <= msg.range_s <= s.push_max_range_s:
+            conn.send_text(
+                protocol.error(
+                    msg.id,
+                    "invalid_range",
+                    f"range_s is 1..{s.push_max_range_s} (rollup_1s keeps 10 minutes)",
+                    {"field": "range_s"},
+                )
+            )
+            return
+        try:
+            metric, window = await self._resolve(conn, msg)
+            spec = self.key_for(
+                conn.org_id, metric, filters=msg.filters, group_by=msg.group_by, window_s=window
+            )
+        except protocol.ProtocolError as exc:
+            conn.send_text(protocol.error(msg.id, exc.code, exc.message))
+            return
+        except MetricError as exc:
+            body = exc.to_dict()
+            conn.send_text(protocol.error(msg.id, body["code"], body["message"], body["where"]))
+            return
+        # Register first (deltas from now on are held), then read the window: the client
+        # gets the snapshot, then every delta computed after it was registered.
+        conn.subs[msg.id] = spec.key
+        first = spec.key not in conn.key_ids
+        conn.key_ids.setdefault(spec.key, set()).add(msg.id)
+        if first:
+            conn.hold(spec.key)
+            self.by_key.setdefault(spec.key, set()).add(conn)
+            await self._activate(spec)
+        range_s = min(msg.range_s, max(s.push_max_range_s - spec.window_s, 1))
+        try:
+            now_s = int(time.time())
+            since_s = msg.since // 1000 if msg.since is not None else None
+            if since_s is not None and now_s - range_s < since_s <= now_s:
+                t_from, t_to = since_s, now_s + 1
+                rows = await self._rows_json(spec, t_from, t_to)
+                kind = "resume"
+            else:
+                t_from, t_to, rows = await self.snapshot(spec, range_s)
+                kind = "snapshot"
+        except Exception as exc:
+            log.warning("push snapshot failed for key %s: %s", spec.key, exc)
+            conn.send_text(protocol.error(msg.id, "query_failed", "reading the metric failed"))
+            await self._on_message(conn, protocol.encode({"type": "unsubscribe", "id": msg.id}))
+            return
+        if conn.close_code is not None or conn.subs.get(msg.id) != spec.key:
+            return
+        head = protocol.encode(
+            {
+                "type": kind,
+                "id": msg.id,
+                "key": spec.key,
+                "t_from": t_from,
+                "t_to": t_to,
+                "columns": list(spec.columns),
+                "dims": list(spec.dims),
+            }
+        )
+        conn.send_text(f'{head[:-1]},"rows":{rows}}}')
+        if first:
+            conn.release_held(spec.key)
+        if self.stale:
+            conn.stale = True
+            conn.send_text(protocol.encode({"type": "stale", "lag_ms": self.lag_ms}))
+
+
+def _token(scope: Any) -> str | None:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("token"):
+        return query["token"][0].strip()
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return None

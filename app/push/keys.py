@@ -1,0 +1,104 @@
+"""Subscription keys: one compiled query (org included) that many viewers and alert rules share.
+
+A key is compiled once with `granularity="1s"`; its SQL text does not depend on the time range
+(times are bound parameters), so every tick, snapshot and resume re-binds `time_from`/`time_to`
+on the same text and `run_compiled` re-verifies the tenant guard on it before it runs.
+
+`key` = sha256 of (database, org_id, SQL text, non-time parameters): viewers of the same metric
+with the same filters and group-by in the same org share one key; another org never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from app.querybuilder import CompiledQuery, compile_metric, parse_form, parse_metric
+
+#: Parameters the planner derives from the time range; everything else identifies the query.
+TIME_PARAMS = frozenset({"time_from", "time_to", "time_from_read"})
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A live query: compiled once, re-bound to a time range for each read."""
+
+    key: str
+    org_id: int
+    compiled: CompiledQuery
+    dims: tuple[str, ...]  # group-by column names (a row is identified by t + dims)
+    outputs: tuple[str, ...]
+    window_s: int = 0
+    label: dict[str, Any] = field(default_factory=dict, compare=False)  # for logs/docs only
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.compiled.plan.columns
+
+    def bind(self, time_from: int, time_to: int) -> CompiledQuery:
+        """The same SQL over [time_from, time_to) (epoch seconds)."""
+        params = dict(self.compiled.params)
+        params["time_from"] = time_from
+        params["time_to"] = time_to
+        if "time_from_read" in params:
+            params["time_from_read"] = max(time_from - (self.window_s - 1), 0)
+        plan = msgspec.structs.replace(self.compiled.plan, time_from=time_from, time_to=time_to)
+        return msgspec.structs.replace(self.compiled, params=params, plan=plan)
+
+    def row_key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["t"], *(row[d] for d in self.dims))
+
+    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[o] for o in self.outputs)
+
+
+def key_hash(database: str, org_id: int, sql: str, params: dict[str, Any]) -> str:
+    stable = {k: v for k, v in params.items() if k not in TIME_PARAMS}
+    blob = msgspec.json.encode([database, org_id, sql, sorted(stable.items())])
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def make_key(
+    metric: Any,
+    *,
+    org_id: int,
+    database: str,
+    filters: list[dict[str, Any]] | None = None,
+    group_by: list[str] | None = None,
+    window_s: int = 0,
+) -> KeySpec:
+    """Compile `metric` (text, form dict or Metric) for live 1-second reads; MetricError if refused."""
+    now = int(time.time())
+    compiled = compile_metric(
+        metric,
+        org_id=org_id,
+        database=database,
+        time_from=now - 60,
+        time_to=now + 1,
+        granularity="1s",
+        filters=filters or (),
+        group_by=group_by,
+        window_seconds=window_s,
+    )
+    if isinstance(metric, str):
+        n_outputs = len(parse_metric(metric).outputs)
+    elif isinstance(metric, dict):
+        n_outputs = len(parse_form(metric).outputs)
+    else:
+        n_outputs = len(metric.outputs)
+    columns = compiled.plan.columns
+    outputs = columns[len(columns) - n_outputs :]
+    dims = columns[1 : len(columns) - n_outputs]
+    return KeySpec(
+        key=key_hash(database, org_id, compiled.sql, compiled.params),
+        org_id=org_id,
+        compiled=compiled,
+        dims=tuple(dims),
+        outputs=tuple(outputs),
+        window_s=compiled.plan.window_s,
+        label={"table": compiled.plan.table},
+    )

@@ -1,0 +1,187 @@
+"""Read-only chart data the REST API does not serve: funnel, heatmap and top-N.
+
+Everything goes through the querybuilder (`compile_funnel`, `compile_heatmap`,
+`compile_top_n`) and runs through the API's `run_cached` (hot cache, per-org quotas, the
+embedded-engine lock, stale-on-failure), which hands the query to `run_compiled_async`: the
+tenant guard is re-verified on the final SQL. The org comes from the token only; nothing here
+builds SQL.
+
+    POST /ui/data/funnel   {steps, window_seconds, from, to, filters, breakdown}
+    POST /ui/data/heatmap  {definition | metric_id, from, to, axes, granularity, filters}
+    POST /ui/data/top      {definition | metric_id, dimension, n, from, to, filters}
+
+Answers have the shape of `/metrics/{id}/history`: `{columns, rows, meta}`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, post
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from app.api.common import (
+    AUTH,
+    MAX_BODY_BYTES,
+    STORE_ERROR_HANDLERS,
+    PrincipalDep,
+    ServicesDep,
+    check_id,
+)
+from app.api.data import request_key, run_cached, time_range
+from app.api.schemas import Dimension, Granularity, SeriesOut
+from app.errors import ApiError
+from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
+
+DEFAULT_RANGE_S = 3600
+Filters = Annotated[list[dict[str, Any]], Meta(max_length=20)]
+
+
+class FunnelIn(msgspec.Struct, forbid_unknown_fields=True):
+    # an event name, or {"name", "event"?, "where"?} (a condition in the metric language)
+    steps: Annotated[list[str | dict[str, Any]], Meta(min_length=2, max_length=10)]
+    window_seconds: Annotated[int, Meta(ge=1, le=90 * 86400)] = 3600
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    filters: Filters = msgspec.field(default_factory=list)
+    breakdown: Dimension | None = None
+
+
+class HeatmapIn(msgspec.Struct, forbid_unknown_fields=True):
+    definition: dict[str, Any] | None = None
+    metric_id: int | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    # "weekday_hour" (weekday × hour of day, UTC) or a dimension (dimension × time)
+    axes: Annotated[str, Meta(max_length=100)] = "weekday_hour"
+    granularity: Granularity = "auto"
+    filters: Filters = msgspec.field(default_factory=list)
+
+
+class TopIn(msgspec.Struct, forbid_unknown_fields=True):
+    dimension: Dimension
+    definition: dict[str, Any] | None = None
+    metric_id: int | None = None
+    n: Annotated[int, Meta(ge=1, le=100)] = 10
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    filters: Filters = msgspec.field(default_factory=list)
+
+
+def _unprocessable(exc: MetricError, field: str) -> ApiError:
+    """The compiler's refusal as the API's 422, with its position (like app/api/compiler)."""
+    where = dict(exc.where)
+    inner = where.pop("field", None)
+    where["field"] = f"{field}.{inner}" if inner else field
+    return ApiError(422, exc.code, exc.message, where)
+
+
+async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any) -> Any:
+    """A text or form metric for the compiler: inline, or a saved metric of the caller's org."""
+    if (definition is None) == (metric_id is None):
+        raise ApiError(
+            422,
+            "invalid_metric_ref",
+            "give exactly one of definition and metric_id",
+            {"field": "metric_id"},
+        )
+    if metric_id is not None:
+        definition = (await services.store.metrics.get(principal.org_id, check_id(metric_id)))[
+            "definition"
+        ]
+    if "text" in definition:
+        text = definition["text"]
+        if not isinstance(text, str) or len(definition) != 1:
+            raise ApiError(
+                422,
+                "invalid_metric",
+                'a text definition is {"text": "<metric>"} and nothing else',
+                {"field": "definition"},
+            )
+        return text
+    return definition
+
+
+async def _answer(services: Any, principal: Any, compiled: Any, logical: Any) -> SeriesOut:
+    fallback = request_key(principal.org_id, "web", *logical)
+    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
+    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
+
+
+class ChartDataController(Controller):
+    path = "/ui/data"
+    tags = ["ui"]
+    dependencies = AUTH
+    exception_handlers = STORE_ERROR_HANDLERS
+    request_max_body_size = MAX_BODY_BYTES
+
+    @post("/funnel", status_code=200)
+    async def funnel(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[FunnelIn]
+    ) -> SeriesOut:
+        """Users reaching each ordered step within `window_seconds`, with step conversion."""
+        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
+        try:
+            compiled = compile_funnel(
+                data.steps,
+                org_id=principal.org_id,
+                database=services.ch.database,
+                time_from=start,
+                time_to=end,
+                window_seconds=data.window_seconds,
+                breakdown=data.breakdown,
+                filters=data.filters,
+            )
+        except MetricError as exc:
+            raise _unprocessable(exc, "funnel") from None
+        logical = ("funnel", msgspec.to_builtins(data))
+        return await _answer(services, principal, compiled, logical)
+
+    @post("/heatmap", status_code=200)
+    async def heatmap(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[HeatmapIn]
+    ) -> SeriesOut:
+        """The metric over weekday × hour (all 168 cells) or a dimension × time grid."""
+        metric = await _metric(services, principal, data.definition, data.metric_id)
+        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
+        try:
+            compiled = compile_heatmap(
+                metric,
+                org_id=principal.org_id,
+                database=services.ch.database,
+                time_from=start,
+                time_to=end,
+                axes=data.axes,
+                granularity=data.granularity,
+                filters=data.filters,
+            )
+        except MetricError as exc:
+            raise _unprocessable(exc, "definition") from None
+        logical = ("heatmap", msgspec.to_builtins(data))
+        return await _answer(services, principal, compiled, logical)
+
+    @post("/top", status_code=200)
+    async def top(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[TopIn]
+    ) -> SeriesOut:
+        """The top `n` values of a dimension by the metric's first output, plus `other`."""
+        metric = await _metric(services, principal, data.definition, data.metric_id)
+        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
+        try:
+            compiled = compile_top_n(
+                metric,
+                dimension=data.dimension,
+                n=data.n,
+                org_id=principal.org_id,
+                database=services.ch.database,
+                time_from=start,
+                time_to=end,
+                filters=data.filters,
+            )
+        except MetricError as exc:
+            raise _unprocessable(exc, "definition") from None
+        logical = ("top", msgspec.to_builtins(data))
+        return await _answer(services, principal, compiled, logical)

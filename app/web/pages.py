@@ -1,0 +1,136 @@
+"""The browser UI: HTML shells rendered with jinja2, the UI's JS/CSS, and ECharts from npm.
+
+Pages carry no data and need no credential: the user token lives in the browser
+(localStorage) and every API call the page makes sends it as `Authorization: Bearer`. So a
+page for an id of another org renders the shell, and the API's 404 becomes "not found".
+
+    /login            paste a token, or /login?token=cpt_… (the demo prints that URL)
+    /                 dashboards list
+    /d/{id}           a dashboard: charts, range, drilldown, comparison, live/paused
+    /builder          query builder: metric text or form, preview, save, add to a dashboard
+    /a, /a/{id}       alerts: list, create/edit, history
+
+ECharts is served from `web/node_modules` (installed by `npm ci --prefix web`, see Makefile),
+never from a CDN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Response, get
+from litestar.params import FromPath
+from litestar.response import File
+from litestar.static_files import create_static_files_router
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+TEMPLATES_DIR = HERE / "templates"
+
+
+def web_dir() -> Path:
+    """The npm project holding the browser dependencies (`web/` at the repository root)."""
+    return Path(os.environ.get("CLICKPULSE_WEB_DIR") or HERE.parents[1] / "web")
+
+
+def echarts_path() -> Path:
+    return web_dir() / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+
+
+# The browser may keep pages for a minute and static files until the version changes.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
+    "Referrer-Policy": "no-referrer",  # /login?token=… must never leak through Referer
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@cache
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@cache
+def static_version() -> str:
+    """A hash of the static files: part of their URLs, so a deploy is never half-cached."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def render(template: str, **context: object) -> Response[str]:
+    html = _env().get_template(template).render(v=static_version(), **context)
+    return Response(html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+@get("/login", include_in_schema=False)
+async def login_page() -> Response[str]:
+    return render("login.html", page="login", title="Sign in")
+
+
+@get("/", include_in_schema=False)
+async def dashboards_page() -> Response[str]:
+    return render("dashboards.html", page="dashboards", title="Dashboards")
+
+
+@get("/d/{dashboard_id:int}", include_in_schema=False)
+async def dashboard_page(dashboard_id: FromPath[int]) -> Response[str]:
+    return render("dashboard.html", page="dashboard", title="Dashboard", dashboard_id=dashboard_id)
+
+
+@get("/builder", include_in_schema=False)
+async def builder_page() -> Response[str]:
+    return render("builder.html", page="builder", title="Query builder")
+
+
+@get("/a", include_in_schema=False)
+async def alerts_page() -> Response[str]:
+    return render("alerts.html", page="alerts", title="Alerts", alert_id=None)
+
+
+@get("/a/{alert_id:int}", include_in_schema=False)
+async def alert_page(alert_id: FromPath[int]) -> Response[str]:
+    return render("alerts.html", page="alerts", title="Alert", alert_id=alert_id)
+
+
+@get("/static/vendor/echarts.min.js", include_in_schema=False)
+async def echarts_js() -> File | Response[str]:
+    path = echarts_path()
+    if not path.is_file():
+        return Response(
+            f"/* ECharts is not installed at {path}: run `npm ci --prefix web` (make does) */",
+            status_code=503,
+            media_type="application/javascript",
+        )
+    return File(
+        path,
+        content_disposition_type="inline",
+        media_type="application/javascript",
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+static_router = create_static_files_router(
+    path="/static/app",
+    directories=[STATIC_DIR],
+    include_in_schema=False,
+    cache_control=None,
+    name="ui-static",
+)

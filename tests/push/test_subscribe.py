@@ -1,0 +1,112 @@
+"""Subscribe → snapshot → deltas whose values match the events posted through /v1/events."""
+
+from __future__ import annotations
+
+import websockets
+
+from tests.push.conftest import by_t, drain, events, now_ms, recv, recv_type, send, subscribe
+
+COUNT = "SELECT count() AS n, sum(value) AS revenue"
+
+
+async def test_snapshot_then_deltas_match_posted_events(node, org):
+    async with await node.connect(org.admin_token) as ws:
+        base = now_ms() // 1000 * 1000 - 2000  # two seconds ago, whole second
+        await node.post(org.api_key, events("pageview", 3, base - 1000, value=2.5))
+        snap = await subscribe(ws, id="a", metric=COUNT, range_s=60)
+        assert snap["id"] == "a" and snap["columns"] == ["t", "n", "revenue"]
+        assert snap["t_to"] - snap["t_from"] == 60
+        assert by_t(snap["rows"], "n").get(base // 1000 - 1) == 3
+        assert by_t(snap["rows"], "revenue").get(base // 1000 - 1) == 7.5
+
+        await node.post(org.api_key, events("pageview", 4, base, value=1))
+        await node.tick()
+        delta = await recv_type(ws, "delta")
+        assert delta["key"] == snap["key"]
+        assert by_t(delta["rows"], "n")[base // 1000] == 4
+        assert by_t(delta["rows"], "revenue")[base // 1000] == 4.0
+
+        # Nothing changed: the next tick sends nothing.
+        await node.tick()
+        assert await drain(ws) == []
+
+        # A late event for a recent second: only that second is re-sent, with its new value.
+        await node.post(org.api_key, events("click", 2, base - 1000))
+        await node.tick()
+        delta = await recv_type(ws, "delta")
+        assert by_t(delta["rows"], "n") == {base // 1000 - 1: 5}
+
+
+async def test_group_by_and_filters(node, org):
+    async with await node.connect(org.admin_token) as ws:
+        snap = await subscribe(
+            ws,
+            id=1,
+            metric="SELECT count() AS n",
+            group_by=["event"],
+            filters=[{"dimension": "event", "op": "in", "value": ["buy", "view"]}],
+            range_s=30,
+        )
+        assert snap["dims"] == ["event"]
+        t = now_ms() // 1000 * 1000
+        await node.post(
+            org.api_key, events("buy", 2, t) + events("view", 5, t) + events("other", 7, t)
+        )
+        await node.tick()
+        delta = await recv_type(ws, "delta")
+        got = {(r["event"], r["t"]): r["n"] for r in delta["rows"] if r["n"]}
+        assert got == {("buy", t // 1000): 2, ("view", t // 1000): 5}
+
+
+async def test_builtin_and_authorization_header(node, org):
+    headers = {"Authorization": f"Bearer {org.admin_token}"}
+    async with await node.connect(additional_headers=headers) as ws:
+        snap = await subscribe(ws, id="pv", builtin="page_views", range_s=10)
+        assert snap["columns"] == ["t", "page_views"]
+        t = now_ms()
+        await node.post(org.api_key, events("pageview", 2, t))
+        await node.tick()
+        delta = await recv_type(ws, "delta")
+        assert by_t(delta["rows"], "page_views")[t // 1000] == 2
+
+
+async def test_resume_with_since_gets_only_missed_seconds(node, org):
+    t0 = now_ms() // 1000 * 1000 - 5000
+    await node.post(org.api_key, events("x", 1, t0 - 10_000) + events("x", 2, t0 + 2000))
+    async with await node.connect(org.admin_token) as ws:
+        msg = await subscribe(ws, id="r", metric="SELECT count() AS n", since=t0)
+        assert msg["type"] == "resume"
+        assert msg["t_from"] == t0 // 1000
+        rows = by_t(msg["rows"], "n")
+        assert min(rows) == t0 // 1000  # nothing before the last seen second
+        assert rows[t0 // 1000 + 2] == 2
+        # A `since` older than the window is a full snapshot.
+        msg = await subscribe(ws, id="s", metric="SELECT count() AS n", range_s=30, since=1000)
+        assert msg["type"] == "snapshot"
+
+
+async def test_unsubscribe_stops_deltas(node, org):
+    async with await node.connect(org.admin_token) as ws:
+        await subscribe(ws, id="a", metric="SELECT count() AS n", range_s=10)
+        await send(ws, {"type": "unsubscribe", "id": "a"})
+        await node.post(org.api_key, events("x", 1, now_ms()))
+        await node.tick()
+        assert await drain(ws) == []
+        assert node.hub.poller.keys == {}
+        await send(ws, {"type": "unsubscribe", "id": "a"})
+        assert (await recv(ws))["code"] == "unknown_id"
+
+
+async def test_http_get_is_refused(node):
+    response = await node.http.get("/ws/subscribe")
+    assert response.status_code == 426
+
+
+async def test_bad_tokens_are_closed_4401(node, org):
+    for url in (node.ws_url("cpt_nope"), node.ws_url(), node.ws_url(org.api_key)):
+        async with websockets.connect(url) as ws:
+            try:
+                await recv(ws)
+                raise AssertionError("expected a close")
+            except websockets.ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 4401
