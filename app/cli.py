@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -78,6 +79,7 @@ async def _ensure_demo_org(database_url: str, data_dir: str) -> dict:
 async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None:
     import uvicorn
 
+    from app.clickhouse import close_embedded
     from app.demo.traffic import run_traffic
     from app.runtime import build_services
     from app.server import create_app
@@ -115,16 +117,26 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
         if traffic:
             traffic.cancel()
             await asyncio.gather(traffic, return_exceptions=True)
+        # The lifespan has stopped every part; release ClickHouse last.
+        services.ch.close()
+        close_embedded()
+
+
+def _run_until_stopped(coro) -> int:
+    # uvicorn shuts the app down on SIGINT/SIGTERM (lifespan: the writer flushes first) and then
+    # re-raises the signal so the default handler runs; by then everything has stopped cleanly.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)
+    print("ClickPulse stopped.", flush=True)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_settings(args), demo=False, events_per_s=0))
-    return 0
+    return _run_until_stopped(_serve(_settings(args), demo=False, events_per_s=0))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_settings(args), demo=True, events_per_s=args.events_per_s))
-    return 0
+    return _run_until_stopped(_serve(_settings(args), demo=True, events_per_s=args.events_per_s))
 
 
 def cmd_create_org(args: argparse.Namespace) -> int:

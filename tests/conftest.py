@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from app.clickhouse import ClickHouse, EmbeddedClickHouse
+from app.clickhouse import ClickHouse, EmbeddedClickHouse, close_embedded
 from app.config import Settings
 from app.db import open_pool
 from app.migrate import migrate_clickhouse, migrate_postgres, read_postgres, render_clickhouse
@@ -42,9 +42,12 @@ def chdb_dir() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ch_root(chdb_dir: str) -> EmbeddedClickHouse:
+def ch_root(chdb_dir: str) -> Iterator[EmbeddedClickHouse]:
     """The process-wide chDB engine (database `default`); tests use `ch`."""
-    return EmbeddedClickHouse(database="default", data_dir=chdb_dir)
+    engine = EmbeddedClickHouse(database="default", data_dir=chdb_dir)
+    yield engine
+    engine.close()
+    close_embedded()  # chDB's teardown at interpreter exit is not safe with it still open
 
 
 def fresh_clickhouse(root: ClickHouse, **render_args) -> ClickHouse:

@@ -35,6 +35,7 @@ __all__ = [
     "EmbeddedClickHouse",
     "QueryResult",
     "ServerClickHouse",
+    "close_embedded",
     "connect",
 ]
 
@@ -227,6 +228,19 @@ def _chdb_connection(path: str) -> Any:
                 f"it cannot also open {path!r}"
             )
         return _chdb_conn
+
+
+def close_embedded() -> None:
+    """Close this process's chDB connection, once nothing uses it any more.
+
+    chDB's own teardown at interpreter exit can crash (SIGSEGV) when the connection is still
+    open while other threads wind down; the CLI closes it explicitly after the server stops.
+    """
+    global _chdb_conn, _chdb_path
+    with _chdb_lock:
+        if _chdb_conn is not None:
+            _chdb_conn.close()
+            _chdb_conn = _chdb_path = None
 
 
 def _chdb_error(exc: Exception) -> ClickHouseError:

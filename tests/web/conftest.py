@@ -177,12 +177,18 @@ async def page(browser, request, tmp_path):
         await context.close()
 
 
-async def post_events(server: LiveServer, api_key: str, events: list[dict[str, Any]]) -> None:
+async def post_events(
+    server: LiveServer, api_key: str, events: list[dict[str, Any]], *, wait: bool = True
+) -> None:
+    """POST events; with `wait`, return once they are inserted (a 200 only means the WAL has
+    them), so what a test reads next includes them."""
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         r = await http.post(
             "/v1/events", json=events, headers={"Authorization": f"Bearer {api_key}"}
         )
         assert r.status_code in (200, 202), r.text
+    if wait:
+        await server.services.writer.wait_inserted()
 
 
 async def api(

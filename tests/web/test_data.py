@@ -12,6 +12,7 @@ import pytest
 async def _events(client, org, events) -> None:
     r = await client.post("/v1/events", json=events, headers=org.ingest_headers)
     assert r.status_code in (200, 202), r.text
+    await client.app.state.services.writer.wait_inserted()  # 200 = in the WAL
 
 
 @pytest.fixture

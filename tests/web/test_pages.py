@@ -298,7 +298,9 @@ async def test_freshness_badge_live_stale_and_cached(server, org, page):
 
     # The pipeline stops (the writer's inserts hang): the push tier says stale, with the lag.
     server.ch.hold_inserts()
-    poster = asyncio.ensure_future(post_events(server, org.api_key, [{"event": "pageview"}]))
+    poster = asyncio.ensure_future(
+        post_events(server, org.api_key, [{"event": "pageview"}], wait=False)
+    )
     await page.wait_for_function(
         "() => document.getElementById('freshness').dataset.state === 'stale'", timeout=TIMEOUT_MS
     )
