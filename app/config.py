@@ -3,39 +3,51 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+T = TypeVar("T")
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _parse_bool(raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     if raw.lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+    raise ValueError
+
+
+_KINDS: dict[type, tuple[Callable[[str], Any], str]] = {
+    int: (int, "an integer"),
+    float: (float, "a number"),
+    bool: (_parse_bool, "a boolean (1/0, true/false)"),
+}
+
+
+def _env(name: str, default: T, kind: type[T]) -> T:
+    """The variable parsed as `kind`, `default` when unset or empty; a clear error otherwise."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    parse, what = _KINDS[kind]
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env(name, default, int)
+
+
+def _env_float(name: str, default: float) -> float:
+    return _env(name, default, float)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return _env(name, default, bool)
 
 
 class Settings(msgspec.Struct, kw_only=True):

@@ -8,24 +8,9 @@ from typing import Any
 
 import pyarrow as pa
 
-QUEUE_SCHEMA = pa.schema(
-    [
-        ("org_id", pa.uint32()),
-        ("ts", pa.timestamp("ms", tz="UTC")),
-        ("event", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("value", pa.float64()),
-        ("path", pa.string()),
-        ("referrer", pa.string()),
-        ("country", pa.string()),
-        ("device", pa.string()),
-        ("browser", pa.string()),
-        ("os", pa.string()),
-        ("props", pa.map_(pa.string(), pa.string())),
-        ("received_at", pa.timestamp("ms", tz="UTC")),
-    ]
-)
+from app.ingest.columns import ARROW_SCHEMA
+
+QUEUE_SCHEMA = ARROW_SCHEMA  # the one Arrow shape of events_queue, as ingest builds it
 
 DEFAULTS: dict[str, Any] = {
     "event": "pageview",

@@ -10,24 +10,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA = pa.schema(
-    [
-        ("org_id", pa.uint32()),
-        ("ts", pa.timestamp("ms", "UTC")),
-        ("event", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("value", pa.float64()),
-        ("path", pa.string()),
-        ("referrer", pa.string()),
-        ("country", pa.string()),
-        ("device", pa.string()),
-        ("browser", pa.string()),
-        ("os", pa.string()),
-        ("props", pa.map_(pa.string(), pa.string())),
-        ("received_at", pa.timestamp("ms", "UTC")),
-    ]
-)
+from app.ingest.columns import ARROW_SCHEMA
+
+# The one Arrow shape of events_queue, as ingest builds it.
+SCHEMA = ARROW_SCHEMA
 
 DEFAULTS: dict[str, Any] = {
     "org_id": 1,
