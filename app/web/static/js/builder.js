@@ -1,7 +1,7 @@
 // /builder: write a metric (text or form), see the compiler's error at its position, preview
 // it, save it, add it to a dashboard.
 import { ApiError, get, post, put } from "./api.js";
-import { rowObjects, SeriesStore, timeSeriesOption } from "./charts.js";
+import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
@@ -210,6 +210,7 @@ async function run() {
     if (mine !== seq) return;
     $("preview-meta").textContent = "";
     if (err instanceof ApiError) showError(err);
+    $("preview").setAttribute("aria-label", "Preview chart: not available, the metric does not compile.");
     document.body.dataset.preview = "error";
     return;
   }
@@ -221,9 +222,12 @@ async function run() {
   const store = new SeriesStore({ dims, stepS: answer.meta?.granularity_s || 1 });
   store.upsert(rows);
   const end = Math.floor(Date.now() / 1000);
-  preview.setOption(timeSeriesOption(store, { type: "line", from: end - span, to: end }), { notMerge: true });
+  const option = timeSeriesOption(store, { type: "line", from: end - span, to: end });
+  preview.setOption(option, { notMerge: true });
   const m = answer.meta || {};
-  $("preview-meta").textContent = [m.table, m.granularity && `${m.granularity} buckets`, m.stale && "cached"].filter(Boolean).join(" · ");
+  const plan = [m.table, m.granularity && `${m.granularity} buckets`, m.stale && "cached"].filter(Boolean);
+  $("preview-meta").textContent = plan.join(" · ");
+  $("preview").setAttribute("aria-label", summarize(option, { title: "Preview chart", context: plan.join(", ") }));
   document.body.dataset.preview = "ok";
 }
 

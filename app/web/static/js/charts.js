@@ -1,10 +1,9 @@
 // ECharts options for the four chart types, and the series store that merges history and
 // live points in place (the chart is created once; updates are setOption with new data).
 
-// Okabe–Ito: distinguishable under the common colour-vision deficiencies.
-export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
-// Sequential (viridis stops): ordered by lightness, readable in greyscale and for CVD.
-export const SEQUENTIAL = ["#fde725", "#5ec962", "#21918c", "#3b528b", "#440154"];
+import { OTHER, PALETTE, SEQUENTIAL } from "./palette.js";
+
+export { OTHER, PALETTE, SEQUENTIAL };
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const OVERLAY = new Set(["previous", "b"]);
 const SERIES_LABEL = { current: "", previous: "previous period", a: "A", b: "B" };
@@ -103,7 +102,9 @@ export class SeriesStore {
 function base(title) {
   return {
     color: PALETTE,
-    aria: { enabled: true, decal: { show: false } },
+    // The container's aria-label is ours (summarize(), kept current by the page); ECharts'
+    // generated description would overwrite it on every render.
+    aria: { enabled: false },
     animationDuration: 0, // no grow-in on load; updates (live merges) still glide
     animationDurationUpdate: 300,
     title: title ? { show: false, text: title } : undefined,
@@ -159,7 +160,7 @@ export function heatmapOption(columns, rows, { title, dimension }) {
       left: "center",
       bottom: 0,
       itemHeight: 80,
-      inRange: { color: [...SEQUENTIAL].reverse() },
+      inRange: { color: [...SEQUENTIAL] },
     },
     series: [{ id: "heat", name: valueCol, type: "heatmap", data, emphasis: { itemStyle: { borderColor: "#000" } } }],
   };
@@ -219,7 +220,7 @@ export function topOption(columns, rows, { title, dimension }) {
           value: num(r[idx[valueCol]]) ?? 0,
           dimValue: r[idx[label]],
           isOther: !!r[idx.is_other],
-          itemStyle: r[idx.is_other] ? { color: "#999999" } : undefined,
+          itemStyle: r[idx.is_other] ? { color: OTHER } : undefined,
         })),
       },
     ],
@@ -229,4 +230,54 @@ export function topOption(columns, rows, { title, dimension }) {
 /** {columns, rows} (arrays) → row objects. */
 export function rowObjects(columns, rows) {
   return rows.map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
+}
+
+const fmt = (v) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4))));
+const cellValue = (d) => (d && typeof d === "object" && !Array.isArray(d) ? d.value : d);
+
+/**
+ * A text alternative for a chart (its container's aria-label, role="img"): what it shows and
+ * the numbers a sighted user reads off it, computed from the ECharts option that was drawn.
+ */
+export function summarize(option, { title = "", context = "" } = {}) {
+  const series = option.series || [];
+  const head = context ? `${title} (${context})` : title;
+  const first = series[0];
+  let body;
+  if (!first || !series.some((s) => (s.data || []).length)) {
+    body = "no data";
+  } else if (first.type === "funnel") {
+    const pct = (v) => (v === null || v === undefined ? "" : ` (${(v * 100).toFixed(1)}% of the previous step)`);
+    body = `funnel: ${first.data.map((d, i) => `${d.name} ${fmt(d.value)} users${i ? pct(d.conversion) : ""}`).join("; ")}`;
+  } else if (first.type === "heatmap") {
+    const xs = [].concat(option.xAxis || [])[0]?.data || [];
+    const ys = [].concat(option.yAxis || [])[0]?.data || [];
+    let sum = 0;
+    let top = null;
+    for (const d of first.data) {
+      sum += d[2] || 0;
+      if (!top || d[2] > top[2]) top = d;
+    }
+    body = `heatmap of ${first.name} by ${ys.length} rows × ${xs.length} columns: total ${fmt(sum)}`;
+    if (top && top[2] > 0) body += `, highest ${fmt(top[2])} at ${ys[top[1]]} ${xs[top[0]]}`;
+  } else if ([].concat(option.xAxis || [])[0]?.type === "category") {
+    const cats = [].concat(option.xAxis)[0].data || [];
+    const values = first.data.map(cellValue);
+    const shown = cats.slice(0, 10).map((c, i) => `${c} ${fmt(values[i])}`);
+    body = `bar chart of ${first.name} by ${[].concat(option.xAxis)[0].name || "category"}: ${shown.join(", ")}${cats.length > 10 ? ", …" : ""}`;
+  } else {
+    const parts = series.slice(0, 4).map((s) => {
+      let sum = 0;
+      let last = null;
+      for (const p of s.data || []) {
+        if (p[1] === null || p[1] === undefined) continue;
+        sum += p[1];
+        last = p[1];
+      }
+      return `${s.name || "value"} total ${fmt(sum)}, latest ${fmt(last)}`;
+    });
+    const more = series.length > 4 ? `; and ${series.length - 4} more series` : "";
+    body = `${first.type === "bar" ? "bars" : "lines"} over time, ${series.length} series: ${parts.join("; ")}${more}`;
+  }
+  return `${head ? `${head}: ` : ""}${body}.`;
 }

@@ -1,7 +1,7 @@
 // /d/{id}: the dashboard's charts. Each chart loads its history over REST, then subscribes
 // over /ws/subscribe and merges what arrives into its series in place (see docs/ui.md).
 import { ApiError, get, post, qs } from "./api.js";
-import { funnelOption, heatmapOption, rowObjects, SeriesStore, timeSeriesOption, topOption } from "./charts.js";
+import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -180,6 +180,14 @@ class ChartView {
     this.status.textContent = text;
   }
 
+  /** The chart's text alternative (role="img" + aria-label): title, plan and its numbers. */
+  label(option, { throttle = false } = {}) {
+    if (throttle && Date.now() - (this.labelledAt || 0) < 2000) return;
+    this.labelledAt = Date.now();
+    const title = this.chart.title || `Chart ${this.chart.id}`;
+    this.box.setAttribute("aria-label", summarize(option, { title, context: this.describe().replaceAll(" · ", ", ") }));
+  }
+
   setError(err) {
     this.errorNode.textContent = err ? (err instanceof ApiError ? `${err.message}` : String(err)) : "";
   }
@@ -233,6 +241,7 @@ class ChartView {
       this.setStatus("");
       this.setError(err);
       this.ec.clear();
+      this.box.setAttribute("aria-label", `${this.chart.title || `Chart ${this.chart.id}`}: not available (${err.message || err}).`);
       return;
     }
     if (gen !== this.generation) return;
@@ -269,17 +278,23 @@ class ChartView {
       const option = timeSeriesOption(this.store, { type, title, from: start, to: end });
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
       this.ec.setOption(option, { notMerge: true });
+      this.label(option);
       this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
     } else if (this.kind === "funnel") {
-      this.ec.setOption(funnelOption(answer.columns, answer.rows, { title }), { notMerge: true });
+      const opt = funnelOption(answer.columns, answer.rows, { title });
+      this.ec.setOption(opt, { notMerge: true });
+      this.label(opt);
       this.renderValues([]);
     } else if (this.kind === "heatmap") {
       const dimension = this.chart.options?.axes || this.dimension;
-      this.ec.setOption(heatmapOption(answer.columns, answer.rows, { title, dimension }), { notMerge: true });
+      const opt = heatmapOption(answer.columns, answer.rows, { title, dimension });
+      this.ec.setOption(opt, { notMerge: true });
+      this.label(opt);
       this.renderValues([]);
     } else {
       const opt = topOption(answer.columns, answer.rows, { title, dimension: this.dimension });
       this.ec.setOption(opt, { notMerge: true });
+      this.label(opt);
       this.renderValues(opt.series[0].data.filter((d) => !d.isOther).map((d) => d.dimValue));
     }
   }
@@ -287,9 +302,13 @@ class ChartView {
   /** Keyboard path to drilldown: one button per dimension value shown. */
   renderValues(values) {
     this.values.replaceChildren();
+    this.values.removeAttribute("role");
+    this.values.removeAttribute("aria-label");
     const dim = this.dimension;
     if (!dim || this.kind === "funnel" || !values.length) return;
-    this.values.append(el("span", { class: "muted", text: `Drill into ${dim}: ` }));
+    this.values.setAttribute("role", "group");
+    this.values.setAttribute("aria-label", `Drill into ${dim}`);
+    this.values.append(el("span", { class: "muted", "aria-hidden": "true", text: `Drill into ${dim}: ` }));
     for (const v of values.filter((x) => x !== undefined).slice(0, 20)) {
       this.values.append(
         el("button", { type: "button", class: "chip", "data-drill": v, text: v === "" ? "(none)" : v, onclick: () => this.dash.drill(dim, v) }),
@@ -373,7 +392,9 @@ class ChartView {
     this.store.trim(start);
     this.window = { start, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
-    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series: this.store.seriesOptions(type) });
+    const series = this.store.seriesOptions(type);
+    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series });
+    this.label({ series }, { throttle: true });
   }
 
   /** Longer ranges: the newest bucket(s) are re-read over REST (exact for uniq, ratios, …). */
@@ -403,6 +424,7 @@ class ChartView {
             ? heatmapOption(answer.columns, answer.rows, { title: this.chart.title, dimension: this.chart.options?.axes || this.dimension })
             : topOption(answer.columns, answer.rows, { title: this.chart.title, dimension: this.dimension });
       this.ec.setOption({ series: opt.series, xAxis: opt.xAxis, yAxis: opt.yAxis, visualMap: opt.visualMap });
+      this.label(opt, { throttle: true });
       return;
     }
     const last = this.store.lastT() ?? nowS() - this.spanS;
@@ -415,7 +437,9 @@ class ChartView {
     this.store.trim(end - this.spanS);
     this.window = { start: end - this.spanS, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
-    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series: this.store.seriesOptions(type) });
+    const series = this.store.seriesOptions(type);
+    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series });
+    this.label({ series }, { throttle: true });
   }
 
   dispose() {
@@ -507,6 +531,7 @@ class Dashboard {
 
   drill(dimension, value) {
     const filters = [...this.state.filters.filter((f) => f.dimension !== dimension), { dimension, op: "=", value }];
+    this.focusCrumb = true; // the pressed value button is replaced: keep the keyboard user's place
     this.setState({ filters }, true);
   }
 
@@ -522,13 +547,27 @@ class Dashboard {
           "li",
           {},
           last
-            ? el("span", { "aria-current": "location", text: c.label })
-            : el("button", { type: "button", class: "link", "data-crumb": i, text: c.label, onclick: () => this.setState({ filters: c.filters }, true) }),
+            ? el("span", { "aria-current": "location", tabindex: "-1", text: c.label })
+            : el("button", {
+                type: "button",
+                class: "link",
+                "data-crumb": i,
+                text: c.label,
+                onclick: () => {
+                  this.focusCrumb = true;
+                  this.setState({ filters: c.filters }, true);
+                },
+              }),
         ),
       );
     });
     nav.replaceChildren(list);
     nav.hidden = this.state.filters.length === 0;
+    if (this.focusCrumb) {
+      // Focus lands on where the user now is: the current crumb, or the title when back at "All".
+      this.focusCrumb = false;
+      (nav.hidden ? document.getElementById("dash-title") : list.lastElementChild.firstElementChild).focus();
+    }
   }
 
   renderControls() {
@@ -571,8 +610,9 @@ class Dashboard {
     });
     document.getElementById("compare").addEventListener("change", (e) => {
       if (e.target.value === "segment") {
+        // The segment field follows in the tab order; focus is not moved on a select's change
+        // (arrowing through the options must not throw the keyboard user elsewhere).
         document.getElementById("segment-box").hidden = false;
-        document.getElementById("segment").focus();
         return;
       }
       this.setState({ compare: e.target.value });
