@@ -120,6 +120,9 @@ class Settings(msgspec.Struct, kw_only=True):
     alert_webhook_timeout_s: float = 5.0
     alert_webhook_retries: int = 3
     alert_webhook_backoff_s: float = 1.0
+    # Let webhooks reach loopback/private addresses and local names (self-hosted installs
+    # whose receivers live on the internal network). Off: SSRF guard, see docs/alerts.md.
+    alert_webhook_allow_private: bool = False
 
     @property
     def chdb_path(self) -> str:
@@ -188,6 +191,9 @@ class Settings(msgspec.Struct, kw_only=True):
             "alert_webhook_timeout_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_TIMEOUT_S", 5.0),
             "alert_webhook_retries": _env_int("CLICKPULSE_ALERT_WEBHOOK_RETRIES", 3),
             "alert_webhook_backoff_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_BACKOFF_S", 1.0),
+            "alert_webhook_allow_private": _env_bool(
+                "CLICKPULSE_ALERT_WEBHOOK_ALLOW_PRIVATE", False
+            ),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -94,6 +94,7 @@ class Evaluator:
             timeout_s=s.alert_webhook_timeout_s,
             retries=s.alert_webhook_retries,
             backoff_s=s.alert_webhook_backoff_s,
+            allow_private=s.alert_webhook_allow_private,
         )
         self.alerts: dict[int, Live] = {}
         self.groups: dict[str, Group] = {}

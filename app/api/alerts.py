@@ -2,7 +2,7 @@
 
 Bodies are decoded here rather than by the framework so that every invalid field — an unknown
 comparator, a negative or absurd `for_seconds`, a wrong type — is a 422 naming the field, like
-a bad metric or a non-http(s) webhook.
+a bad metric or a webhook that is not http(s) or points at a non-public address.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import asyncio
 import logging
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, QueryParameter
 from msgspec import Meta
 
+from app.alerts.netguard import check_url as check_webhook_url
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
@@ -75,18 +75,19 @@ async def _decode(request: Request, type_: type) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-def _check_fields(data: Any) -> None:
+def _check_fields(data: Any, settings: Any) -> None:
     exactly_one_metric(data.metric_id, data.metric_inline)
     if data.metric_inline is not None:
         validate_definition(data.metric_inline, "metric_inline")
     if data.webhook_url is not None:
-        parts = urlsplit(data.webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        # http(s) only, no userinfo, allowed ports, no non-public IP literal or local name
+        # (SSRF guard; the send-time guard re-checks resolved addresses).
+        problem = check_webhook_url(
+            data.webhook_url, allow_private=settings.alert_webhook_allow_private
+        )
+        if problem is not None:
             raise ApiError(
-                422,
-                "invalid_webhook_url",
-                "webhook_url must be an absolute http:// or https:// URL",
-                {"field": "webhook_url"},
+                422, "invalid_webhook_url", f"webhook_url {problem}", {"field": "webhook_url"}
             )
     for i, f in enumerate(data.filters):
         if not isinstance(f.get("dimension"), str):
@@ -130,7 +131,7 @@ async def _check_watchable(services: Any, org_id: int, data: Any) -> dict[str, A
 
 
 async def _validated(services: Any, org_id: int, data: AlertIn) -> dict[str, Any]:
-    _check_fields(data)
+    _check_fields(data, services.settings)
     await _check_watchable(services, org_id, data)
     values = msgspec.structs.asdict(data)
     values.pop("version")
@@ -287,7 +288,7 @@ class AlertController(Controller):
         from app.alerts.backtest import backtest
 
         data = await _decode(request, BacktestIn)
-        _check_fields(data)
+        _check_fields(data, services.settings)
         definition = await _check_watchable(services, principal.org_id, data)
         wall = time.time()
         time_from = parse_time(str(data.from_), "from", wall)

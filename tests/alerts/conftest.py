@@ -104,6 +104,9 @@ def alert_settings(app_settings: Settings) -> Settings:
         alert_webhook_timeout_s=0.3,
         alert_webhook_retries=2,
         alert_webhook_backoff_s=0.05,
+        # The webhook receivers of these tests listen on 127.0.0.1: a self-hosted-style
+        # setting. The SSRF guard itself is tested with it off (test_webhook_ssrf.py).
+        alert_webhook_allow_private=True,
         limit_rate_per_s=1000.0,
         limit_burst=1000,
     )
