@@ -90,7 +90,13 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
         credentials = await _ensure_demo_org(services.extras["database_url"], settings.data_dir)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(services), host=settings.host, port=settings.port, log_level="info"
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            # DESIGN.md: compression roughly halves push throughput and triples memory per
+            # connection; live deltas are small JSON, so the push tier runs without it.
+            ws_per_message_deflate=False,
         )
     )
     serving = asyncio.create_task(server.serve())

@@ -7,14 +7,17 @@ Public API:
   window_s=)` → `KeySpec`, `poller`;
 * `Poller`: `tick()`, `watch(spec, listener)` → `Watch` (the alerts hook: a key without
   sockets, its rows every tick), `add_tick_listener(fn)`;
-* `route_handlers`: mounted by `app.server.create_app`.
+* `route_handlers`: mounted by `app.server.create_app` (`/ws/subscribe`, `GET /push/stats`).
 """
 
 from __future__ import annotations
 
-from litestar import asgi
+from typing import Any
+
+from litestar import asgi, get
 from litestar.types import Receive, Scope, Send
 
+from app.api.common import AUTH, PrincipalDep, ServicesDep
 from app.push.hub import Hub
 from app.push.keys import KeySpec, make_key
 from app.push.poller import KeyTick, Poller, Watch
@@ -39,6 +42,15 @@ async def ws_subscribe(scope: Scope, receive: Receive, send: Send) -> None:
     await hub.handle(scope, receive, send)
 
 
-route_handlers = [ws_subscribe]
+@get("/push/stats", tags=["push"], dependencies=AUTH, sync_to_thread=False)
+def push_stats(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
+    """This node's push state for the caller's org (admins; read-only): `node_id`, the org's
+    sockets here, and per live key its local viewers, whether this node polls it (holds the
+    lease) and how many queries this node ran for it."""
+    principal.require("admin")
+    return services.push.stats(principal.org_id)
+
+
+route_handlers = [ws_subscribe, push_stats]
 
 __all__ = ["Hub", "KeySpec", "KeyTick", "Poller", "Watch", "make_key", "route_handlers"]

@@ -190,6 +190,28 @@ class Hub:
                     conn.stale = False
                     conn.send_text(text)
 
+    def stats(self, org_id: int) -> dict[str, Any]:
+        """This node's view of `org_id`'s live keys (for `GET /push/stats`)."""
+        poller = self.poller
+        keys = {}
+        for key, state in poller.keys.items():
+            if state.spec.org_id != org_id:
+                continue
+            keys[key] = {
+                "viewers": len(self.by_key.get(key, ())),
+                "polled_here": key in poller.owned,
+                "queries": state.queries,
+                "watermark": state.watermark,
+            }
+        return {
+            "node_id": self.node_id,
+            "redis": self.bus is not None,
+            "connections": len(self.by_org.get(org_id, ())),
+            "ticks": poller.ticks,
+            "lag_ms": self.lag_ms,
+            "keys": keys,
+        }
+
     # -- snapshots ------------------------------------------------------------------------
     async def _rows_json(self, spec: KeySpec, t_from: int, t_to: int) -> str:
         result = await run_guarded(self.services.ch, spec.bind(t_from, t_to))

@@ -60,6 +60,7 @@ class _KeyState:
     stale_sent: bool = False
     listeners: list[TickListener] = field(default_factory=list)
     pruned_at: int = 0
+    queries: int = 0  # queries this node ran for the key
 
 
 class Watch:
@@ -250,6 +251,7 @@ class Poller:
         try:
             async with self._sem:
                 self.queries += 1
+                state.queries += 1
                 result = await run_guarded(self.ch, spec.bind(lo, hi))
         except Exception as exc:
             if state.failing_since is None:

@@ -158,6 +158,8 @@ async def browser():
 async def page(browser, request, tmp_path):
     """A fresh browser context and page; on failure a screenshot and the console go to tmp_path."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Hang guard, not a timing check: on a loaded 2-core machine a chart can take a while.
+    context.set_default_timeout(60_000)
     p = await context.new_page()
     console: list[str] = []
     p.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
