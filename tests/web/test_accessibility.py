@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.web.conftest import api, login, post_events
-from tests.web.test_pages import COUNT, PAGEVIEWS, SUM, make_dashboard, seed, wait_chart
+from tests.web.test_pages import (
+    COUNT,
+    PAGEVIEWS,
+    SUM,
+    make_dashboard,
+    open_seeded_dashboard,
+    seed,
+    wait_chart,
+)
 
 PALETTE_JS = Path(__file__).parents[2] / "app/web/static/js/palette.js"
 
@@ -275,19 +283,7 @@ async def is_focused(locator: Any) -> bool:
 
 async def test_dashboard_by_keyboard_only(server, org, page):
     """Change the range, drill down, go back, pause/resume and compare segments — keys only."""
-    await seed(server, org)
-    dash = await make_dashboard(
-        server,
-        org.admin_token,
-        [
-            {"chart_type": "line", "title": "Views", "metric_inline": PAGEVIEWS, "default_range": "5m"},
-            {"chart_type": "bar", "title": "Countries", "metric_inline": COUNT, "default_range": "1h", "dimension": "country"},
-        ],
-    )  # fmt: skip
-    await login(page, server, org.admin_token)
-    await page.goto(f"{server.url}/d/{dash}")
-    await wait_chart(page, "Views", f"v => {SUM} === 3")
-    await wait_chart(page, "Countries", "v => v.xAxis && v.xAxis.length === 2")
+    await open_seeded_dashboard(server, org, page)
     await page.wait_for_function(
         "() => document.getElementById('freshness').dataset.state === 'live'"
     )

@@ -157,7 +157,9 @@ async def click_bar(page, title: str, category: str, value: float) -> None:
 SUM = "v.series.reduce((a, s) => a + s.data.reduce((b, p) => b + (p[1] || 0), 0), 0)"
 
 
-async def test_drilldown_breadcrumbs_range_and_compare(server, org, page):
+async def open_seeded_dashboard(server, org, page) -> int:
+    """Seed events, open a dashboard with a 1 s line ("Views") and a country bar chart
+    ("Countries"), and wait until both show the seeded data; returns the dashboard id."""
     await seed(server, org)
     dash = await make_dashboard(
         server,
@@ -171,6 +173,11 @@ async def test_drilldown_breadcrumbs_range_and_compare(server, org, page):
     await page.goto(f"{server.url}/d/{dash}")
     await wait_chart(page, "Views", f"v => {SUM} === 3")
     await wait_chart(page, "Countries", "v => v.xAxis && v.xAxis.length === 2")
+    return dash
+
+
+async def test_drilldown_breadcrumbs_range_and_compare(server, org, page):
+    await open_seeded_dashboard(server, org, page)
 
     # Click the DE bar: every chart is filtered by country = DE, the bar chart moves on to
     # the next dimension, and a breadcrumb appears.
