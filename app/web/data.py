@@ -16,6 +16,7 @@ Answers have the shape of `/metrics/{id}/history`: `{columns, rows, meta}`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -111,6 +112,33 @@ async def _answer(services: Any, principal: Any, compiled: Any, logical: Any) ->
     return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
 
 
+async def _chart(
+    services: Any,
+    principal: Any,
+    data: Any,
+    kind: str,
+    field: str,
+    compile_chart: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> SeriesOut:
+    """Compile one chart query for the caller's org over the request's range and answer it
+    through the cache; a compiler refusal is a 422 pointing at `field`."""
+    start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
+    try:
+        compiled = compile_chart(
+            *args,
+            org_id=principal.org_id,
+            database=services.ch.database,
+            time_from=start,
+            time_to=end,
+            **kwargs,
+        )
+    except MetricError as exc:
+        raise _unprocessable(exc, field) from None
+    return await _answer(services, principal, compiled, (kind, msgspec.to_builtins(data)))
+
+
 class ChartDataController(Controller):
     path = "/ui/data"
     tags = ["ui"]
@@ -123,22 +151,10 @@ class ChartDataController(Controller):
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[FunnelIn]
     ) -> SeriesOut:
         """Users reaching each ordered step within `window_seconds`, with step conversion."""
-        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
-        try:
-            compiled = compile_funnel(
-                data.steps,
-                org_id=principal.org_id,
-                database=services.ch.database,
-                time_from=start,
-                time_to=end,
-                window_seconds=data.window_seconds,
-                breakdown=data.breakdown,
-                filters=data.filters,
-            )
-        except MetricError as exc:
-            raise _unprocessable(exc, "funnel") from None
-        logical = ("funnel", msgspec.to_builtins(data))
-        return await _answer(services, principal, compiled, logical)
+        return await _chart(
+            services, principal, data, "funnel", "funnel", compile_funnel, data.steps,
+            window_seconds=data.window_seconds, breakdown=data.breakdown, filters=data.filters,
+        )  # fmt: skip
 
     @post("/heatmap", status_code=200)
     async def heatmap(
@@ -146,22 +162,10 @@ class ChartDataController(Controller):
     ) -> SeriesOut:
         """The metric over weekday × hour (all 168 cells) or a dimension × time grid."""
         metric = await _metric(services, principal, data.definition, data.metric_id)
-        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
-        try:
-            compiled = compile_heatmap(
-                metric,
-                org_id=principal.org_id,
-                database=services.ch.database,
-                time_from=start,
-                time_to=end,
-                axes=data.axes,
-                granularity=data.granularity,
-                filters=data.filters,
-            )
-        except MetricError as exc:
-            raise _unprocessable(exc, "definition") from None
-        logical = ("heatmap", msgspec.to_builtins(data))
-        return await _answer(services, principal, compiled, logical)
+        return await _chart(
+            services, principal, data, "heatmap", "definition", compile_heatmap, metric,
+            axes=data.axes, granularity=data.granularity, filters=data.filters,
+        )  # fmt: skip
 
     @post("/top", status_code=200)
     async def top(
@@ -169,19 +173,7 @@ class ChartDataController(Controller):
     ) -> SeriesOut:
         """The top `n` values of a dimension by the metric's first output, plus `other`."""
         metric = await _metric(services, principal, data.definition, data.metric_id)
-        start, end = time_range(data.from_, data.to, DEFAULT_RANGE_S, time.time())
-        try:
-            compiled = compile_top_n(
-                metric,
-                dimension=data.dimension,
-                n=data.n,
-                org_id=principal.org_id,
-                database=services.ch.database,
-                time_from=start,
-                time_to=end,
-                filters=data.filters,
-            )
-        except MetricError as exc:
-            raise _unprocessable(exc, "definition") from None
-        logical = ("top", msgspec.to_builtins(data))
-        return await _answer(services, principal, compiled, logical)
+        return await _chart(
+            services, principal, data, "top", "definition", compile_top_n, metric,
+            dimension=data.dimension, n=data.n, filters=data.filters,
+        )  # fmt: skip
