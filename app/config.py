@@ -112,6 +112,9 @@ class Settings(msgspec.Struct, kw_only=True):
     push_max_queue: int = 256
     push_slow_consumer_s: float = 10.0
     push_lease_ms: int = 5000
+    # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
+    # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.
+    push_port: int | None = None
     # Alerts (issue 6, app/alerts): a second is evaluated once it is this old past its end
     # (plus the pipeline lag); definitions are re-read this often (other nodes' edits);
     # webhook timeout per attempt, retries after the first attempt, first backoff (doubling).
@@ -186,6 +189,11 @@ class Settings(msgspec.Struct, kw_only=True):
             "push_max_queue": _env_int("CLICKPULSE_PUSH_MAX_QUEUE", 256),
             "push_slow_consumer_s": _env_float("CLICKPULSE_PUSH_SLOW_CONSUMER_S", 10.0),
             "push_lease_ms": _env_int("CLICKPULSE_PUSH_LEASE_MS", 5000),
+            "push_port": (
+                _env_int("CLICKPULSE_PUSH_PORT", 0)
+                if env.get("CLICKPULSE_PUSH_PORT", "").strip()
+                else None
+            ),
             "alert_settle_ms": _env_int("CLICKPULSE_ALERT_SETTLE_MS", 1500),
             "alert_sync_s": _env_float("CLICKPULSE_ALERT_SYNC_S", 10.0),
             "alert_webhook_timeout_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_TIMEOUT_S", 5.0),

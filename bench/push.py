@@ -231,6 +231,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--burst-hz", type=float, default=10.0, help="(c): updates/s per key")
     parser.add_argument("--ws", default="auto", help="uvicorn's WS implementation")
+    parser.add_argument(
+        "--transport",
+        choices=("asgi", "dedicated"),
+        default="asgi",
+        help="asgi: the Litestar/uvicorn route; dedicated: CLICKPULSE_PUSH_PORT (websockets)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help="spread each period's key publishes over this many equal slots (4 = 250 ms ticks)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not taskset the cores")
     parser.add_argument(
         "--tracemalloc", action="store_true", help="print where idle connections' memory goes"
@@ -325,6 +337,7 @@ def serve_fanout(cfg_path: str) -> None:
         port=cfg["port"],
         redis_url=None,
         push_tick_ms=0,
+        push_port=cfg.get("push_port"),  # set: the dedicated `websockets` transport
     )
     services = build_services(settings)
 
@@ -356,16 +369,28 @@ def serve_fanout(cfg_path: str) -> None:
                 await asyncio.sleep(0.2)
                 continue
             period = 1 / hz
+            phases = max(int(cfg.get("phases", 1)), 1)
             now = time.time()
             await asyncio.sleep(period - now % period)  # on the period's boundary
             hub = services.push
             seq += 1
-            for key in list(hub.by_key):
-                sent = int(time.time() * 1e6)
-                text = protocol.encode(
-                    {"type": "delta", "key": key, "rows": [{"t": seq, "n": seq, "sent_us": sent}]}
-                )
-                hub.deliver(key, "d", text)
+            keys = sorted(hub.by_key)
+            # `phases` > 1: key i is published in slot i % phases of the period (as the poller's
+            # 250 ms ticks spread real keys' changes over the second), not all at once.
+            for phase in range(phases):
+                if phase:
+                    now = time.time()
+                    await asyncio.sleep(max(phase * period / phases - now % period, 0))
+                for key in keys[phase::phases]:
+                    sent = int(time.time() * 1e6)
+                    text = protocol.encode(
+                        {
+                            "type": "delta",
+                            "key": key,
+                            "rows": [{"t": seq, "n": seq, "sent_us": sent}],
+                        }
+                    )
+                    hub.deliver(key, "d", text)
 
     async def main() -> None:
         server = uvicorn.Server(
@@ -617,7 +642,10 @@ def run_fanout(args: argparse.Namespace) -> dict:
         "hz_file": os.path.join(work, "hz"),
         "ws": args.ws,
         "tracemalloc": args.tracemalloc,
+        "phases": args.phases,
+        "push_port": _free_port(low=21000) if args.transport == "dedicated" else None,
     }
+    ws_port = cfg["push_port"] or port  # where the clients connect
     Path(cfg["hz_file"]).write_text("0")
     cfg_path = os.path.join(work, "cfg.json")
     Path(cfg_path).write_text(json.dumps(cfg))
@@ -627,7 +655,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
     procs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 120
-        while not os.path.exists(cfg["creds"]) or not _port_open(port):
+        while not os.path.exists(cfg["creds"]) or not _port_open(ws_port):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
@@ -635,7 +663,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
         pid = creds["pid"]
 
         async def warm() -> None:  # read every key's snapshot once (chDB buffers warm)
-            url = f"ws://127.0.0.1:{port}/ws/subscribe?token={creds['token']}"
+            url = f"ws://127.0.0.1:{ws_port}/ws/subscribe?token={creds['token']}"
             async with websockets.connect(url, compression=None) as ws:
                 for k in range(args.keys):
                     metric = f"SELECT count() AS n WHERE event = 'e{k}'"
@@ -651,7 +679,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
         cpin = ["taskset", "-c", "1"] if not args.no_pin else []
         started = time.perf_counter()
         for j in range(args.procs):
-            spec = f"{port},{creds['token']},{per},{args.keys},127.0.0.{2 + j},{j * per}"
+            spec = f"{ws_port},{creds['token']},{per},{args.keys},127.0.0.{2 + j},{j * per}"
             procs.append(
                 subprocess.Popen(
                     [*cpin, sys.executable, __file__, "--fanout-client", spec],
@@ -685,7 +713,12 @@ def run_fanout(args: argparse.Namespace) -> dict:
                 time.sleep(0.5)
             print(report.read_text() if report.exists() else "no tracemalloc report")
         result: dict = {
-            "transport": f"uvicorn ws={args.ws}",
+            "transport": (
+                "dedicated websockets.serve + broadcast()"
+                if args.transport == "dedicated"
+                else f"uvicorn ws={args.ws}"
+            ),
+            "publish_phases": args.phases,
             "connections": connected,
             "subscribed": subscribed,
             "keys": args.keys,

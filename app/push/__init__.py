@@ -7,7 +7,9 @@ Public API:
   window_s=)` → `KeySpec`, `poller`;
 * `Poller`: `tick()`, `watch(spec, listener)` → `Watch` (the alerts hook: a key without
   sockets, its rows every tick), `add_tick_listener(fn)`;
-* `route_handlers`: mounted by `app.server.create_app` (`/ws/subscribe`, `GET /push/stats`).
+* `route_handlers`: mounted by `app.server.create_app` (`/ws/subscribe`, `GET /push/stats`);
+* `app.push.dedicated`: the optional `websockets`-served `/ws/subscribe` on
+  `CLICKPULSE_PUSH_PORT` (started/stopped by `Hub.start`/`stop`; `hub.dedicated.port`).
 """
 
 from __future__ import annotations

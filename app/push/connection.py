@@ -49,6 +49,8 @@ def merge_deltas(key: str, parts: list[str], id_columns: tuple[str, ...]) -> str
 class Connection:
     """A subscriber socket. `send` is the ASGI send callable."""
 
+    direct = False  # True for app.push.dedicated.DirectConnection (broadcast fast path)
+
     def __init__(
         self,
         send: Callable[[dict[str, Any]], Awaitable[None]],

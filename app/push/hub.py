@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from websockets.asyncio.server import broadcast
+
 from app.credentials import USER_TOKEN_PREFIX
 from app.push import protocol
 from app.push.connection import Connection
@@ -74,6 +76,7 @@ class Hub:
             on_lag=self.set_lag,
         )
         self._started = False
+        self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -82,6 +85,11 @@ class Hub:
         if self.bus is not None:
             await self.bus.start()
         self.poller.start()
+        if self.settings.push_port is not None:
+            from app.push.dedicated import DedicatedServer
+
+            self.dedicated = DedicatedServer(self)
+            await self.dedicated.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -90,6 +98,9 @@ class Hub:
         self._started = False
         for conn in list(self.conns):
             conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        if self.dedicated is not None:
+            await self.dedicated.stop()
+            self.dedicated = None
         await self.poller.stop()
         if self.bus is not None:
             await self.bus.stop()
@@ -151,9 +162,22 @@ class Hub:
             self.deliver(key, kind, text)
 
     def deliver(self, key: str, kind: str, text: str) -> None:
-        """Hand one encoded message to every local socket subscribed to `key`."""
+        """Hand one encoded message to every local socket subscribed to `key`.
+
+        Sockets of the dedicated transport that are caught up (nothing queued, kernel/transport
+        buffer under its write limit) get the delta in one `websockets.broadcast()` call (the
+        frame is built once per socket and written synchronously); the others go through their
+        coalescing queue (`send_delta`)."""
+        direct: list[Any] | None = None
         for conn in self.by_key.get(key, ()):
-            conn.send_delta(key, kind, text)
+            if conn.direct and kind == "d" and conn.writable(key):
+                if direct is None:
+                    direct = []
+                direct.append(conn.ws)
+            else:
+                conn.send_delta(key, kind, text)
+        if direct:
+            broadcast(direct, text)
 
     async def send_to_org(self, org_id: int, message: dict[str, Any] | str) -> None:
         """Send `message` (e.g. `{"type": "alert", ...}`) to every socket of `org_id`, on
@@ -248,14 +272,7 @@ class Hub:
             return
         token = _token(scope)
         await send({"type": "websocket.accept"})
-        code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
-        principal = None
-        if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
-            try:
-                principal = await self.services.auth.principal(token)
-            except Exception as exc:  # ApiError: 401 unknown/revoked, 503 store down
-                if getattr(exc, "status", 401) == 503:
-                    code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
+        principal, code, reason = await self.authorise(token)
         if principal is None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
@@ -268,10 +285,8 @@ class Hub:
             slow_s=s.push_slow_consumer_s,
             id_columns=self._id_columns,
         )
-        self.conns.add(conn)
-        self.by_org.setdefault(conn.org_id, set()).add(conn)
-        rate, burst = s.push_max_msgs_per_s, max(s.push_max_msgs_per_s * 2, 1.0)
-        tokens, last = burst, time.monotonic()
+        self.register(conn)
+        intake = Intake(s)
         closed_wait = asyncio.ensure_future(conn.closed.wait())
         try:
             while conn.close_code is None:
@@ -288,21 +303,12 @@ class Hub:
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes") or b""
-                size = len(data.encode() if isinstance(data, str) else data)
-                if size > s.push_max_message_bytes:
-                    conn.close(protocol.CLOSE_TOO_BIG, "message too big")
+                if not intake.admit(conn, data):
                     break
-                now = time.monotonic()
-                tokens = min(burst, tokens + (now - last) * rate)
-                last = now
-                if tokens < 1:
-                    conn.close(protocol.CLOSE_FLOOD, "too many messages")
-                    break
-                tokens -= 1
                 await self._on_message(conn, data)
         finally:
             closed_wait.cancel()
-            await self._drop(conn)
+            await self.drop(conn)
             if conn.close_code is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(conn.closed.wait(), 6)
@@ -310,6 +316,33 @@ class Hub:
                 conn.close_code = 1000
                 conn._writer.cancel()
                 await conn.wait_writer()
+
+    async def authorise(self, token: str | None) -> tuple[Any, int, str]:
+        """(principal, 0, "") for a valid user token, else (None, close code, reason)."""
+        code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
+        if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
+            try:
+                principal = await self.services.auth.principal(token)
+            except Exception as exc:  # ApiError: 401 unknown/revoked, 503 store down
+                if getattr(exc, "status", 401) == 503:
+                    code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
+            else:
+                if principal is not None:
+                    return principal, 0, ""
+        return None, code, reason
+
+    def register(self, conn: Any) -> None:
+        """Track an authorised socket (any transport: `Connection` or `DirectConnection`)."""
+        self.conns.add(conn)
+        self.by_org.setdefault(conn.org_id, set()).add(conn)
+
+    async def drop(self, conn: Any) -> None:
+        """Forget a socket and release its keys (the socket is gone or closing)."""
+        await self._drop(conn)
+
+    async def on_message(self, conn: Any, data: str | bytes) -> None:
+        """One client message (subscribe / unsubscribe / ping), whatever the transport."""
+        await self._on_message(conn, data)
 
     async def _drop(self, conn: Connection) -> None:
         self.conns.discard(conn)
@@ -467,6 +500,33 @@ class Hub:
         if self.stale:
             conn.stale = True
             conn.send_text(protocol.encode({"type": "stale", "lag_ms": self.lag_ms}))
+
+
+class Intake:
+    """Per-socket inbound limits: frame size (1009) and a token bucket of messages (4429)."""
+
+    __slots__ = ("burst", "last", "max_bytes", "rate", "tokens")
+
+    def __init__(self, s: Any):
+        self.rate = s.push_max_msgs_per_s
+        self.burst = max(s.push_max_msgs_per_s * 2, 1.0)
+        self.max_bytes = s.push_max_message_bytes
+        self.tokens, self.last = self.burst, time.monotonic()
+
+    def admit(self, conn: Any, data: str | bytes) -> bool:
+        """False (and `conn` closing) when `data` breaks a limit."""
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self.max_bytes:
+            conn.close(protocol.CLOSE_TOO_BIG, "message too big")
+            return False
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            conn.close(protocol.CLOSE_FLOOD, "too many messages")
+            return False
+        self.tokens -= 1
+        return True
 
 
 def _token(scope: Any) -> str | None:

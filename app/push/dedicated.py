@@ -1,0 +1,287 @@
+"""The optional dedicated push transport: `/ws/subscribe` served by the `websockets` library
+directly (`websockets.asyncio.server.serve`) on `CLICKPULSE_PUSH_PORT`, next to the ASGI route.
+
+Same token auth (checked at connect), same protocol, same `Hub` (registry, subscribe /
+unsubscribe, snapshots, poller): `DirectConnection` is a thin adapter that gives the hub the
+`Connection` interface over a `websockets` connection.
+
+Why: a socket on the ASGI route costs a uvicorn protocol object, an ASGI scope, a writer task and
+a queue; here a caught-up socket has no task of its own beyond the library's handler, and the
+hub's `deliver` writes each delta to all of them with one `websockets.broadcast()` call.
+
+Slow consumers. `broadcast()` itself has no backpressure (it writes into every socket's transport
+buffer whatever its size), so the hub only uses it for sockets that are caught up: nothing
+queued and a transport buffer at most `write_limit` bytes. A socket past that falls back to the
+`Connection` policy: its deltas are coalesced per key in a bounded queue (latest state wins),
+drained by a writer task created on demand (`await ws.send(...)`, which waits for the buffer to
+drain below the limit) that exits once the queue is empty; a socket whose oldest queued message
+is older than `push_slow_consumer_s`, or with more than `push_max_queue` queued messages, is
+closed 4408 "slow consumer". The difference from the ASGI route: up to `write_limit` bytes per
+socket may sit in the transport buffer before coalescing starts (uvicorn's own buffer, ~64 KiB,
+plays the same role there), and a socket that stops reading is also dropped by websockets'
+keepalive (ping every 20 s, 20 s timeout → 1011).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from app.push import protocol
+from app.push.connection import Connection, _DeltaSlot, merge_deltas
+from app.push.hub import Intake
+
+log = logging.getLogger("clickpulse.push.dedicated")
+
+PATH = "/ws/subscribe"
+WRITE_LIMIT = 64 * 1024  # transport buffer above which a socket leaves the broadcast path
+MAX_QUEUE = 4  # inbound frames buffered per socket before reading pauses (clients send little)
+
+
+class _NoWake:
+    """Stands in for `Connection._wake`: the writer task is started on demand instead."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_EMPTY_QUEUE: Any = ()  # falsy, shared: "nothing queued"
+
+
+class DirectConnection(Connection):
+    """`Connection`'s interface and queueing policy over a `websockets` server connection.
+
+    Writes go straight to the socket while it is caught up; the inherited coalescing queue (and
+    a writer task) only exist while it is behind."""
+
+    direct = True
+    _wake = _NoWake()  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        *,
+        org_id: int,
+        user_id: int,
+        max_queue: int,
+        slow_s: float,
+        id_columns: Callable[[str], tuple[str, ...]],
+        write_limit: int = WRITE_LIMIT,
+    ):
+        # Not Connection.__init__: that starts a writer task per socket.
+        self.ws = ws
+        self._transport = ws.transport
+        self._write_limit = write_limit
+        self.org_id = org_id
+        self.user_id = user_id
+        self.max_queue = max_queue
+        self.slow_s = slow_s
+        self._id_columns = id_columns
+        self.subs: dict[Any, str] = {}
+        self.key_ids: dict[str, set[Any]] = {}
+        self.pending: dict[str, list[tuple[str, str]]] = {}
+        # The queue (two deques, a dict) and the `closed` event are only allocated when needed:
+        # a caught-up socket never has them (~1.5 KiB a socket saved).
+        self._queue: deque[str | _DeltaSlot] = _EMPTY_QUEUE  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self._writer: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+        self.stale = False
+        self.sent = 0
+        self.coalesced = 0
+
+    def writable(self, key: str | None = None) -> bool:
+        """Caught up: a message may be written now, in order, without queueing."""
+        return (
+            self.close_code is None
+            and not self._queue
+            and self._writer is None
+            and (key is None or key not in self.pending)
+            and self._transport.get_write_buffer_size() <= self._write_limit
+        )
+
+    def send_text(self, text: str) -> None:
+        if self.close_code is not None:
+            return
+        if self.writable():
+            broadcast((self.ws,), text)
+            self.sent += 1
+            return
+        self._materialise()
+        super().send_text(text)
+        self._ensure_writer()
+
+    def send_delta(self, key: str, kind: str, text: str) -> None:
+        if self.close_code is not None:
+            return
+        if kind == "d" and self.writable(key):
+            broadcast((self.ws,), text)
+            self.sent += 1
+            return
+        self._materialise()
+        super().send_delta(key, kind, text)
+        self._ensure_writer()
+
+    def _materialise(self) -> None:
+        if self._queue is _EMPTY_QUEUE:
+            self._queue = deque()
+            self._slots = {}
+            self._times = deque()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None and self._queue and self.close_code is None:
+            self._writer = self._loop.create_task(self._write(), name="push-direct-writer")
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, _DeltaSlot):
+                    del self._slots[item.key]
+                    text = (
+                        item.parts[0]
+                        if len(item.parts) == 1
+                        else merge_deltas(item.key, item.parts, self._id_columns(item.key))
+                    )
+                else:
+                    self._times.popleft()
+                    text = item
+                await self.ws.send(text)  # waits while the buffer is over write_limit
+                self.sent += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away under us
+            self._writer = None
+            self.close(protocol.CLOSE_GOING_AWAY, "")
+            return
+        self._writer = None
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+        self._queue = _EMPTY_QUEUE  # type: ignore[assignment]
+        self._slots = {}
+        self._times = deque()
+        self.closed = asyncio.Event()
+        self._loop.create_task(self._send_close(code, reason, writer))
+
+    async def _send_close(  # type: ignore[override]
+        self, code: int, reason: str, writer: asyncio.Task[None] | None = None
+    ) -> None:
+        if writer is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code, reason), 5)
+        self.closed.set()
+
+    async def wait_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+
+
+def _token(request: Request) -> str | None:
+    query = parse_qs(urlsplit(request.path).query)
+    if query.get("token"):
+        return query["token"][0].strip()
+    value = request.headers.get("Authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip()
+    return None
+
+
+class DedicatedServer:
+    """`websockets.serve` on (settings.host, settings.push_port) for the hub's sockets."""
+
+    def __init__(self, hub: Any):
+        self.hub = hub
+        self.settings = hub.settings
+        self._server: Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._server = await serve(
+            self._handle,
+            s.host,
+            s.push_port,
+            process_request=self._check_path,
+            compression=None,
+            max_size=s.push_max_message_bytes,
+            max_queue=MAX_QUEUE,
+            write_limit=WRITE_LIMIT,
+            close_timeout=5,
+            backlog=4096,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("dedicated push transport on %s:%s%s", s.host, self.port, PATH)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close(close_connections=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 10)
+
+    @staticmethod
+    def _check_path(ws: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != PATH:
+            return ws.respond(404, "not found\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        hub, s = self.hub, self.settings
+        token = _token(ws.request)
+        for message in (ws.request, ws.response):  # handshake done: free the headers (~2 KiB)
+            if message is not None:
+                message.headers.clear()
+        principal, code, reason = await hub.authorise(token)
+        if principal is None:
+            await ws.close(code, reason)
+            return
+        conn = DirectConnection(
+            ws,
+            org_id=principal.org_id,
+            user_id=principal.user_id,
+            max_queue=s.push_max_queue,
+            slow_s=s.push_slow_consumer_s,
+            id_columns=hub._id_columns,
+        )
+        hub.register(conn)
+        intake = Intake(s)
+        try:
+            async for data in ws:
+                if conn.close_code is not None or not intake.admit(conn, data):
+                    break
+                await hub.on_message(conn, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            await hub.drop(conn)
+            if conn.close_code is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(conn.closed.wait(), 6)
+            else:
+                conn.close_code = 1000
+                writer, conn._writer = conn._writer, None
+                if writer is not None:
+                    writer.cancel()
