@@ -135,24 +135,25 @@ class Connection:
             self.send_delta(key, kind, text)
 
     # -- writing --------------------------------------------------------------------------
+    def _next_text(self) -> str:
+        """Take the oldest queued item: a coalesced delta slot (merged if several deltas
+        landed in it) or a message queued as is."""
+        item = self._queue.popleft()
+        if isinstance(item, _DeltaSlot):
+            del self._slots[item.key]
+            if len(item.parts) == 1:
+                return item.parts[0]
+            return merge_deltas(item.key, item.parts, self._id_columns(item.key))
+        self._times.popleft()
+        return item
+
     async def _write(self) -> None:
         try:
             while True:
                 while not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
-                item = self._queue.popleft()
-                if isinstance(item, _DeltaSlot):
-                    del self._slots[item.key]
-                    text = (
-                        item.parts[0]
-                        if len(item.parts) == 1
-                        else merge_deltas(item.key, item.parts, self._id_columns(item.key))
-                    )
-                else:
-                    self._times.popleft()
-                    text = item
-                await self._send({"type": "websocket.send", "text": text})
+                await self._send({"type": "websocket.send", "text": self._next_text()})
                 self.sent += 1
         except asyncio.CancelledError:
             raise

@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from app.push import protocol
-from app.push.connection import Connection, _DeltaSlot, merge_deltas
+from app.push.connection import Connection, _DeltaSlot
 from app.push.hub import Intake
 
 log = logging.getLogger("clickpulse.push.dedicated")
@@ -146,18 +146,7 @@ class DirectConnection(Connection):
     async def _write(self) -> None:
         try:
             while self._queue:
-                item = self._queue.popleft()
-                if isinstance(item, _DeltaSlot):
-                    del self._slots[item.key]
-                    text = (
-                        item.parts[0]
-                        if len(item.parts) == 1
-                        else merge_deltas(item.key, item.parts, self._id_columns(item.key))
-                    )
-                else:
-                    self._times.popleft()
-                    text = item
-                await self.ws.send(text)  # waits while the buffer is over write_limit
+                await self.ws.send(self._next_text())  # waits while the buffer is over write_limit
                 self.sent += 1
         except asyncio.CancelledError:
             raise
