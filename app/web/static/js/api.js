@@ -26,8 +26,26 @@ export class ApiError extends Error {
   }
 }
 
-/** Call the API; answers the decoded JSON (null for 204). Throws ApiError. */
-export async function api(method, path, body, { token = getToken(), redirect = true } = {}) {
+// A read that meets a per-org limit (429) or a degraded dependency (503) is retried after the
+// server's Retry-After: a dashboard opening several charts at once can briefly exceed the org's
+// concurrent-query slots, and a chart should then load a moment later, not show an error.
+const RETRY_STATUSES = new Set([429, 503]);
+const MAX_RETRIES = 4;
+const MAX_RETRY_WAIT_S = 5;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function retryDelayMs(res, attempt) {
+  const header = Number(res.headers.get("Retry-After"));
+  const base = Number.isFinite(header) && header > 0 ? header : 0.5 * 2 ** attempt;
+  const seconds = Math.min(MAX_RETRY_WAIT_S, Math.max(0.25, base));
+  return seconds * 1000 * (1 + Math.random() * 0.2); // jitter: charts do not retry in lockstep
+}
+
+/** Call the API; answers the decoded JSON (null for 204). Throws ApiError.
+ *  `retry` (default: GET only) retries 429/503 answers after their Retry-After; pass it for
+ *  POSTs that only read (queries). */
+export async function api(method, path, body, { token = getToken(), redirect = true, retry = method === "GET" } = {}) {
   if (!token) {
     if (redirect) toLogin();
     throw new ApiError(401, { code: "unauthorized", message: "not signed in" });
@@ -38,10 +56,14 @@ export async function api(method, path, body, { token = getToken(), redirect = t
     init.body = JSON.stringify(body);
   }
   let res;
-  try {
-    res = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, { code: "network", message: `network error: ${err.message}` });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(0, { code: "network", message: `network error: ${err.message}` });
+    }
+    if (!retry || attempt >= MAX_RETRIES || !RETRY_STATUSES.has(res.status)) break;
+    await sleep(retryDelayMs(res, attempt));
   }
   if (res.status === 401 && redirect) {
     clearToken();
@@ -63,6 +85,8 @@ export async function api(method, path, body, { token = getToken(), redirect = t
 
 export const get = (path, opts) => api("GET", path, undefined, opts);
 export const post = (path, body, opts) => api("POST", path, body, opts);
+/** A POST that only reads (a query): retried like a GET on 429/503. */
+export const query = (path, body, opts) => api("POST", path, body, { retry: true, ...opts });
 export const put = (path, body, opts) => api("PUT", path, body, opts);
 
 /** `{"a": 1, "b": [2, 3]}` → `?a=1&b=2&b=3` (undefined/null/"" left out). */

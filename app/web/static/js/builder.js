@@ -1,6 +1,6 @@
 // /builder: write a metric (text or form), see the compiler's error at its position, preview
 // it, save it, add it to a dashboard.
-import { ApiError, get, post, put } from "./api.js";
+import { ApiError, get, post, put, query } from "./api.js";
 import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
 import { el, startPage } from "./ui.js";
 
@@ -205,7 +205,7 @@ async function run() {
   $("preview-meta").textContent = "compiling…";
   let answer;
   try {
-    answer = await post("/query", { definition: definition(), from: `now-${span}s`, granularity });
+    answer = await query("/query", { definition: definition(), from: `now-${span}s`, granularity });
   } catch (err) {
     if (mine !== seq) return;
     $("preview-meta").textContent = "";

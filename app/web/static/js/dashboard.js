@@ -1,6 +1,6 @@
 // /d/{id}: the dashboard's charts. Each chart loads its history over REST, then subscribes
 // over /ws/subscribe and merges what arrives into its series in place (see docs/ui.md).
-import { ApiError, get, post, qs } from "./api.js";
+import { ApiError, get, qs, query } from "./api.js";
 import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { el, startPage } from "./ui.js";
 
@@ -209,7 +209,7 @@ class ChartView {
           }),
       );
     }
-    return post("/query", { definition: this.definition, from, to, granularity: this.granularity, filters, group_by: group || null, compare });
+    return query("/query", { definition: this.definition, from, to, granularity: this.granularity, filters, group_by: group || null, compare });
   }
 
   async fetchOther(from, to) {
@@ -217,13 +217,13 @@ class ChartView {
     const metric = this.chart.metric_id ? { metric_id: this.chart.metric_id } : { definition: this.definition };
     if (this.kind === "funnel") {
       const opts = this.chart.options || {};
-      return post("/ui/data/funnel", { steps: opts.steps || ["pageview", "signup", "purchase"], window_seconds: opts.window_seconds || 3600, from, to, filters });
+      return query("/ui/data/funnel", { steps: opts.steps || ["pageview", "signup", "purchase"], window_seconds: opts.window_seconds || 3600, from, to, filters });
     }
     if (this.kind === "heatmap") {
       const axes = this.chart.options?.axes || this.dimension || "weekday_hour";
-      return post("/ui/data/heatmap", { ...metric, from, to, axes, granularity: axes === "weekday_hour" ? "auto" : this.granularity, filters });
+      return query("/ui/data/heatmap", { ...metric, from, to, axes, granularity: axes === "weekday_hour" ? "auto" : this.granularity, filters });
     }
-    return post("/ui/data/top", { ...metric, dimension: this.dimension, n: this.chart.options?.n || 10, from, to, filters });
+    return query("/ui/data/top", { ...metric, dimension: this.dimension, n: this.chart.options?.n || 10, from, to, filters });
   }
 
   /** History (or the chart's whole answer) over REST; draws from scratch. */
