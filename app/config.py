@@ -50,6 +50,44 @@ def _env_bool(name: str, default: bool) -> bool:
     return _env(name, default, bool)
 
 
+# What one process serves (docs/deployment.md): `ingest` = POST /v1/events and the event
+# writer / Kafka sink; `api` = the REST API and the UI; `push` = /ws/subscribe, the poller, the
+# dedicated push transport and the alerts evaluator (it runs on the poller's ticks).
+# /healthz and /readyz are served by every role.
+ROLES: tuple[str, ...] = ("ingest", "api", "push")
+
+
+def _parse_roles(raw: str) -> tuple[str, ...]:
+    """A comma list of roles, in canonical order, without duplicates; ValueError otherwise."""
+    names = {part.strip().lower() for part in raw.split(",") if part.strip()}
+    unknown = names - set(ROLES)
+    if unknown or not names:
+        raise ValueError
+    return tuple(role for role in ROLES if role in names)
+
+
+def _env_roles(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return _parse_roles(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a comma list of {', '.join(ROLES)}, got {raw!r}") from exc
+
+
+def _kafka_bootstrap(env: Any) -> str | None:
+    """The broker list: KAFKA_BOOTSTRAP, or its older name CLICKPULSE_KAFKA_BROKERS."""
+    new = (env.get("KAFKA_BOOTSTRAP") or "").strip()
+    old = (env.get("CLICKPULSE_KAFKA_BROKERS") or "").strip()
+    if new and old and new != old:
+        raise ValueError(
+            f"KAFKA_BOOTSTRAP ({new!r}) and its alias CLICKPULSE_KAFKA_BROKERS ({old!r}) differ; "
+            "set only KAFKA_BOOTSTRAP"
+        )
+    return new or old or None
+
+
 class Settings(msgspec.Struct, kw_only=True):
     """What the app needs to know about its surroundings."""
 
@@ -59,8 +97,24 @@ class Settings(msgspec.Struct, kw_only=True):
     clickhouse_cluster: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
-    kafka_brokers: str | None = None
+    kafka_brokers: str | None = None  # env KAFKA_BOOTSTRAP (alias CLICKPULSE_KAFKA_BROKERS)
     kafka_topic: str = "clickpulse_events"
+    # Embedded bridge (app/ingest/kafka.py): its consumer group (committed offsets live there).
+    kafka_group: str = "clickpulse-bridge"
+    # How long ingest waits for the broker's acknowledgement before answering 503: librdkafka's
+    # own default (message.timeout.ms, 300 s) would hold every request through an outage.
+    kafka_delivery_timeout_ms: int = 5000
+    # Bridge consumer-group session: a dead bridge's partitions are reassigned after this; on
+    # tansu a join also waits about half of it. 6000 is the smallest Kafka accepts by default.
+    kafka_session_timeout_ms: int = 6000
+    # Consumer threads of the Kafka engine table on each ClickHouse node (server mode): every
+    # node consumes, so the topic needs at least nodes x this many partitions to use them all.
+    kafka_num_consumers: int = 1
+    # The longest the Kafka engine holds rows before inserting a block (server mode): lower is
+    # fresher dashboards, higher is larger blocks and less CPU per row (docs/deployment.md).
+    kafka_flush_interval_ms: int = 250
+    # Which parts this process runs (ROLES above); all of them by default.
+    roles: tuple[str, ...] = ROLES
     host: str = "127.0.0.1"
     port: int = 8000
     events_ttl_days: int = 90
@@ -127,6 +181,19 @@ class Settings(msgspec.Struct, kw_only=True):
     # whose receivers live on the internal network). Off: SSRF guard, see docs/alerts.md.
     alert_webhook_allow_private: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.roles or set(self.roles) - set(ROLES):
+            raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {self.roles!r}")
+        if self.clickhouse_cluster and not self.clickhouse_url:
+            raise ValueError(
+                "CLICKPULSE_CLICKHOUSE_CLUSTER needs CLICKPULSE_CLICKHOUSE_URL "
+                "(embedded chDB is one process, not a cluster)"
+            )
+        if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
+            raise ValueError(
+                "CLICKPULSE_KAFKA_NUM_CONSUMERS and CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS must be >= 1"
+            )
+
     @property
     def chdb_path(self) -> str:
         return os.path.join(self.data_dir, "clickhouse")
@@ -150,8 +217,14 @@ class Settings(msgspec.Struct, kw_only=True):
             "clickhouse_cluster": env.get("CLICKPULSE_CLICKHOUSE_CLUSTER") or None,
             "database_url": env.get("DATABASE_URL") or None,
             "redis_url": env.get("REDIS_URL") or None,
-            "kafka_brokers": env.get("CLICKPULSE_KAFKA_BROKERS") or None,
+            "kafka_brokers": _kafka_bootstrap(env),
             "kafka_topic": env.get("CLICKPULSE_KAFKA_TOPIC", "clickpulse_events"),
+            "kafka_group": env.get("CLICKPULSE_KAFKA_GROUP") or "clickpulse-bridge",
+            "kafka_delivery_timeout_ms": _env_int("CLICKPULSE_KAFKA_DELIVERY_TIMEOUT_MS", 5000),
+            "kafka_session_timeout_ms": _env_int("CLICKPULSE_KAFKA_SESSION_TIMEOUT_MS", 6000),
+            "kafka_num_consumers": _env_int("CLICKPULSE_KAFKA_NUM_CONSUMERS", 1),
+            "kafka_flush_interval_ms": _env_int("CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS", 250),
+            "roles": _env_roles("CLICKPULSE_ROLES", ROLES),
             "host": env.get("CLICKPULSE_HOST", "127.0.0.1"),
             "port": _env_int("CLICKPULSE_PORT", 8000),
             "events_ttl_days": _env_int("CLICKPULSE_EVENTS_TTL_DAYS", 90),

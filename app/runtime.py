@@ -8,7 +8,7 @@ from app.clickhouse import ClickHouse, connect
 from app.config import Settings
 from app.db import migrate as migrate_pg
 from app.db import open_pool, resolve_database_url
-from app.migrate import MigrationReport, migrate_clickhouse, render_clickhouse
+from app.migrate import Migration, MigrationReport, migrate_clickhouse, render_clickhouse
 from app.services import Services
 
 log = logging.getLogger("clickpulse")
@@ -23,19 +23,28 @@ def open_clickhouse(settings: Settings) -> ClickHouse:
     )
 
 
+def render_for(settings: Settings, database: str) -> list[Migration]:
+    """The ClickHouse migrations in the variant these settings select (docs/pipeline.md):
+    a cluster and the Kafka engine table only with a ClickHouse server (`clickhouse_url`);
+    chDB always gets the embedded rendering (its Kafka topic, if any, is consumed by the
+    in-process bridge of app/ingest/kafka.py)."""
+    server = bool(settings.clickhouse_url)
+    return render_clickhouse(
+        database=database,
+        events_ttl_days=settings.events_ttl_days,
+        cluster=settings.clickhouse_cluster if server else None,
+        kafka_brokers=settings.kafka_brokers if server else None,
+        kafka_topic=settings.kafka_topic,
+        kafka_num_consumers=settings.kafka_num_consumers,
+        kafka_flush_interval_ms=settings.kafka_flush_interval_ms,
+    )
+
+
 def migrate_all(settings: Settings, ch: ClickHouse, pg_url: str) -> dict[str, MigrationReport]:
     """Apply the ClickHouse and PostgreSQL migrations; idempotent."""
+    cluster = settings.clickhouse_cluster if settings.clickhouse_url else None
     reports = {
-        "clickhouse": migrate_clickhouse(
-            ch,
-            render_clickhouse(
-                database=ch.database,
-                events_ttl_days=settings.events_ttl_days,
-                cluster=settings.clickhouse_cluster,
-                kafka_brokers=settings.kafka_brokers if settings.clickhouse_url else None,
-                kafka_topic=settings.kafka_topic,
-            ),
-        ),
+        "clickhouse": migrate_clickhouse(ch, render_for(settings, ch.database), cluster=cluster),
         "postgres": migrate_pg(pg_url),
     }
     for name, report in reports.items():

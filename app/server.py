@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -15,6 +16,45 @@ from app.errors import exception_handlers
 from app.services import Services
 
 _frozen = False
+
+# Which role serves a path, by prefix: the same prefixes the load balancer routes on
+# (docker/nginx.conf), so a request only ever reaches a node that mounted its handler.
+# Everything else is `api` (REST API, UI); health is served by every role.
+ROLE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "ingest": ("/v1/events",),
+    "push": ("/ws/", "/push/"),
+}
+EVERY_ROLE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def role_of_path(path: str) -> str | None:
+    """The role whose nodes serve `path`; None for the health endpoints (every role)."""
+    if path in EVERY_ROLE_PATHS:
+        return None
+    for role, prefixes in ROLE_PREFIXES.items():
+        if any(path.startswith(prefix) or path == prefix.rstrip("/") for prefix in prefixes):
+            return role
+    return "api"
+
+
+def _handler_paths(handler: Any) -> set[str]:
+    paths = getattr(handler, "paths", None)  # route handlers; controllers and routers: `path`
+    return set(paths) if paths else {handler.path}
+
+
+def for_roles(roles: tuple[str, ...], handlers: list[Any]) -> list[Any]:
+    """The handlers (route handlers, controllers, routers) this process mounts for `roles`."""
+    mounted = []
+    for handler in handlers:
+        owners = {role_of_path(path) for path in _handler_paths(handler)}
+        if len(owners) > 1:
+            raise ValueError(
+                f"{handler!r} serves paths of several roles: {sorted(map(str, owners))}"
+            )
+        owner = owners.pop()
+        if owner is None or owner in roles:
+            mounted.append(handler)
+    return mounted
 
 
 def _freeze_startup_heap() -> None:
@@ -42,12 +82,15 @@ def create_app(services: Services) -> Litestar:
             await services.stop()
 
     app = Litestar(
-        route_handlers=[
-            *ingest.route_handlers,
-            *api.route_handlers,
-            *web.route_handlers,
-            *push.route_handlers,
-        ],
+        route_handlers=for_roles(
+            services.settings.roles,
+            [
+                *ingest.route_handlers,
+                *api.route_handlers,
+                *web.route_handlers,
+                *push.route_handlers,
+            ],
+        ),
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

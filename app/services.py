@@ -64,18 +64,28 @@ class Services:
             self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
 
     async def start(self) -> None:
+        """Start the background parts of this process's roles (`settings.roles`): the writer
+        (ingest); the poller, push transports and alerts evaluator (push). The api role has
+        none: its cache, limiter and store work on demand."""
+        roles = self.settings.roles
         await self.pg.open()
-        await self.writer.start()
-        await self.push.start()
-        await self.alerts.start()
+        if "ingest" in roles:
+            await self.writer.start()
+        if "push" in roles:
+            await self.push.start()
+            await self.alerts.start()
 
     async def stop(self) -> None:
-        # Alerts first: no evaluation (or webhook) outlives the poller and the store.
-        await self.alerts.stop()
-        # Sockets close first (1001), so no poll runs while the writer drains.
-        await self.push.stop()
-        # The writer flushes what it has acknowledged before anything else goes away.
-        await self.writer.stop()
+        """Stop what `start` started, in dependency order."""
+        roles = self.settings.roles
+        if "push" in roles:
+            # Alerts first: no evaluation (or webhook) outlives the poller and the store.
+            await self.alerts.stop()
+            # Sockets close first (1001), so no poll runs while the writer drains.
+            await self.push.stop()
+        if "ingest" in roles:
+            # The writer flushes what it has acknowledged before anything else goes away.
+            await self.writer.stop()
         await self.pg.close()
         if self.redis is not None:
             await self.redis.aclose()

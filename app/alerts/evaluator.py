@@ -161,7 +161,11 @@ class Evaluator:
     # -- definitions ----------------------------------------------------------------------
     async def sync(self, *, org_id: int | None = None, alert_id: int | None = None) -> None:
         """Load definitions (all, one org's, or one alert) and apply them: new alerts are
-        watched, edited ones recompiled (their state kept), disabled/deleted ones dropped."""
+        watched, edited ones recompiled (their state kept), disabled/deleted ones dropped.
+        A no-op until `start` (a process without the push role never starts it: its alerts
+        are evaluated by the push nodes, which re-read definitions every `alert_sync_s`)."""
+        if self._poller is None:
+            return
         rows = await self.repo.load(org_id=org_id, alert_id=alert_id)
         async with self._lock:
             seen = set()

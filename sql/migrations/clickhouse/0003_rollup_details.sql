@@ -4,7 +4,7 @@
 -- with a dimension filter is answered from raw events.
 -- topK keeps 50 candidates: a metric may ask for topK(n) with n <= 50 from these tables.
 
-CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1m {{ on_cluster }}
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1m{{ local }} {{ on_cluster }}
 (
     org_id          UInt32,
     event           LowCardinality(String),
@@ -16,8 +16,14 @@ ENGINE = {{ engine('AggregatingMergeTree', 'rollup_detail_1m') }}
 PARTITION BY toYYYYMMDD(bucket)
 ORDER BY (org_id, event, bucket)
 TTL bucket + INTERVAL 7 DAY;
+{%- if cluster %}
 
-CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1h {{ on_cluster }}
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1m {{ on_cluster }}
+AS {{ db }}.rollup_detail_1m_local
+ENGINE = Distributed('{{ cluster }}', '{{ db }}', 'rollup_detail_1m_local', {{ sharding_key }});
+{%- endif %}
+
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1h{{ local }} {{ on_cluster }}
 (
     org_id          UInt32,
     event           LowCardinality(String),
@@ -29,8 +35,14 @@ ENGINE = {{ engine('AggregatingMergeTree', 'rollup_detail_1h') }}
 PARTITION BY toYYYYMM(bucket)
 ORDER BY (org_id, event, bucket)
 TTL bucket + INTERVAL 1 YEAR;
+{%- if cluster %}
 
-CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1d {{ on_cluster }}
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1h {{ on_cluster }}
+AS {{ db }}.rollup_detail_1h_local
+ENGINE = Distributed('{{ cluster }}', '{{ db }}', 'rollup_detail_1h_local', {{ sharding_key }});
+{%- endif %}
+
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1d{{ local }} {{ on_cluster }}
 (
     org_id          UInt32,
     event           LowCardinality(String),
@@ -41,3 +53,9 @@ CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1d {{ on_cluster }}
 ENGINE = {{ engine('AggregatingMergeTree', 'rollup_detail_1d') }}
 PARTITION BY toYear(bucket)
 ORDER BY (org_id, event, bucket);
+{%- if cluster %}
+
+CREATE TABLE IF NOT EXISTS {{ db }}.rollup_detail_1d {{ on_cluster }}
+AS {{ db }}.rollup_detail_1d_local
+ENGINE = Distributed('{{ cluster }}', '{{ db }}', 'rollup_detail_1d_local', {{ sharding_key }});
+{%- endif %}
