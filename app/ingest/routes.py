@@ -11,8 +11,9 @@ Status codes (the body of every non-2xx is the shared error shape, see app/error
 * 413 — body over `ingest_max_body_bytes` or more than `ingest_max_events` events.
 * 429 — the org's rate limit (`Retry-After`).
 * 503 — the writer is overloaded (pending rows or WAL bytes over their bound), stopping, the
-  WAL write failed, or (WAL off) the INSERT failed (`Retry-After`); nothing of the request was
-  accepted (a failed WAL fsync is the one exception: see docs/ingest.md).
+  WAL write failed, (WAL off) the INSERT failed, or (Kafka) the broker did not acknowledge in
+  `kafka_delivery_timeout_ms` (`Retry-After`); nothing of the request was accepted (exceptions:
+  a failed WAL fsync, and a Kafka delivery that timed out in flight: see docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from app.ingest.enrich import Enricher
 from app.ingest.parse import RequestContext, build_columns, is_ndjson, split_events
 from app.ingest.ratelimit import RateLimiter, RedisRateLimiter
 from app.ingest.schema import IngestResult
-from app.ingest.writer import InsertFailed, WalWriteFailed, WriterClosed, WriterOverloaded
+from app.ingest.writer import (
+    InsertFailed,
+    WalWriteFailed,
+    WriterClosed,
+    WriterError,
+    WriterOverloaded,
+)
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -170,6 +177,15 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             503,
             "storage_unavailable",
             "the events could not be stored; none of this request was accepted, retry it",
+            headers={"Retry-After": "1"},
+        ) from exc
+    except WriterError as exc:
+        # The Kafka sink's KafkaDeliveryFailed (and any other writer failure): a 503, never a
+        # 500. A delivery that timed out may still reach the broker late (docs/ingest.md).
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "the event stream did not confirm these events in time; retry the request",
             headers={"Retry-After": "1"},
         ) from exc
     return Response(result, status_code=200)
