@@ -3,7 +3,9 @@
 The token is looked up by its SHA-256 in `user_tokens` joined with `org_members` (the role);
 revoked, expired, unknown or malformed → 401. The org id of every request comes from here and
 nowhere else. Roles are ordered: viewer (read) < editor (write dashboards, metrics, alerts) <
-admin (also API keys and org limits); too low → 403.
+admin (also API keys and org limits); too low → 403. `analyst` reads like a viewer and may also
+run SQL (`POST /sql`, which admins may run too): a capability beside the ladder, checked with
+`require_any`.
 
 Lookups are cached in process for `fresh_s` seconds (so a revocation takes effect within that
 time); a token used in the last quarter of that time is looked up again in the background, so
@@ -25,7 +27,8 @@ from app.credentials import USER_TOKEN_PREFIX, hash_secret
 from app.errors import ApiError
 from app.store import StoreUnavailable
 
-ROLES = {"viewer": 0, "editor": 1, "admin": 2}
+# Rank on the viewer < editor < admin ladder; an analyst ranks as a viewer there.
+ROLES = {"viewer": 0, "analyst": 0, "editor": 1, "admin": 2}
 REFRESH_AT = 0.75  # of fresh_s: from this age on, a cached lookup is renewed in the background
 
 
@@ -36,13 +39,26 @@ class Principal:
     role: str
 
     def require(self, role: str) -> None:
-        """Raise 403 unless this principal has at least `role`."""
+        """Raise 403 unless this principal has at least `role` on the viewer < editor < admin
+        ladder (for roles beside it, such as analyst, use `require_any`)."""
+        if role == "analyst":
+            raise ValueError("analyst is not a rung of the ladder; use require_any")
         if ROLES[self.role] < ROLES[role]:
             raise ApiError(
                 403,
                 "forbidden",
                 f"this needs the {role} role; the token's role is {self.role}",
                 {"required_role": role},
+            )
+
+    def require_any(self, *roles: str) -> None:
+        """Raise 403 unless this principal's role is one of `roles`."""
+        if self.role not in roles:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs one of the roles {', '.join(roles)}; the token's role is {self.role}",
+                {"required_role": list(roles)},
             )
 
 

@@ -1,4 +1,4 @@
-"""The `clickpulse` command: migrate, serve, demo, create-org."""
+"""The `clickpulse` command: migrate, serve, demo, create-org, bridge, sql."""
 
 from __future__ import annotations
 
@@ -167,6 +167,52 @@ def cmd_create_org(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """Run the Kafka → chDB bridge on the data dir until SIGTERM/SIGINT (docs/ingest.md)."""
+    import signal
+
+    from app.clickhouse import close_embedded
+    from app.ingest.kafka import CRASH_AFTER_INSERT_ENV, KafkaBridge
+    from app.migrate import migrate_clickhouse, render_clickhouse
+    from app.runtime import open_clickhouse
+
+    settings = _settings(args)
+    if not settings.kafka_brokers:
+        print("clickpulse bridge needs KAFKA_BOOTSTRAP (the broker list)", file=sys.stderr)
+        return 2
+    if settings.clickhouse_url:
+        print(
+            "clickpulse bridge is for embedded chDB; a ClickHouse server consumes the topic "
+            "with its Kafka engine",
+            file=sys.stderr,
+        )
+        return 2
+    ch = open_clickhouse(settings)
+    try:
+        # The embedded rendering (Null events_queue); PostgreSQL is not needed here.
+        migrate_clickhouse(
+            ch,
+            render_clickhouse(database=ch.database, events_ttl_days=settings.events_ttl_days),
+        )
+        # Tests only: exit right after the k-th INSERT, before its commit (the crash window).
+        crash_after = int(os.environ.get(CRASH_AFTER_INSERT_ENV) or 0)
+        bridge = KafkaBridge(ch, settings, crash_after_insert=crash_after)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: bridge.request_stop())
+        bridge.run()
+        log.info(
+            "bridge stopped: %d rows in %d inserts, %d commits, %d replayed ranges",
+            bridge.rows_written,
+            bridge.inserts,
+            bridge.commits,
+            bridge.replayed_ranges,
+        )
+    finally:
+        ch.close()
+        close_embedded()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `clickpulse` console script."""
     parser = argparse.ArgumentParser(prog="clickpulse", description=__doc__)
@@ -197,6 +243,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--admin-email", default="admin@example.com")
     p.set_defaults(func=cmd_create_org)
+    common(
+        sub.add_parser(
+            "bridge",
+            help="consume the Kafka events topic into embedded chDB (exactly once) until SIGTERM",
+        )
+    ).set_defaults(func=cmd_bridge)
+
+    from app.analysts.cli import add_parser as add_analysts_parser
+
+    add_analysts_parser(sub, common)
+
+    from app.sql_command import add_parser as add_sql_parser
+
+    add_sql_parser(sub, common)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,10 +1,11 @@
-"""The HTTP API: health, dashboards, metrics, history, query, alerts, API keys, org limits."""
+"""The HTTP API: health, dashboards, metrics, history, query, SQL, alerts, API keys, limits."""
 
 from app.api.admin import ApiKeyController, OrgController, me
 from app.api.alerts import AlertController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
+from app.api.sql import SqlController
 
 route_handlers = [
     healthz,
@@ -16,4 +17,5 @@ route_handlers = [
     AlertController,
     ApiKeyController,
     OrgController,
+    SqlController,
 ]

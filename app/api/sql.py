@@ -1,0 +1,152 @@
+"""`POST /sql`: analysts' read-only SQL over their org's tables (docs/api.md, docs/schema.md).
+
+The SQL goes to the querybuilder (`compile_analyst_sql`: parsed, every table read isolated
+behind the org guard, re-verified), runs under the org's quotas (a concurrency slot, and at
+most the rows left in its per-minute budget) with read-only execution limits, and comes back
+as ClickHouse wrote it in the requested format, streamed in chunks. The result is complete
+before the first byte is sent (it is bounded by `max_result_rows` / `max_result_bytes`), so a
+failing query is always a clean error answer, never a truncated 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+import msgspec
+from litestar import Controller, post
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+from app.api.common import AUTH, STORE_ERROR_HANDLERS, PrincipalDep, ServicesDep
+from app.clickhouse import ClickHouseError
+from app.errors import ApiError
+from app.querybuilder.analyst import (
+    DEFAULT_LIMITS,
+    OUTPUT_FORMATS,
+    AnalystSqlError,
+    compile_analyst_sql,
+    run_analyst,
+)
+
+log = logging.getLogger("clickpulse.sql")
+
+SQL_ROLES = ("analyst", "admin")
+MAX_SQL_BODY_BYTES = 1024 * 1024
+CHUNK_BYTES = 64 * 1024
+# ClickHouse error codes that mean "this query is too expensive": rows/bytes to read, time,
+# memory, result size.
+_LIMIT_CODES = {158, 159, 160, 241, 307, 396}
+_ROWS_TO_READ_CODE = 158
+# Codes (and no code at all) that mean ClickHouse could not be reached.
+_UNAVAILABLE_CODES = {None, 209, 210}
+
+
+class SqlIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One query and the format of its answer."""
+
+    sql: str
+    format: Literal["json", "csv", "parquet"] = "json"
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]
+
+
+def _clickhouse_message(exc: ClickHouseError, database: str) -> str:
+    """ClickHouse's own first line, without our database prefix (the analyst never wrote it)."""
+    first = str(exc).strip().split("\n")[0]
+    return first.replace(f"{database}.", "")[:500]
+
+
+class SqlController(Controller):
+    path = "/sql"
+    tags = ["sql"]
+    dependencies = AUTH
+    exception_handlers = STORE_ERROR_HANDLERS
+    request_max_body_size = MAX_SQL_BODY_BYTES
+
+    @post("/", status_code=200)
+    async def run_sql(
+        self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[SqlIn]
+    ) -> Stream:
+        """Run one read-only SELECT over this org's tables and views (docs/schema.md).
+
+        Roles analyst and admin. Refused SQL → 422 with `where.line/column/token`; limits →
+        422 `query_too_expensive`; quotas → 429.
+        """
+        principal.require_any(*SQL_ROLES)
+        org_id = principal.org_id
+        database = services.ch.database
+        try:
+            query = compile_analyst_sql(data.sql, org_id, database=database)
+        except AnalystSqlError as exc:
+            raise ApiError(422, exc.code, exc.message, {**exc.where, "field": "sql"}) from None
+        output = OUTPUT_FORMATS[data.format]
+        limiter = services.limiter
+        async with limiter.query_slot(org_id) as limits:
+            budget = max(1, limits.rows_per_minute - await limiter.rows_used(org_id))
+            try:
+                result = await asyncio.wait_for(
+                    run_analyst(services.ch, query, data.format, max_rows_to_read=budget),
+                    DEFAULT_LIMITS.max_execution_time_s + 5,
+                )
+            except TimeoutError:
+                raise ApiError(
+                    422,
+                    "query_too_expensive",
+                    f"the query ran longer than {DEFAULT_LIMITS.max_execution_time_s} s",
+                    {"limit": "max_execution_time"},
+                ) from None
+            except ClickHouseError as exc:
+                raise await self._failed(services, org_id, exc, budget, database) from None
+        services.degradation.ok("clickhouse")
+        if result.rows_read:
+            await limiter.record_rows(org_id, result.rows_read)
+        headers = {}
+        if result.rows_read is not None:
+            headers["X-Rows-Read"] = str(result.rows_read)
+        if data.format != "json":
+            headers["Content-Disposition"] = f'attachment; filename="result.{output.suffix}"'
+        log.info(
+            "org %s ran SQL over %s: %d bytes, %s rows read",
+            org_id,
+            ",".join(query.tables) or "-",
+            len(result.data),
+            result.rows_read,
+        )
+        return Stream(_chunks(result.data), media_type=output.media_type, headers=headers)
+
+    @staticmethod
+    async def _failed(
+        services: ServicesDep, org_id: int, exc: ClickHouseError, budget: int, database: str
+    ) -> ApiError:
+        code = exc.code
+        if code in _UNAVAILABLE_CODES:
+            services.degradation.failed("clickhouse", str(exc))
+            return ApiError(
+                503,
+                "clickhouse_unavailable",
+                "ClickHouse did not answer; try again shortly",
+                None,
+                {"Retry-After": "5"},
+            )
+        if code in _LIMIT_CODES:
+            if code == _ROWS_TO_READ_CODE:
+                # It read the whole budget before ClickHouse stopped it.
+                await services.limiter.record_rows(org_id, budget)
+            return ApiError(
+                422,
+                "query_too_expensive",
+                "the query exceeded its limits: " + _clickhouse_message(exc, database),
+                {"clickhouse_code": code},
+            )
+        return ApiError(
+            422,
+            "query_failed",
+            _clickhouse_message(exc, database),
+            {"clickhouse_code": code, "field": "sql"},
+        )

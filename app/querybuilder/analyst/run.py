@@ -1,0 +1,154 @@
+"""Running a compiled analyst query: prove the guard again on the exact text, then the facade.
+
+`run_analyst` does not trust the `AnalystQuery` it is given: it re-parses `query.sql`, checks
+every table read is an isolated, guarded read of `query.org_id`'s rows under the analyst policy
+(`guard.verify_tenant_guard`, the metric compiler's guard), that the `org_id` parameter is that
+org, and only then asks the ClickHouse facade for the output — read-only, with a time limit,
+result limits that throw instead of truncating silently, and a cap on rows read (the caller
+passes what is left of the org's per-minute budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlglot
+
+from app.clickhouse import ClickHouse, RawResult
+from app.querybuilder.errors import TenantGuardError
+from app.querybuilder.guard import ANALYST_POLICY, verify_tenant_guard
+
+
+class AnalystQuery(msgspec.Struct, frozen=True):
+    """One guarded analyst SELECT, ready for `run_analyst`.
+
+    `params` holds exactly `org_id` (the tenant, from the credential); `tables` are the tables
+    and views the query reads, for logs and answers.
+    """
+
+    sql: str
+    params: dict[str, int]
+    org_id: int
+    database: str
+    tables: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AnalystLimits:
+    """Execution limits of one analyst query (ClickHouse settings, applied per query)."""
+
+    max_execution_time_s: int = 30
+    max_result_rows: int = 1_000_000
+    max_result_bytes: int = 256 * 1024 * 1024
+    max_memory_usage: int = 2 * 1024**3
+
+
+DEFAULT_LIMITS = AnalystLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """How a result is written (ClickHouse format) and served (media type, file suffix)."""
+
+    clickhouse: str
+    media_type: str
+    suffix: str
+
+
+OUTPUT_FORMATS: dict[str, OutputFormat] = {
+    "json": OutputFormat("JSON", "application/json", "json"),
+    "csv": OutputFormat("CSVWithNames", "text/csv; charset=utf-8", "csv"),
+    "parquet": OutputFormat("Parquet", "application/vnd.apache.parquet", "parquet"),
+}
+
+# ClickHouse's JSON quotes 64-bit integers by default (for JavaScript); counts are UInt64, and
+# analysts' tools read numbers, so they come unquoted (the facade's own JSON does the same).
+_JSON_NUMBERS = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_64bit_floats": 0,
+    "output_format_json_quote_decimals": 0,
+}
+
+
+def execution_settings(
+    limits: AnalystLimits, output: str, *, max_rows_to_read: int | None = None
+) -> dict[str, Any]:
+    """The ClickHouse settings one analyst query runs with."""
+    settings: dict[str, Any] = {
+        "max_execution_time": limits.max_execution_time_s,
+        "max_result_rows": limits.max_result_rows,
+        "max_result_bytes": limits.max_result_bytes,
+        "result_overflow_mode": "throw",
+        "max_memory_usage": limits.max_memory_usage,
+    }
+    if max_rows_to_read is not None:
+        settings["max_rows_to_read"] = max(1, int(max_rows_to_read))
+        settings["read_overflow_mode"] = "throw"
+    if output == "json":
+        settings.update(_JSON_NUMBERS)
+    # Last, so a server applying settings in order accepts the limits above before
+    # read-only mode forbids changing settings.
+    settings["readonly"] = 1
+    return settings
+
+
+def check_analyst_query(query: AnalystQuery, database: str) -> None:
+    """Raise TenantGuardError unless `query.sql` provably reads only `query.org_id`'s rows."""
+    if query.database != database:
+        raise TenantGuardError(f"query compiled for database {query.database!r}, not {database!r}")
+    try:
+        trees = [t for t in sqlglot.parse(query.sql, dialect="clickhouse") if t is not None]
+    except Exception as exc:  # noqa: BLE001 - any failure to re-read our own SQL fails closed
+        raise TenantGuardError(f"analyst SQL does not parse: {exc}") from None
+    if len(trees) != 1:
+        raise TenantGuardError("analyst SQL must be exactly one statement")
+    verify_tenant_guard(
+        trees[0],
+        query.org_id,
+        database=database,
+        params=dict(query.params),
+        policy=ANALYST_POLICY,
+    )
+    if set(query.params) != {"org_id"}:
+        raise TenantGuardError("analyst SQL binds parameters other than org_id")
+
+
+def run_analyst_sync(
+    ch: ClickHouse,
+    query: AnalystQuery,
+    output: str = "json",
+    *,
+    limits: AnalystLimits = DEFAULT_LIMITS,
+    max_rows_to_read: int | None = None,
+) -> RawResult:
+    """Verify the guard on the final SQL, then run it read-only with `limits`; the output is
+    in `output` (json, csv or parquet)."""
+    fmt = OUTPUT_FORMATS[output]
+    check_analyst_query(query, ch.database)
+    return ch.query_raw_sync(
+        query.sql,
+        params=dict(query.params),
+        settings=execution_settings(limits, output, max_rows_to_read=max_rows_to_read),
+        fmt=fmt.clickhouse,
+    )
+
+
+async def run_analyst(
+    ch: ClickHouse,
+    query: AnalystQuery,
+    output: str = "json",
+    *,
+    limits: AnalystLimits = DEFAULT_LIMITS,
+    max_rows_to_read: int | None = None,
+) -> RawResult:
+    """`run_analyst_sync` off the event loop (verification is cheap and runs inline)."""
+    fmt = OUTPUT_FORMATS[output]
+    check_analyst_query(query, ch.database)
+    return await ch.query_raw(
+        query.sql,
+        params=dict(query.params),
+        settings=execution_settings(limits, output, max_rows_to_read=max_rows_to_read),
+        fmt=fmt.clickhouse,
+    )
