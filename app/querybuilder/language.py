@@ -169,8 +169,9 @@ def _check_text(text: str) -> None:
         )
 
 
-def _unterminated(text: str) -> int:
-    """Where the construct that the tokenizer could not close starts (best effort)."""
+def unterminated_at(text: str) -> int:
+    """Where the string, quoted name or comment that the tokenizer could not close starts
+    (best effort: the last character when nothing is open). Shared by the analyst SQL pass."""
     index, opened = 0, 0
     while index < len(text):
         if text.startswith("--", index):
@@ -522,7 +523,7 @@ def _parse(text: str, *, expression_only: bool) -> tuple[exp.Expression, _Conver
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError:
-        offset = _unterminated(text)
+        offset = unterminated_at(text)
         raise MetricError(
             "syntax",
             "unterminated string, identifier or comment",

@@ -14,6 +14,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from app.querybuilder.analyst.errors import AnalystSqlError, at_offset
+from app.querybuilder.language import unterminated_at
 from app.querybuilder.validate import find_invisible
 
 MAX_SQL_CHARS = 100_000
@@ -37,30 +38,6 @@ _FORBIDDEN: dict[TokenType, tuple[str, str]] = {
 }
 
 _STATEMENT_STARTS = {TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN}
-
-
-def _unterminated(text: str) -> int:
-    """Where the string, quoted name or comment the tokenizer could not close starts."""
-    index = 0
-    while index < len(text):
-        if text.startswith("--", index):
-            end = text.find("\n", index)
-            index = len(text) if end == -1 else end
-        elif text.startswith("/*", index):
-            end = text.find("*/", index + 2)
-            if end == -1:
-                return index
-            index = end + 2
-        elif text[index] in "'`\"":
-            quote, opened, index = text[index], index, index + 1
-            while index < len(text) and text[index] != quote:
-                index += 2 if text[index] == "\\" else 1
-            if index >= len(text):
-                return opened
-            index += 1
-        else:
-            index += 1
-    return max(len(text) - 1, 0)
 
 
 def check_text(text: object) -> str:
@@ -91,7 +68,7 @@ def tokenize(text: str) -> list[Token]:
     try:
         return _DIALECT.tokenize(text)
     except TokenError:
-        start = _unterminated(text)
+        start = unterminated_at(text)
         raise AnalystSqlError(
             "syntax",
             "unterminated string, quoted name or comment",
