@@ -28,32 +28,18 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import free_port, pg_schema, server_process, work_dir  # noqa: E402
+
 METRIC = "SELECT count() AS views WHERE event = 'pageview'"
 DATABASE = "bench_api"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _schema_url(base: str, schema: str) -> str:
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
 # -- seeding chDB (in the server process) ----------------------------------------------------
@@ -138,6 +124,7 @@ def seed_clickhouse(
     started = time.perf_counter()
     chunk_s = 30 * 86400  # one insert touches a bounded number of partitions and states
     for t0, t1, statement, table, bucket in targets:
+        t0 = max(t0, first)  # fewer than 7 days: the rollup_1m tier starts at the first hour
         for c0 in range(t0 // 3600 * 3600, t1, chunk_s):
             c1 = min(c0 + chunk_s, t1)
             lo = (c0 // 3600 * 3600 - first) // 3600 * per_org_hour
@@ -370,68 +357,43 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import psycopg
     from psycopg.rows import dict_row
 
     from app.credentials import create_org, create_user_token
     from app.db import migrate
 
-    base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    db_url = _schema_url(base, schema)
-    server = None
-    with tempfile.TemporaryDirectory(prefix="clickpulse-bench-api-") as data_dir:
-        try:
-            migrate(db_url)
-            orgs = asyncio.run(_seed_pg(db_url, args.orgs, create_org, create_user_token, dict_row))
-            seed_file = Path(data_dir) / "seed.json"
-            seed_file.write_text(
-                json.dumps(
-                    {
-                        "org_ids": [o["org_id"] for o in orgs],
-                        "days": args.days,
-                        "per_hour": args.events_per_hour,
-                        "details": args.details,
-                    }
-                )
+    rounds = []
+    with (
+        pg_schema("bench") as (_, db_url),
+        work_dir("clickpulse-bench-api-") as data_dir,
+    ):
+        migrate(db_url)
+        orgs = asyncio.run(_seed_pg(db_url, args.orgs, create_org, create_user_token, dict_row))
+        seed_file = Path(data_dir) / "seed.json"
+        seed_file.write_text(
+            json.dumps(
+                {
+                    "org_ids": [o["org_id"] for o in orgs],
+                    "days": args.days,
+                    "per_hour": args.events_per_hour,
+                    "details": args.details,
+                }
             )
-            port = _free_port()
-            print(
-                f"seeding {args.orgs} orgs x {args.days} days x 24 h x {args.events_per_hour} "
-                "events in the server process ...",
-                flush=True,
-            )
-            server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", data_dir, db_url, str(port), str(seed_file)]
-            )
-            import httpx
-
-            deadline = time.time() + 1800
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None:
-                    raise RuntimeError("the server exited during startup")
-                time.sleep(0.5)
-            else:
-                raise RuntimeError("the server did not start")
-            rounds = []
+        )
+        port = free_port()
+        print(
+            f"seeding {args.orgs} orgs x {args.days} days x 24 h x {args.events_per_hour} "
+            "events in the server process ...",
+            flush=True,
+        )
+        argv = [sys.executable, __file__, "--serve", data_dir, db_url, str(port), str(seed_file)]
+        # Seeding a year of data happens before the server listens: allow it 30 minutes.
+        with server_process(argv, ready=lambda: _healthy(port), timeout_s=1800):
             for i in range(args.rounds):
                 load_before = _loadavg()
                 results = asyncio.run(_run_load(port, orgs, args.clients, args.seconds, i))
                 rounds.append((load_before, _loadavg(), results))
                 _report(i + 1, *rounds[-1])
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=60)
-            with psycopg.connect(base, autocommit=True) as admin:
-                admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
     if args.rounds > 1:
         print("\nsummary over rounds (min - max):", flush=True)
         for name in rounds[0][2]:
@@ -439,6 +401,15 @@ def main() -> None:
                 values = [r[name][stat] for _, _, r in rounds if stat in r[name]]
                 if values:
                     print(f"  {name} {stat}: {min(values):,.1f} - {max(values):,.1f}")
+
+
+def _healthy(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _loadavg() -> str:

@@ -1,19 +1,45 @@
-"""Live push benchmark on loopback (issue 5): fan-out per tick, event→client latency, memory.
+"""Live push benchmark on loopback (issue 5): (a) event → client latency, (b) connections per
+process at one update a second each, with delivery lag and memory per connection, (c) fan-out
+messages/s.
 
-    .venv/bin/python bench/push.py                                  # 2,000 clients, 4 keys
-    .venv/bin/python bench/push.py --clients 5000 --keys 4 --samples 30
+    .venv/bin/python bench/push.py --clients 2000 --keys 4 --samples 30           # (a)
+    .venv/bin/python bench/push.py --fanout --transport dedicated --connections 19500  # (b), (c)
 
-1. A server process (uvicorn, one process: chDB allows one data path per process) on a fresh
-   chDB dir and a throwaway PostgreSQL schema (DATABASE_URL, default the test server), with an
-   org, its ingest key and a viewer token; push ticks every 250 ms (the default).
-2. This process opens `--clients` WebSocket connections (the `websockets` client), each
-   subscribed to one of `--keys` keys (`SELECT count() AS n WHERE event = 'e<k>'`), and
-   records the server's RSS before and after (memory per connection, server side).
-3. `--samples` times: POST one event of a random key's event type with ts = now through
-   /v1/events, and time until (a) the first and (b) the last subscriber of that key got the
-   delta that contains it: (a) is event→browser latency, (b)−(a) the fan-out spread of one
-   tick to all its viewers. Bounded: every wait times out after 5 s.
-Client and server share the machine's cores (pin them with taskset to separate them).
+Both modes start one server process (uvicorn + the real app, one process: chDB allows one data
+path per process) on a fresh chDB dir and a throwaway PostgreSQL schema (DATABASE_URL, default
+the test server), pinned to core 0 with taskset; the load generator runs on core 1 (`--no-pin`
+to leave scheduling to the kernel). Every wait is bounded.
+
+(a) `--clients` `websockets` clients (in this process) subscribe to `--keys` keys
+    (`SELECT count() AS n WHERE event = 'e<k>'`); `--samples` times, POST one event of a
+    random key with ts = now through /v1/events and time until the first and the last
+    subscriber of that key received a delta containing it. Latency = POST sent → delta
+    received: writer delay + wait for the key's next poll + query + fan-out.
+
+(b)/(c) `--fanout`: `--procs` minimal raw-socket WebSocket clients (own 127.0.0.x source each),
+    `--connections` in all, spread over `--keys` keys, subscribe with `range_s=1`.
+    `--source poller` (default): the real poller ticks (`--tick-ms`, 250 ms) and queries chDB;
+    with no events posted every key changes exactly once a second — the new, empty second
+    entering its window — so (b) is "every client gets one update a second" from the real
+    query → diff → encode → deliver path. The only instrumentation: the server appends the
+    moment `hub.deliver` was called (`"e"`, µs) to each delta. Two lags per received delta:
+      * from the second: receive time − the start of the newest second in the delta (the
+        second that just began: its row exists from that instant) — includes waiting for the
+        key's poll, the query and the fan-out;
+      * from the emit: receive time − `"e"` — the push tier alone (fan-out + transport + the
+        load generator's own queueing).
+    (c) posts one event per key every 50 ms through /v1/events, so every key changes every
+    round (1000 / tick_ms updates a second per client); messages/s delivered and server CPU.
+    `--source synthetic`: the old method — no poller; a publisher in the server calls
+    `hub.deliver` for every key once a second ((c): `--burst-hz`), `--phases` slots apart.
+    Memory: server RSS (/proc) with N connections open, and subscribed, minus the RSS after a
+    warm-up client read every key's snapshot once; divided by N. Server-side, per round: start
+    offset in the tick, duration, event-loop thread CPU, phases; the loop's lateness (a 5 ms
+    timer) and every full GC's duration.
+
+Poller options (both modes): `--max-phases 1 --unaligned` is the schedule before phases and
+wall-clock rounds; `--spread-ms` paces phases over part of the round; `--gc-freeze` calls
+gc.freeze() in the server once every client is subscribed (an experiment, not app behaviour).
 """
 
 from __future__ import annotations
@@ -22,79 +48,50 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
+import threading
 import time
-import uuid
+from collections import deque
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import (  # noqa: E402
+    create_org_credentials,
+    creds_ready,
+    free_port,
+    pg_schema,
+    server_process,
+    work_dir,
+)
+
 DATABASE = "bench_push"
 
 
-def _free_port(low: int | None = None) -> int:
-    for _ in range(100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", random.randrange(low, 32000) if low else 0))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise SystemExit("no free port")
+def metric(k: int) -> str:
+    return f"SELECT count() AS n WHERE event = 'e{k}'"
 
 
-def _schema_url(base: str, schema: str) -> str:
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+def _pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def serve(cfg_path: str) -> None:
-    """The server process: migrate, create the org, write credentials, serve."""
-    import psycopg
-    import uvicorn
-    from psycopg.rows import dict_row
-
-    from app.config import Settings
-    from app.credentials import create_api_key, create_org, create_user_token
-    from app.runtime import build_services
-    from app.server import create_app
-
-    cfg = json.loads(Path(cfg_path).read_text())
-    settings = Settings.from_env(
-        data_dir=cfg["data_dir"],
-        clickhouse_database=DATABASE,
-        database_url=cfg["database_url"],
-        port=cfg["port"],
-        redis_url=None,
-    )
-    services = build_services(settings)
-
-    async def make_org() -> dict:
-        async with await psycopg.AsyncConnection.connect(
-            cfg["database_url"], autocommit=True, row_factory=dict_row
-        ) as conn:
-            org_id = await create_org(conn, "bench")
-            key = await create_api_key(conn, org_id, "bench")
-            token = await create_user_token(conn, org_id, "viewer@bench.test", "viewer")
-        return {"org_id": org_id, "api_key": key, "token": token, "pid": os.getpid()}
-
-    creds = asyncio.run(make_org())
-    Path(cfg["creds"]).write_text(json.dumps(creds))
-    uvicorn.run(
-        create_app(services),
-        host="127.0.0.1",
-        port=cfg["port"],
-        log_level="warning",
-        ws_ping_interval=None,
-    )
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    return {
+        "p50": round(statistics.median(values), 1),
+        "p99": round(_pct(values, 99), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def _rss_kib(pid: int) -> int:
@@ -104,17 +101,317 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_clients(port: int, creds: dict, *, clients: int, keys: int, samples: int) -> dict:
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _raise_nofile() -> None:
+    """As many open files as allowed: root may raise the hard limit where the host lets it
+    (this container refuses: the bench then runs at the hard limit, see docs/benchmarks.md)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 200_000
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# -- the server process ---------------------------------------------------------------------
+
+
+def _build(cfg: dict, **overrides: Any) -> Any:
+    from app.config import Settings
+    from app.runtime import build_services
+
+    settings = Settings.from_env(
+        data_dir=cfg["data_dir"],
+        clickhouse_database=DATABASE,
+        database_url=cfg["database_url"],
+        port=cfg["port"],
+        redis_url=None,
+        push_port=cfg.get("push_port"),  # set: the dedicated `websockets` transport
+        **overrides,
+    )
+    return build_services(settings)
+
+
+def _configure_poller(services: Any, cfg: dict) -> deque:
+    """Apply the bench's poller options and record every round (start offset, duration,
+    phases) for the report."""
+    poller = services.push.poller
+    poller.max_phases = cfg.get("max_phases", poller.max_phases)
+    poller.spread_ms = cfg.get("spread_ms", poller.spread_ms)
+    if cfg.get("unaligned"):
+        poller._run = lambda: _unaligned_run(poller)
+    rounds: deque = deque(maxlen=2000)
+    tick = poller.tick
+
+    async def recorded(now: float | None = None) -> Any:
+        started, cpu = time.time(), time.thread_time()
+        out = await tick(now)
+        # The event loop thread's CPU for the round (diff, encode, fan-out; not the query
+        # threads): what the round would take on a core of its own.
+        rounds.append((started, time.time() - started, poller.phases, time.thread_time() - cpu))
+        return out
+
+    poller.tick = recorded
+    return rounds
+
+
+async def _unaligned_run(poller: Any) -> None:
+    """The poller's loop before rounds were put on the wall clock's grid (for comparison):
+    every tick_ms from whenever it started."""
+    period = poller.tick_ms / 1000
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while True:
+        with contextlib.suppress(Exception):
+            await poller.tick()
+        next_at += period
+        delay = next_at - loop.time()
+        if delay < 0:
+            next_at, delay = loop.time(), 0
+        await asyncio.sleep(delay)
+
+
+def _instrument_deliver(hub: Any) -> None:
+    """Append the moment each delta reaches `hub.deliver` (`"e"`, epoch µs) to its text: the
+    same one string still goes to every subscriber."""
+    deliver = hub.deliver
+
+    def stamped(key: str, kind: str, text: str) -> None:
+        if kind == "d":
+            text = f'{text[:-1]},"e":{int(time.time() * 1e6)}}}'
+        deliver(key, kind, text)
+
+    hub.deliver = stamped
+
+
+async def _loop_probe(stalls: deque) -> None:
+    """How late a 5 ms timer fires: how long the event loop was kept busy (a fan-out that
+    never yields delays every other socket, HTTP request and timer of the process)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(0.005)
+        stalls.append((time.time(), (loop.time() - started - 0.005) * 1000))
+
+
+def _gc_probe(collections: deque) -> None:
+    """Record every full (generation 2) collection: (end time, ms) — the cyclic collector
+    re-scans every tracked object of every connection, so at 20k sockets it stops the loop."""
+    import gc
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            collections.append((time.time(), (time.perf_counter() - started[0]) * 1000))
+
+    gc.callbacks.append(callback)
+
+
+def _worst_per_second(stalls: deque, since: float) -> list[float]:
+    worst: dict[int, float] = {}
+    for at, late in stalls:
+        if at >= since:
+            worst[int(at)] = max(worst.get(int(at), 0.0), late)
+    return list(worst.values())
+
+
+def _round_stats(
+    rounds: deque, stalls: deque, collections: deque, since: float, period_s: float
+) -> dict:
+    picked = [r for r in rounds if r[0] >= since]
+    if not picked:
+        return {}
+    offsets = [(r[0] % period_s) * 1000 for r in picked]
+    durations = [r[1] * 1000 for r in picked]
+    return {
+        "rounds": len(picked),
+        "start_offset_in_tick_ms": _summary(offsets),
+        "duration_ms": _summary(durations),
+        "phases_max": max(r[2] for r in picked),
+        "loop_cpu_ms": _summary([r[3] * 1000 for r in picked]),
+        # The first round of each second: the one where every key changes.
+        "boundary_round_loop_cpu_ms": _summary(
+            [r[3] * 1000 for r in picked if r[0] % 1.0 < period_s]
+        ),
+        "boundary_round_duration_ms": _summary(
+            [r[1] * 1000 for r in picked if r[0] % 1.0 < period_s]
+        ),
+        "event_loop_late_ms": _summary([x for at, x in stalls if at >= since]),
+        # The longest stall in each second of the window (the boundary round's fan-out lands in
+        # every second), so one long block and several short ones are told apart.
+        "event_loop_worst_per_second_ms": _summary(_worst_per_second(stalls, since)),
+        "full_gc_ms": [round(ms, 1) for at, ms in collections if at >= since],
+    }
+
+
+def serve(cfg_path: str) -> None:
+    """(a)'s server: the app with its poller ticking, credentials written once the org exists."""
+    import uvicorn
+
+    from app.server import create_app
+
+    cfg = json.loads(Path(cfg_path).read_text())
+    services = _build(cfg)
+    _configure_poller(services, cfg)
+    creds = asyncio.run(
+        create_org_credentials(cfg["database_url"], "bench", email="viewer@bench.test")
+    )
+    Path(cfg["creds"]).write_text(json.dumps(creds))
+    uvicorn.run(
+        create_app(services),
+        host="127.0.0.1",
+        port=cfg["port"],
+        log_level="warning",
+        ws_ping_interval=None,
+        ws_per_message_deflate=False,
+    )
+
+
+def serve_fanout(cfg_path: str) -> None:
+    """(b)/(c)'s server: the real poller (or the synthetic publisher), controlled through
+    `ctl_file`; writes round statistics to `stats_file` when asked."""
+    import uvicorn
+
+    from app.push import protocol
+    from app.server import create_app
+
+    _raise_nofile()
+    cfg = json.loads(Path(cfg_path).read_text())
+    if cfg.get("tracemalloc"):
+        import tracemalloc
+
+        tracemalloc.start(4)
+    synthetic = cfg["source"] == "synthetic"
+    services = _build(cfg, push_tick_ms=0 if synthetic else cfg["tick_ms"])
+    rounds = _configure_poller(services, cfg)
+    _instrument_deliver(services.push)
+    creds = asyncio.run(
+        create_org_credentials(cfg["database_url"], "bench", email="viewer@bench.test")
+    )
+    ctl = Path(cfg["ctl_file"])
+    stalls: deque = deque(maxlen=20_000)
+    collections: deque = deque(maxlen=1000)
+    _gc_probe(collections)
+
+    async def control() -> None:
+        """Commands: `0` idle, `<hz>` (synthetic publishes/s per key), `snap<n>`
+        (tracemalloc), `freeze` (gc.freeze()), `stats <since>` (write round statistics)."""
+        seq = 0
+        snaps: list = []
+        frozen: list[int] = []
+        done_stats = ""
+        while True:
+            try:
+                text = ctl.read_text()
+            except OSError:
+                text = "0"
+            if text == "freeze" and not frozen:
+                # --gc-freeze: move the connections' objects out of the cyclic collector's
+                # generations (what a push-tier GC policy would do; see docs/benchmarks.md).
+                import gc
+
+                frozen.append(gc.get_freeze_count())
+                gc.freeze()
+                frozen.append(gc.get_freeze_count())
+            if text.startswith("snap") and len(snaps) < int(text[4:]):
+                snaps.append(_trace_snapshot(snaps, cfg))
+            if text.startswith("stats") and text != done_stats:
+                done_stats = text
+                since = float(text.split()[1])
+                stats = _round_stats(rounds, stalls, collections, since, cfg["tick_ms"] / 1000)
+                Path(cfg["stats_file"]).write_text(json.dumps(stats))
+            try:
+                hz = float(text) if synthetic else 0.0
+            except ValueError:
+                hz = 0.0
+            if hz <= 0:
+                await asyncio.sleep(0.1)
+                continue
+            period = 1 / hz
+            phases = max(int(cfg.get("phases", 1)), 1)
+            await asyncio.sleep(period - time.time() % period)  # on the period's boundary
+            hub = services.push
+            seq += 1
+            keys = sorted(hub.by_key)
+            # Key i in slot i % phases of the period, not all at once.
+            for phase in range(phases):
+                if phase:
+                    now = time.time()
+                    await asyncio.sleep(max(phase * period / phases - now % period, 0))
+                for key in keys[phase::phases]:
+                    text = protocol.encode(
+                        {"type": "delta", "key": key, "rows": [{"t": seq, "n": seq}]}
+                    )
+                    hub.deliver(key, "d", text)
+
+    async def main() -> None:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(services),
+                host="127.0.0.1",
+                port=cfg["port"],
+                log_level="warning",
+                ws=cfg["ws"],
+                ws_per_message_deflate=False,
+                backlog=4096,
+            )
+        )
+        tasks = [asyncio.create_task(control()), asyncio.create_task(_loop_probe(stalls))]
+        Path(cfg["creds"]).write_text(json.dumps(creds))
+        try:
+            await server.serve()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    asyncio.run(main())
+
+
+def _trace_snapshot(snaps: list, cfg: dict):
+    """tracemalloc: the first call takes the baseline, the second writes the growth since, by
+    allocation site, to `<data_dir>/tracemalloc.txt`."""
+    import gc
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return None
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    if snaps:
+        stats = snap.compare_to(snaps[0], "lineno")
+        lines = [str(s) for s in stats[:30]]
+        total = sum(s.size_diff for s in stats)
+        lines.append(f"total growth: {total / 1024:.0f} KiB")
+        Path(cfg["data_dir"], "tracemalloc.txt").write_text("\n".join(lines))
+    return snap
+
+
+# -- (a) event → client latency ---------------------------------------------------------------
+
+
+async def run_clients(ws_port: int, http_port: int, creds: dict, args: argparse.Namespace) -> dict:
     import httpx
     import msgspec
     import websockets
 
-    url = f"ws://127.0.0.1:{port}/ws/subscribe?token={creds['token']}"
+    url = f"ws://127.0.0.1:{ws_port}/ws/subscribe?token={creds['token']}"
     rss0 = _rss_kib(creds["pid"])
     sockets = []
     arrivals: dict[int, dict[int, float]] = {}  # sample -> socket index -> time
@@ -122,22 +419,15 @@ async def run_clients(port: int, creds: dict, *, clients: int, keys: int, sample
     key_of: dict[int, str] = {}
     viewers: dict[str, list[int]] = {}
     started = time.perf_counter()
-    for _ in range(clients):
-        ws = await websockets.connect(url, max_queue=None, ping_interval=None)
+    for _ in range(args.clients):
+        ws = await websockets.connect(url, max_queue=None, ping_interval=None, compression=None)
         sockets.append(ws)
     connect_s = time.perf_counter() - started
     started = time.perf_counter()
     for i, ws in enumerate(sockets):
-        k = i % keys
+        k = i % args.keys
         await ws.send(
-            json.dumps(
-                {
-                    "type": "subscribe",
-                    "id": 1,
-                    "metric": f"SELECT count() AS n WHERE event = 'e{k}'",
-                    "range_s": 60,
-                }
-            )
+            json.dumps({"type": "subscribe", "id": 1, "metric": metric(k), "range_s": 60})
         )
     for i, ws in enumerate(sockets):
         snap = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 30))
@@ -164,9 +454,10 @@ async def run_clients(port: int, creds: dict, *, clients: int, keys: int, sample
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
     latencies, spreads, delivered = [], [], []
     counts: dict[tuple[str, int], int] = {}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-        for sample in range(samples):
-            k = random.randrange(keys)
+    load_before = _loadavg()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+        for sample in range(args.samples):
+            k = random.randrange(args.keys)
             key = key_of[k]
             ts = int(time.time() * 1000)
             t = ts // 1000
@@ -196,254 +487,54 @@ async def run_clients(port: int, creds: dict, *, clients: int, keys: int, sample
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    first_ms = [x * 1000 for x in latencies]
+    last_ms = [(x + s) * 1000 for x, s in zip(latencies, spreads, strict=True)]
     return {
-        "clients": clients,
-        "keys": keys,
-        "samples": samples,
+        "transport": args.transport,
+        "clients": args.clients,
+        "keys": args.keys,
+        "samples": args.samples,
+        "load_average_before": load_before,
+        "load_average_after": _loadavg(),
         "connect_s": round(connect_s, 2),
         "subscribe_s": round(subscribe_s, 2),
         "server_rss_before_mib": round(rss0 / 1024, 1),
         "server_rss_after_mib": round(rss1 / 1024, 1),
-        "kib_per_connection": round((rss1 - rss0) / clients, 1),
-        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "latency_p99_ms": round(_pct(latencies, 99) * 1000, 1),
-        "fanout_spread_p50_ms": round(statistics.median(spreads) * 1000, 1),
-        "fanout_spread_p99_ms": round(_pct(spreads, 99) * 1000, 1),
-        "viewers_per_key": clients // keys,
+        "kib_per_connection": round((rss1 - rss0) / args.clients, 1),
+        "post_to_first_subscriber_ms": _summary(first_ms),
+        "post_to_last_subscriber_ms": _summary(last_ms),
+        "fanout_spread_ms": _summary([x * 1000 for x in spreads]),
+        "viewers_per_key": args.clients // args.keys,
         "delivered_fraction_min": round(min(delivered), 3),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-fanout", help=argparse.SUPPRESS)
-    parser.add_argument("--fanout-client", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--fanout",
-        action="store_true",
-        help="run (b) connections/memory/lag at 1 update/s and (c) fan-out msgs/s instead",
-    )
-    parser.add_argument("--connections", type=int, default=10000)
-    parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--burst-hz", type=float, default=10.0, help="(c): updates/s per key")
-    parser.add_argument("--ws", default="auto", help="uvicorn's WS implementation")
-    parser.add_argument(
-        "--transport",
-        choices=("asgi", "dedicated"),
-        default="asgi",
-        help="asgi: the Litestar/uvicorn route; dedicated: CLICKPULSE_PUSH_PORT (websockets)",
-    )
-    parser.add_argument(
-        "--phases",
-        type=int,
-        default=1,
-        help="spread each period's key publishes over this many equal slots (4 = 250 ms ticks)",
-    )
-    parser.add_argument("--no-pin", action="store_true", help="do not taskset the cores")
-    parser.add_argument(
-        "--tracemalloc", action="store_true", help="print where idle connections' memory goes"
-    )
-    parser.add_argument("--clients", type=int, default=2000)
-    parser.add_argument("--keys", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=30)
-    args = parser.parse_args()
-    if args.serve:
-        serve(args.serve)
-        return
-    if args.serve_fanout:
-        serve_fanout(args.serve_fanout)
-        return
-    if args.fanout_client:
-        fanout_client(args.fanout_client)
-        return
-    if args.fanout:
-        print(json.dumps(run_fanout(args), indent=2))
-        return
-
-    import psycopg
-
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"bench_push_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base_url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    work = tempfile.mkdtemp(prefix="clickpulse-bench-push-")
-    port = _free_port()
-    cfg = {
-        "data_dir": work,
-        "database_url": _schema_url(base_url, schema),
-        "port": port,
-        "creds": os.path.join(work, "creds.json"),
-    }
-    cfg_path = os.path.join(work, "cfg.json")
-    Path(cfg_path).write_text(json.dumps(cfg))
-    server = subprocess.Popen([sys.executable, __file__, "--serve", cfg_path])
-    try:
-        deadline = time.monotonic() + 120
-        while not os.path.exists(cfg["creds"]) or not _port_open(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-        creds = json.loads(Path(cfg["creds"]).read_text())
-        result = asyncio.run(
-            run_clients(port, creds, clients=args.clients, keys=args.keys, samples=args.samples)
-        )
-        print(json.dumps(result, indent=2))
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        with psycopg.connect(base_url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+def run_latency(args: argparse.Namespace) -> dict:
+    port = free_port()
+    with work_dir("clickpulse-bench-push-") as work, pg_schema("bench_push") as (_, db_url):
+        cfg = {
+            "data_dir": work,
+            "database_url": db_url,
+            "port": port,
+            "creds": os.path.join(work, "creds.json"),
+            "push_port": free_port() if args.transport == "dedicated" else None,
+            "max_phases": args.max_phases,
+            "spread_ms": args.spread_ms,
+            "unaligned": args.unaligned,
+        }
+        cfg_path = os.path.join(work, "cfg.json")
+        Path(cfg_path).write_text(json.dumps(cfg))
+        ws_port = cfg["push_port"] or port
+        pin = [] if args.no_pin else ["taskset", "-c", "0"]
+        if not args.no_pin:
+            os.sched_setaffinity(0, {1})  # this process is the load generator: core 1
+        argv = [*pin, sys.executable, __file__, "--serve", cfg_path]
+        with server_process(argv, ready=creds_ready(cfg["creds"], ws_port)):
+            creds = json.loads(Path(cfg["creds"]).read_text())
+            return asyncio.run(run_clients(ws_port, port, creds, args))
 
 
-# -- (b) connections per process and (c) fan-out messages/s ---------------------------------
-#
-# The server process serves the app exactly as `clickpulse serve` would (uvicorn, one process;
-# `--ws` picks uvicorn's WS implementation), pinned to core 0; the poller does not tick.
-# Instead a synthetic publisher in the server process calls `hub.deliver(key, "d", text)` for
-# every live key `hz` times a second, the delta carrying its send time (`sent_us`), so the
-# clients measure the push tier's delivery lag (fan-out + transport) and not chDB (see (a)).
-# The load generator: `--procs` client processes pinned to core 1, each a minimal raw-socket
-# WebSocket client (handshake, one subscribe, frame parsing; no compression offered, like
-# `clickpulse serve` which turns permessage-deflate off), from its own 127.0.0.x source.
-
-
-def serve_fanout(cfg_path: str) -> None:
-    import psycopg
-    import uvicorn
-    from psycopg.rows import dict_row
-
-    from app.config import Settings
-    from app.push import protocol
-    from app.runtime import build_services
-    from app.server import create_app
-
-    _raise_nofile()
-    cfg = json.loads(Path(cfg_path).read_text())
-    if cfg.get("tracemalloc"):
-        import tracemalloc
-
-        tracemalloc.start(4)
-    settings = Settings.from_env(
-        data_dir=cfg["data_dir"],
-        clickhouse_database=DATABASE,
-        database_url=cfg["database_url"],
-        port=cfg["port"],
-        redis_url=None,
-        push_tick_ms=0,
-        push_port=cfg.get("push_port"),  # set: the dedicated `websockets` transport
-    )
-    services = build_services(settings)
-
-    async def make_org() -> dict:
-        async with await psycopg.AsyncConnection.connect(
-            cfg["database_url"], autocommit=True, row_factory=dict_row
-        ) as conn:
-            org_id = await create_org(conn, "bench")
-            token = await create_user_token(conn, org_id, "viewer@bench.test", "viewer")
-        return {"org_id": org_id, "token": token, "pid": os.getpid()}
-
-    from app.credentials import create_org, create_user_token
-
-    creds = asyncio.run(make_org())
-
-    async def publisher() -> None:
-        hz_path = Path(cfg["hz_file"])
-        seq = 0
-        snaps: list = []
-        while True:
-            try:
-                text = hz_path.read_text()
-                if text.startswith("snap") and len(snaps) < int(text[4:]):
-                    snaps.append(_trace_snapshot(snaps, cfg))
-                hz = float(text) if not text.startswith("snap") else 0.0
-            except (OSError, ValueError):
-                hz = 0.0
-            if hz <= 0:
-                await asyncio.sleep(0.2)
-                continue
-            period = 1 / hz
-            phases = max(int(cfg.get("phases", 1)), 1)
-            now = time.time()
-            await asyncio.sleep(period - now % period)  # on the period's boundary
-            hub = services.push
-            seq += 1
-            keys = sorted(hub.by_key)
-            # `phases` > 1: key i is published in slot i % phases of the period (as the poller's
-            # 250 ms ticks spread real keys' changes over the second), not all at once.
-            for phase in range(phases):
-                if phase:
-                    now = time.time()
-                    await asyncio.sleep(max(phase * period / phases - now % period, 0))
-                for key in keys[phase::phases]:
-                    sent = int(time.time() * 1e6)
-                    text = protocol.encode(
-                        {
-                            "type": "delta",
-                            "key": key,
-                            "rows": [{"t": seq, "n": seq, "sent_us": sent}],
-                        }
-                    )
-                    hub.deliver(key, "d", text)
-
-    async def main() -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(services),
-                host="127.0.0.1",
-                port=cfg["port"],
-                log_level="warning",
-                ws=cfg["ws"],
-                ws_per_message_deflate=False,
-                backlog=4096,
-            )
-        )
-        task = asyncio.create_task(publisher())
-        Path(cfg["creds"]).write_text(json.dumps(creds))
-        try:
-            await server.serve()
-        finally:
-            task.cancel()
-
-    asyncio.run(main())
-
-
-def _trace_snapshot(snaps: list, cfg: dict):
-    """tracemalloc: the first call takes the baseline, the second writes the growth since, by
-    allocation site, to `<data_dir>/tracemalloc.txt`."""
-    import gc
-    import tracemalloc
-
-    if not tracemalloc.is_tracing():
-        return None
-    gc.collect()
-    snap = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)]
-    )
-    if snaps:
-        stats = snap.compare_to(snaps[0], "lineno")
-        lines = [str(s) for s in stats[:30]]
-        total = sum(s.size_diff for s in stats)
-        lines.append(f"total growth: {total / 1024:.0f} KiB")
-        Path(cfg["data_dir"], "tracemalloc.txt").write_text("\n".join(lines))
-    return snap
-
-
-def _raise_nofile() -> None:
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 200_000
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))  # root may raise
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+# -- (b)/(c) the load generator -------------------------------------------------------------
 
 
 class _WSClient(asyncio.Protocol):
@@ -459,7 +550,6 @@ class _WSClient(asyncio.Protocol):
         self.stats = stats
         self.buf = bytearray()
         self.upgraded = False
-        self.subscribed = False
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -501,21 +591,38 @@ class _WSClient(asyncio.Protocol):
             payload = bytes(buf[head : head + n])
             del buf[: head + n]
             if opcode == 0x1:
-                at = payload.find(b'"sent_us":')
-                if at >= 0:
-                    end = payload.find(b"}", at)
+                if payload.startswith(b'{"type":"delta"'):
                     if stats["recording"]:
-                        lag = time.time() * 1e6 - int(payload[at + 10 : end])
-                        stats["lags"].append(lag / 1000)
-                        stats["received"] += 1
+                        _record_delta(payload, stats)
                 elif payload.startswith(b'{"type":"snapshot"'):
-                    self.subscribed = True
                     stats["subscribed"] += 1
             elif opcode == 0x9:
                 self.transport.write(_frame(0xA, payload))
 
     def connection_lost(self, exc) -> None:
         self.stats["lost"] += 1
+
+
+def _record_delta(payload: bytes, stats: dict) -> None:
+    """Lags of one received delta (ms): from its `"e"` (the server's deliver call) and from
+    the start of the newest second among its rows (epoch seconds only)."""
+    now_us = time.time() * 1e6
+    stats["received"] += 1
+    at = payload.rfind(b',"e":')
+    if at >= 0:
+        stats["emit"].append((now_us - int(payload[at + 5 : -1])) / 1000)
+    newest, pos = 0, 0
+    while True:
+        pos = payload.find(b'"t":', pos)
+        if pos < 0:
+            break
+        end = pos + 4
+        while 48 <= payload[end] <= 57:
+            end += 1
+        newest = max(newest, int(payload[pos + 4 : end]))
+        pos = end
+    if newest > 1_000_000_000:  # an epoch second (the synthetic publisher's t is a counter)
+        stats["second"].append((newest, (now_us - newest * 1e6) / 1000))
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -536,6 +643,12 @@ def fanout_client(arg: str) -> None:
     _raise_nofile()
     port_s, token, count_s, keys_s, source, first_s = arg.split(",")
     port, count, keys, first = int(port_s), int(count_s), int(keys_s), int(first_s)
+    try:  # the load generator's own cost per frame should stay below the server's
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -545,7 +658,8 @@ def fanout_client(arg: str) -> None:
             "refused": 0,
             "lost": 0,
             "received": 0,
-            "lags": [],
+            "emit": [],
+            "second": [],
             "recording": False,
         }
         path = f"/ws/subscribe?token={token}"
@@ -553,12 +667,7 @@ def fanout_client(arg: str) -> None:
         for i in range(count):
             k = (first + i) % keys
             sub = json.dumps(
-                {
-                    "type": "subscribe",
-                    "id": 1,
-                    "metric": f"SELECT count() AS n WHERE event = 'e{k}'",
-                    "range_s": 1,
-                }
+                {"type": "subscribe", "id": 1, "metric": metric(k), "range_s": 1}
             ).encode()
             for attempt in range(5):
                 try:
@@ -600,12 +709,11 @@ def fanout_client(arg: str) -> None:
                     await asyncio.sleep(0.05)
                 print(json.dumps({"subscribed": stats["subscribed"]}), flush=True)
             elif line[0] == "record":
-                stats["lags"], stats["received"] = [], 0
+                stats["emit"], stats["second"], stats["received"] = [], [], 0
                 stats["recording"] = True
                 started = time.monotonic()
             elif line[0] == "report":
                 stats["recording"] = False
-                lags = stats["lags"]
                 print(
                     json.dumps(
                         {
@@ -613,7 +721,8 @@ def fanout_client(arg: str) -> None:
                             "seconds": time.monotonic() - started,
                             "received": stats["received"],
                             "lost": stats["lost"],
-                            "lags": [round(x, 2) for x in lags],
+                            "emit": [round(x, 2) for x in stats["emit"]],
+                            "second": [(t, round(x, 2)) for t, x in stats["second"]],
                         }
                     ),
                     flush=True,
@@ -624,163 +733,277 @@ def fanout_client(arg: str) -> None:
     asyncio.run(run())
 
 
+class _Feeder(threading.Thread):
+    """(c) with the real poller: one event per key every `every_s` through /v1/events, so
+    every key changes in every round."""
+
+    def __init__(self, port: int, api_key: str, keys: int, every_s: float = 0.05):
+        super().__init__(daemon=True)
+        self.port, self.api_key, self.keys, self.every_s = port, api_key, keys, every_s
+        self.stop = threading.Event()
+        self.posted = 0
+
+    def run(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5) as http:
+            while not self.stop.wait(self.every_s):
+                ts = int(time.time() * 1000)
+                body = [{"event": f"e{k}", "ts": ts, "user_id": "u"} for k in range(self.keys)]
+                with contextlib.suppress(httpx.HTTPError):
+                    http.post("/v1/events", json=body, headers=headers)
+                    self.posted += 1
+
+
 def run_fanout(args: argparse.Namespace) -> dict:
-    import psycopg
     import websockets
 
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"bench_push_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base_url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    work = tempfile.mkdtemp(prefix="clickpulse-bench-fanout-")
-    port = _free_port(low=20000)  # below the ephemeral range the clients' sockets use
-    cfg = {
-        "data_dir": work,
-        "database_url": _schema_url(base_url, schema),
-        "port": port,
-        "creds": os.path.join(work, "creds.json"),
-        "hz_file": os.path.join(work, "hz"),
-        "ws": args.ws,
-        "tracemalloc": args.tracemalloc,
-        "phases": args.phases,
-        "push_port": _free_port(low=21000) if args.transport == "dedicated" else None,
-    }
-    ws_port = cfg["push_port"] or port  # where the clients connect
-    Path(cfg["hz_file"]).write_text("0")
-    cfg_path = os.path.join(work, "cfg.json")
-    Path(cfg_path).write_text(json.dumps(cfg))
-    _raise_nofile()
-    pin = ["taskset", "-c", "0"] if not args.no_pin else []
-    server = subprocess.Popen([*pin, sys.executable, __file__, "--serve-fanout", cfg_path])
-    procs: list[subprocess.Popen] = []
-    try:
-        deadline = time.monotonic() + 120
-        while not os.path.exists(cfg["creds"]) or not _port_open(ws_port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-        creds = json.loads(Path(cfg["creds"]).read_text())
-        pid = creds["pid"]
-
-        async def warm() -> None:  # read every key's snapshot once (chDB buffers warm)
-            url = f"ws://127.0.0.1:{ws_port}/ws/subscribe?token={creds['token']}"
-            async with websockets.connect(url, compression=None) as ws:
-                for k in range(args.keys):
-                    metric = f"SELECT count() AS n WHERE event = 'e{k}'"
-                    await ws.send(json.dumps({"type": "subscribe", "id": k, "metric": metric}))
-                    await asyncio.wait_for(ws.recv(), 30)
-
-        asyncio.run(warm())
-        if args.tracemalloc:
-            Path(cfg["hz_file"]).write_text("snap1")
-        time.sleep(1.5)
-        rss0 = _rss_kib(pid)
-        per = args.connections // args.procs
-        cpin = ["taskset", "-c", "1"] if not args.no_pin else []
-        started = time.perf_counter()
-        for j in range(args.procs):
-            spec = f"{ws_port},{creds['token']},{per},{args.keys},127.0.0.{2 + j},{j * per}"
-            procs.append(
-                subprocess.Popen(
-                    [*cpin, sys.executable, __file__, "--fanout-client", spec],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-
-        def each(command: str | None, reply: bool = True) -> list[dict]:
-            if command:
-                for p in procs:
-                    p.stdin.write(command + "\n")
-                    p.stdin.flush()
-            return [json.loads(p.stdout.readline()) for p in procs] if reply else []
-
-        connected = sum(r["connected"] for r in each(None))
-        connect_s = time.perf_counter() - started
-        time.sleep(2)
-        rss_conn = _rss_kib(pid)
-        started = time.perf_counter()
-        subscribed = sum(r["subscribed"] for r in each("subscribe"))
-        subscribe_s = time.perf_counter() - started
-        time.sleep(3)
-        rss_sub = _rss_kib(pid)
-        if args.tracemalloc:  # allocation sites of the idle, subscribed connections
-            Path(cfg["hz_file"]).write_text("snap2")
-            report = Path(work, "tracemalloc.txt")
-            deadline = time.monotonic() + 120
-            while not report.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            print(report.read_text() if report.exists() else "no tracemalloc report")
-        result: dict = {
-            "transport": (
-                "dedicated websockets.serve + broadcast()"
-                if args.transport == "dedicated"
-                else f"uvicorn ws={args.ws}"
-            ),
-            "publish_phases": args.phases,
-            "connections": connected,
-            "subscribed": subscribed,
-            "keys": args.keys,
-            "client_procs": args.procs,
-            "connect_s": round(connect_s, 1),
-            "subscribe_s": round(subscribe_s, 1),
-            "server_rss_idle_mib": round(rss0 / 1024, 1),
-            "kib_per_connection_open": round((rss_conn - rss0) / max(connected, 1), 1),
-            "kib_per_connection_subscribed": round((rss_sub - rss0) / max(connected, 1), 1),
+    port = free_port(low=20000)  # below the ephemeral range the clients' sockets use
+    with work_dir("clickpulse-bench-fanout-") as work, pg_schema("bench_push") as (_, db_url):
+        cfg = {
+            "data_dir": work,
+            "database_url": db_url,
+            "port": port,
+            "creds": os.path.join(work, "creds.json"),
+            "ctl_file": os.path.join(work, "ctl"),
+            "stats_file": os.path.join(work, "stats.json"),
+            "ws": args.ws,
+            "tracemalloc": args.tracemalloc,
+            "source": args.source,
+            "tick_ms": args.tick_ms,
+            "phases": args.phases,
+            "max_phases": args.max_phases,
+            "spread_ms": args.spread_ms,
+            "unaligned": args.unaligned,
+            "push_port": free_port(low=21000) if args.transport == "dedicated" else None,
         }
-        for label, hz, seconds in (("b", 1, args.seconds), ("c", args.burst_hz, args.seconds)):
-            Path(cfg["hz_file"]).write_text(str(hz))
-            time.sleep(1.2)
-            cpu0 = _cpu_s(pid)
-            each("record", reply=False)
-            time.sleep(seconds)
-            cpu1 = _cpu_s(pid)
-            reports = each(f"report {label}")
-            Path(cfg["hz_file"]).write_text("0")
-            time.sleep(1.5)
-            lags = [x for r in reports for x in r["lags"]]
-            received = sum(r["received"] for r in reports)
-            expected = subscribed * hz * seconds
-            result[label] = {
-                "publish_hz_per_key": hz,
-                "messages_per_s": round(received / seconds),
-                "delivered_fraction": round(received / max(expected, 1), 3),
-                "lag_p50_ms": round(statistics.median(lags), 1) if lags else None,
-                "lag_p99_ms": round(_pct(lags, 99), 1) if lags else None,
-                "lag_max_ms": round(max(lags), 1) if lags else None,
-                "server_cpu_pct": round(100 * (cpu1 - cpu0) / seconds),
-                "lost_connections": sum(r["lost"] for r in reports),
-            }
-        result["server_rss_end_mib"] = round(_rss_kib(pid) / 1024, 1)
-        return result
-    finally:
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.stdin.write("quit\n")
-                p.stdin.flush()
-        for p in procs:
+        ws_port = cfg["push_port"] or port  # where the clients connect
+        ctl = Path(cfg["ctl_file"])
+        ctl.write_text("0")
+        cfg_path = os.path.join(work, "cfg.json")
+        Path(cfg_path).write_text(json.dumps(cfg))
+        _raise_nofile()
+        pin = [] if args.no_pin else ["taskset", "-c", "0"]
+        argv = [*pin, sys.executable, __file__, "--serve-fanout", cfg_path]
+        procs: list[subprocess.Popen] = []
+        with server_process(argv, ready=creds_ready(cfg["creds"], ws_port)):
             try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        with psycopg.connect(base_url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                return _measure_fanout(args, cfg, ws_port, port, procs, websockets)
+            finally:
+                for p in procs:
+                    with contextlib.suppress(Exception):
+                        p.stdin.write("quit\n")
+                        p.stdin.flush()
+                for p in procs:
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _measure_fanout(args, cfg, ws_port, http_port, procs, websockets) -> dict:
+    creds = json.loads(Path(cfg["creds"]).read_text())
+    pid = creds["pid"]
+    ctl = Path(cfg["ctl_file"])
+
+    async def warm() -> None:  # read every key's snapshot once (chDB buffers warm)
+        url = f"ws://127.0.0.1:{ws_port}/ws/subscribe?token={creds['token']}"
+        async with websockets.connect(url, compression=None) as ws:
+            for k in range(args.keys):
+                await ws.send(json.dumps({"type": "subscribe", "id": k, "metric": metric(k)}))
+                while json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] != "snapshot":
+                    pass
+
+    asyncio.run(warm())
+    if args.tracemalloc:
+        ctl.write_text("snap1")
+    time.sleep(1.5)
+    rss0 = _rss_kib(pid)
+    per = args.connections // args.procs
+    cpin = [] if args.no_pin else ["taskset", "-c", "1"]
+    started = time.perf_counter()
+    for j in range(args.procs):
+        spec = f"{ws_port},{creds['token']},{per},{args.keys},127.0.0.{2 + j},{j * per}"
+        procs.append(
+            subprocess.Popen(
+                [*cpin, sys.executable, __file__, "--fanout-client", spec],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+
+    def each(command: str | None, reply: bool = True) -> list[dict]:
+        if command:
+            for p in procs:
+                p.stdin.write(command + "\n")
+                p.stdin.flush()
+        return [json.loads(p.stdout.readline()) for p in procs] if reply else []
+
+    connected = sum(r["connected"] for r in each(None))
+    connect_s = time.perf_counter() - started
+    time.sleep(2)
+    rss_conn = _rss_kib(pid)
+    started = time.perf_counter()
+    subscribed = sum(r["subscribed"] for r in each("subscribe"))
+    subscribe_s = time.perf_counter() - started
+    time.sleep(3)
+    rss_sub = _rss_kib(pid)
+    if args.gc_freeze:
+        ctl.write_text("freeze")
+        time.sleep(0.5)
+    if args.tracemalloc:  # allocation sites of the idle, subscribed connections
+        ctl.write_text("snap2")
+        report = Path(cfg["data_dir"], "tracemalloc.txt")
+        deadline = time.monotonic() + 120
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        print(report.read_text() if report.exists() else "no tracemalloc report")
+    poller = args.source == "poller"
+    result: dict = {
+        "transport": (
+            "dedicated websockets.serve + broadcast()"
+            if args.transport == "dedicated"
+            else f"uvicorn ws={args.ws}"
+        ),
+        "source": (
+            f"real poller, tick {args.tick_ms} ms, max_phases {args.max_phases}, "
+            f"spread_ms {args.spread_ms}, {'unaligned' if args.unaligned else 'aligned'} rounds"
+            if poller
+            else f"synthetic publisher, {args.phases} slot(s) per period"
+        ),
+        "gc_freeze_after_subscribe": args.gc_freeze,
+        "connections": connected,
+        "subscribed": subscribed,
+        "keys": args.keys,
+        "client_procs": args.procs,
+        "connect_s": round(connect_s, 1),
+        "subscribe_s": round(subscribe_s, 1),
+        "server_rss_idle_mib": round(rss0 / 1024, 1),
+        "kib_per_connection_open": round((rss_conn - rss0) / max(connected, 1), 1),
+        "kib_per_connection_subscribed": round((rss_sub - rss0) / max(connected, 1), 1),
+    }
+    per_s = 1000 / args.tick_ms if poller else args.burst_hz
+    for label, rate in (("b", 1.0), ("c", per_s)):
+        feeder = None
+        if poller and label == "c":
+            feeder = _Feeder(http_port, creds["api_key"], args.keys)
+            feeder.start()
+        elif not poller:
+            ctl.write_text(str(rate))
+        time.sleep(1.2)
+        load_before = _loadavg()
+        cpu0 = _cpu_s(pid)
+        window_from = time.time()
+        each("record", reply=False)
+        time.sleep(args.seconds)
+        cpu1 = _cpu_s(pid)
+        reports = each(f"report {label}")
+        if feeder is not None:
+            feeder.stop.set()
+            feeder.join(10)
+        ctl.write_text(f"stats {window_from}")
+        time.sleep(1.5)
+        ctl.write_text("0")
+        emit = [x for r in reports for x in r["emit"]]
+        by_second: dict[int, float] = {}  # second → when its last client got it
+        for r in reports:
+            for t, lag in r["second"]:
+                by_second[t] = max(by_second.get(t, 0.0), lag)
+        second = [lag for r in reports for _, lag in r["second"]]
+        received = sum(r["received"] for r in reports)
+        expected = subscribed * rate * args.seconds
+        figures = {
+            "updates_per_s_per_client": rate,
+            "messages_per_s": round(received / args.seconds),
+            "delivered_fraction": round(received / max(expected, 1), 3),
+            "lag_from_emit_ms": _summary(emit),
+            "server_cpu_pct": round(100 * (cpu1 - cpu0) / args.seconds),
+            "lost_connections": sum(r["lost"] for r in reports),
+            "load_average_before": load_before,
+        }
+        if label == "b" and second:
+            figures["lag_from_second_start_ms"] = _summary(second) | {
+                "p90": round(_pct(second, 90), 1)
+            }
+            # Per second of the window: the lag of its last delivery (the whole fan-out).
+            figures["last_delivery_per_second_ms"] = _summary(list(by_second.values()))
+        if poller:
+            with contextlib.suppress(OSError, ValueError):
+                figures["rounds"] = json.loads(Path(cfg["stats_file"]).read_text())
+        result[label] = figures
+    result["server_rss_end_mib"] = round(_rss_kib(pid) / 1024, 1)
+    result["load_average_end"] = _loadavg()
+    return result
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fanout", help=argparse.SUPPRESS)
+    parser.add_argument("--fanout-client", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="run (b) connections/memory/lag at 1 update/s and (c) fan-out msgs/s instead of (a)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("asgi", "dedicated"),
+        default="asgi",
+        help="asgi: the Litestar/uvicorn route; dedicated: CLICKPULSE_PUSH_PORT (websockets)",
+    )
+    parser.add_argument("--keys", type=int, default=4)
+    parser.add_argument("--no-pin", action="store_true", help="do not taskset the cores")
+    # The poller (both modes).
+    parser.add_argument("--max-phases", type=int, default=8, help="poller phases per round")
+    parser.add_argument("--spread-ms", type=int, default=0, help="poller: pace phases over this")
+    parser.add_argument(
+        "--unaligned",
+        action="store_true",
+        help="rounds every tick from whenever the poller started (the old schedule)",
+    )
+    # (a)
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=30)
+    # (b)/(c)
+    parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--source", choices=("poller", "synthetic"), default="poller")
+    parser.add_argument("--tick-ms", type=int, default=250, help="(b)/(c): the poller's tick")
+    parser.add_argument("--burst-hz", type=float, default=10.0, help="synthetic (c): updates/s")
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help="synthetic: spread each period's key publishes over this many equal slots",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() in the server once every client is subscribed (GC experiment)",
+    )
+    parser.add_argument("--ws", default="auto", help="uvicorn's WS implementation")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="print where idle connections' memory goes"
+    )
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+    elif args.serve_fanout:
+        serve_fanout(args.serve_fanout)
+    elif args.fanout_client:
+        fanout_client(args.fanout_client)
+    else:
+        started = time.time()
+        result = run_fanout(args) if args.fanout else run_latency(args)
+        result["command"] = " ".join(sys.argv[1:])
+        result["wall_s"] = math.ceil(time.time() - started)
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,20 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.push import _free_port, _port_open, _schema_url  # noqa: E402
+from bench._server import (  # noqa: E402
+    create_org_credentials,
+    creds_ready,
+    free_port,
+    pg_schema,
+    server_process,
+    work_dir,
+)
 
 DATABASE = "bench_ui"
 CHROMIUM = os.environ.get("CLICKPULSE_CHROMIUM", "/usr/bin/chromium")
@@ -61,12 +66,9 @@ STOP_PERF = """() => { const m = window.__perf; m.stop = true; m.observer.discon
 
 def serve(cfg_path: str) -> None:
     """The server process: migrate, create the org, write credentials, serve."""
-    import psycopg
     import uvicorn
-    from psycopg.rows import dict_row
 
     from app.config import Settings
-    from app.credentials import create_api_key, create_org, create_user_token
     from app.runtime import build_services
     from app.server import create_app
 
@@ -81,17 +83,12 @@ def serve(cfg_path: str) -> None:
         limit_burst=1000,
     )
     services = build_services(settings)
-
-    async def make_org() -> dict:
-        async with await psycopg.AsyncConnection.connect(
-            cfg["database_url"], autocommit=True, row_factory=dict_row
-        ) as conn:
-            org_id = await create_org(conn, "bench-ui")
-            key = await create_api_key(conn, org_id, "bench")
-            token = await create_user_token(conn, org_id, "admin@bench-ui.test", "admin")
-        return {"org_id": org_id, "api_key": key, "token": token}
-
-    Path(cfg["creds"]).write_text(json.dumps(asyncio.run(make_org())))
+    creds = asyncio.run(
+        create_org_credentials(
+            cfg["database_url"], "bench-ui", email="admin@bench-ui.test", role="admin"
+        )
+    )
+    Path(cfg["creds"]).write_text(json.dumps(creds))
     uvicorn.run(create_app(services), host="127.0.0.1", port=cfg["port"], log_level="warning")
 
 
@@ -193,44 +190,25 @@ def main() -> None:
         serve(args.serve)
         return
 
-    import psycopg
-
     print(f"before: {_uptime()}", flush=True)
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"bench_ui_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base_url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    work = tempfile.mkdtemp(prefix="clickpulse-bench-ui-")
-    port = _free_port()
-    cfg = {
-        "data_dir": work,
-        "database_url": _schema_url(base_url, schema),
-        "port": port,
-        "creds": os.path.join(work, "creds.json"),
-    }
-    cfg_path = os.path.join(work, "cfg.json")
-    Path(cfg_path).write_text(json.dumps(cfg))
-    server = subprocess.Popen([sys.executable, __file__, "--serve", cfg_path])
-    try:
-        deadline = time.monotonic() + 120
-        while not os.path.exists(cfg["creds"]) or not _port_open(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-        creds = json.loads(Path(cfg["creds"]).read_text())
-        result = asyncio.run(
-            asyncio.wait_for(measure(f"http://127.0.0.1:{port}", creds, args), args.deadline)
-        )
-        print(json.dumps({"charts": args.charts, "seconds": args.seconds, **result}, indent=2))
-        print(f"after: {_uptime()}")
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        with psycopg.connect(base_url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    port = free_port()
+    with work_dir("clickpulse-bench-ui-") as work, pg_schema("bench_ui") as (_, db_url):
+        cfg = {
+            "data_dir": work,
+            "database_url": db_url,
+            "port": port,
+            "creds": os.path.join(work, "creds.json"),
+        }
+        cfg_path = os.path.join(work, "cfg.json")
+        Path(cfg_path).write_text(json.dumps(cfg))
+        argv = [sys.executable, __file__, "--serve", cfg_path]
+        with server_process(argv, ready=creds_ready(cfg["creds"], port)):
+            creds = json.loads(Path(cfg["creds"]).read_text())
+            result = asyncio.run(
+                asyncio.wait_for(measure(f"http://127.0.0.1:{port}", creds, args), args.deadline)
+            )
+            print(json.dumps({"charts": args.charts, "seconds": args.seconds, **result}, indent=2))
+            print(f"after: {_uptime()}")
 
 
 if __name__ == "__main__":

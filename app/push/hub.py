@@ -74,6 +74,8 @@ class Hub:
             emit=self._emit,
             bus=self.bus,
             on_lag=self.set_lag,
+            # Phases are balanced by fan-out: a key's cost is its local subscribers.
+            weight=self._viewers,
         )
         self._started = False
         self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
@@ -129,6 +131,9 @@ class Hub:
             group_by=group_by,
             window_s=window_s,
         )
+
+    def _viewers(self, key: str) -> int:
+        return len(self.by_key.get(key, ()))
 
     def _id_columns(self, key: str) -> tuple[str, ...]:
         spec = self.specs.get(key)

@@ -1,17 +1,33 @@
-"""The Poller: one query per active key per tick, diffed against what was last emitted.
+"""The Poller: one query per active key per round, diffed against what was last emitted.
 
-Each tick (every `push_tick_ms`, or when a test calls `tick()`):
+Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls `tick()`):
 
 1. measure the pipeline lag (`lag_source()`: the ingest writer's oldest pending row; with Redis,
    the largest lag any node reported) and tell the hub (stale/live);
 2. with Redis, renew/acquire the leader lease of every active key: only the lease holder polls;
-3. for each key this node polls: read rollup_1s (through `run_compiled`, guard re-verified) over
+3. poll the keys this node holds **in phases**: the keys are split into up to `max_phases`
+   groups of about equal fan-out (`weight(key)`: the local viewers); a phase first reads all
+   its keys, then hands their deltas to the sockets, then lets the event loop run once before
+   the next phase reads (plus, with `spread_ms`, not before `j * spread_ms / phases` into the
+   round). For each key: read rollup_1s (through `run_compiled`, guard re-verified) over
    [watermark − reread − lag, now + 1), compare each (t, dims) row with the last emitted
    values, and emit only the rows that changed — encoded once — to the hub (or to Redis);
 4. call the listeners (`watch()`ed keys and `add_tick_listener`) with every key's rows.
 
+Why phases: when every key changes in the same round (each second's first round always
+changes every key: the new, empty second enters the window), one round's fan-out is the whole
+process's — one frame per subscribed socket, 12–20 µs each on one core. Cut by phases, no phase
+blocks the loop for more than its share (ingest requests, pings and other sockets get turns in
+between), and no query thread competes for the GIL with the sends. Phases are self-paced (no
+sleep unless `spread_ms` is set): a light round still finishes at once, so they add no latency
+beyond the fan-out itself. They cannot make a change that hits every key at once reach the
+last socket sooner than the whole fan-out takes; what shortens the lag from the second's data
+being available is starting right after it: rounds start just after multiples of the tick on
+the wall clock, so every second's first round reads the second that has just begun (and the
+one just finished) at once rather than up to a tick later.
+
 Listeners are the alerts hook: `poller.watch(spec, listener)` keeps a key active without any
-socket and calls `listener(KeyTick)` every tick on the node that polls the key.
+socket and calls `listener(KeyTick)` every round on the node that polls the key.
 """
 
 from __future__ import annotations
@@ -61,6 +77,7 @@ class _KeyState:
     listeners: list[TickListener] = field(default_factory=list)
     pruned_at: int = 0
     queries: int = 0  # queries this node ran for the key
+    phase: int = -1  # the phase of the round that polls it (-1: not placed yet)
 
 
 class Watch:
@@ -86,7 +103,38 @@ async def run_guarded(ch: ClickHouse, compiled: Any) -> Any:
     return await run(ch, compiled)
 
 
+#: Rounds start this long after each multiple of the tick on the wall clock: a timer may fire
+#: a hair early, and a round that reads `int(time.time())` just before a second boundary would
+#: miss the second that has just begun until the next round.
+ALIGN_S = 0.002
+#: Place keys again (weights change as viewers come and go) at most every this many rounds.
+REBALANCE_EVERY = 4
+
+
+def next_round(slot: int | None, now: float, period: float) -> tuple[int, float]:
+    """(slot, seconds to wait) for the next round: rounds start `ALIGN_S` after `slot * period`
+    on the wall clock. `slot` is the one planned (None at start: the next grid point).
+
+    Behind (the planned start has passed, e.g. after a long round): missed rounds are skipped,
+    not bunched — run at once if the next grid point is more than half a period away, else
+    wait for it, so two rounds never start less than half a period apart. A wall clock set
+    back re-aligns from now instead of waiting for the old grid."""
+    if slot is None:
+        slot = math.floor(now / period) + 1
+    if slot * period + ALIGN_S < now:
+        upcoming = math.floor((now - ALIGN_S) / period) + 1
+        late_ok = upcoming * period + ALIGN_S - now > period / 2
+        slot = upcoming - 1 if late_ok else upcoming
+    delay = slot * period + ALIGN_S - now
+    if delay > 2 * period:
+        slot = math.floor(now / period) + 1
+        delay = slot * period + ALIGN_S - now
+    return slot, delay
+
+
 class Poller:
+    """Polls every active key once per round, in phases; see the module docstring."""
+
     def __init__(
         self,
         ch: ClickHouse,
@@ -100,6 +148,9 @@ class Poller:
         bus: Any = None,
         on_lag: Callable[[int], None] | None = None,
         concurrency: int = 8,
+        max_phases: int = 8,
+        spread_ms: int = 0,
+        weight: Callable[[str], int] | None = None,
     ):
         self.ch = ch
         self.tick_ms = tick_ms
@@ -114,6 +165,15 @@ class Poller:
         self.owned: set[str] = set()
         self._tick_listeners: list[AllTicksListener] = []
         self._sem = asyncio.Semaphore(concurrency)
+        self.max_phases = max(int(max_phases), 1)
+        # > 0: phase j starts no earlier than j * spread_ms / phases into the round (a bounded
+        # pacing of the fan-out over part of the tick); 0: phases run back to back.
+        self.spread_ms = max(int(spread_ms), 0)
+        # The fan-out cost of a key, to balance the phases: the hub passes its local viewers.
+        self.weight = weight or (lambda key: 1)
+        self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # the pause between phases
+        self._rounds = 0
+        self.phases = 0  # phases of the last round
         self._task: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
         self.lag_ms = 0
@@ -180,28 +240,27 @@ class Poller:
 
     async def _run(self) -> None:
         period = self.tick_ms / 1000
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        slot = None
         while True:
+            slot, delay = next_round(slot, time.time(), period)
+            if delay > 0:
+                await asyncio.sleep(delay)
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a tick must never kill the loop
+            except Exception:  # a round must never kill the loop
                 log.exception("push tick failed")
-            next_at += period
-            delay = next_at - loop.time()
-            if delay < 0:  # behind: skip missed ticks instead of bunching them
-                next_at = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+            slot += 1
 
     async def tick(self, now: float | None = None) -> list[KeyTick]:
-        """One poll round; returns what each key polled here read. Safe to call from tests
-        (`CLICKPULSE_PUSH_TICK_MS=0` leaves ticking to them)."""
+        """One poll round, all phases; returns what each key polled here read. Safe to call
+        from tests (`CLICKPULSE_PUSH_TICK_MS=0` leaves rounds to them); `now` (epoch s) pins
+        the time every phase reads up to, otherwise each phase reads up to its own start."""
         async with self._tick_lock:
             started = time.perf_counter()
-            now = time.time() if now is None else now
+            loop = asyncio.get_running_loop()
+            round_at = loop.time()
             lag_ms = int(self.lag_source() * 1000)
             if self.bus is not None:
                 lag_ms = await self.bus.report_lag(lag_ms)
@@ -221,8 +280,29 @@ class Poller:
             else:
                 self.owned = set(self.keys)
             states = [self.keys[k] for k in self.owned if k in self.keys]
-            results = await asyncio.gather(*(self._poll(s, now, lag_ms) for s in states))
-            ticks = [r for r in results if r is not None]
+            phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
+            self.phases = len(phases)
+            spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
+            ticks: list[KeyTick] = []
+            for j, group in enumerate(phases):
+                if j:
+                    # Let the previous phase's fan-out reach the sockets (the ASGI route's
+                    # writer tasks, other callbacks) before this phase's queries; with
+                    # spread_ms, also wait for this phase's place in the round.
+                    await self._sleep(max(round_at + j * spacing - loop.time(), 0.0))
+                at = time.time() if now is None else now
+                # A key released while an earlier phase ran is not polled.
+                group = [s for s in group if self.keys.get(s.spec.key) is s]
+                results = await asyncio.gather(*(self._poll(s, at, lag_ms) for s in group))
+                # Fan out only once the phase's reads are done: a query thread running while
+                # the loop writes to thousands of sockets would contend with it for the GIL
+                # (every send releases it), so reads and fan-out take turns.
+                for state, (tick, out) in zip(group, results, strict=True):
+                    if tick is not None:
+                        ticks.append(tick)
+                    if self.emit is not None:
+                        for kind, text in out:
+                            await self.emit(state.spec.key, kind, text)
             if self.bus is not None and ticks:
                 await self.bus.set_watermarks({t.key: t.time_to - 1 for t in ticks})
             for tick in ticks:
@@ -238,11 +318,61 @@ class Poller:
                 except Exception:
                     log.exception("tick listener failed")
             self.ticks += 1
+            self._rounds += 1
             self.last_tick_s = time.perf_counter() - started
             return ticks
 
-    async def _poll(self, state: _KeyState, now: float, lag_ms: int) -> KeyTick | None:
+    def plan_phases(
+        self, states: list[_KeyState], *, rebalance: bool = False
+    ) -> list[list[_KeyState]]:
+        """Split `states` into at most `max_phases` non-empty groups of about equal weight.
+
+        A key keeps its phase from round to round (so its polls stay one tick apart); a new
+        key joins the lightest phase. With `rebalance` (every `REBALANCE_EVERY` rounds), if the
+        heaviest phase is well above the best possible, all keys are placed again (heaviest
+        first, each into the lightest phase) and the new placement is kept when it is better."""
+        n = min(self.max_phases, len(states))
+        if n <= 1:
+            for state in states:
+                state.phase = 0
+            return [states] if states else []
+        weights = {id(s): max(int(self.weight(s.spec.key)), 0) + 1 for s in states}
+        loads = [0] * n
+        new = []
+        for state in states:
+            if 0 <= state.phase < n:
+                loads[state.phase] += weights[id(state)]
+            else:
+                new.append(state)
+        for state in sorted(new, key=lambda s: -weights[id(s)]):
+            j = loads.index(min(loads))
+            state.phase = j
+            loads[j] += weights[id(state)]
+        if rebalance:
+            best = max(sum(loads) / n, max(weights.values()))
+            if max(loads) > 1.25 * best:
+                fresh = [0] * n
+                placed = []
+                for state in sorted(states, key=lambda s: -weights[id(s)]):
+                    j = fresh.index(min(fresh))
+                    placed.append((state, j))
+                    fresh[j] += weights[id(state)]
+                if max(fresh) < max(loads):
+                    for state, j in placed:
+                        state.phase = j
+        groups: list[list[_KeyState]] = [[] for _ in range(n)]
+        for state in states:
+            groups[state.phase].append(state)
+        return [g for g in groups if g]
+
+    async def _poll(
+        self, state: _KeyState, now: float, lag_ms: int
+    ) -> tuple[KeyTick | None, list[tuple[str, str]]]:
+        """Read one key and diff it: (its tick or None if the read failed, the messages to
+        emit for it as (kind, text)). Emitting is left to the caller, after the whole phase
+        has read (see `tick`)."""
         spec = state.spec
+        out: list[tuple[str, str]] = []
         now_s = int(now)
         catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
         mark = now_s if state.watermark is None else min(state.watermark, now_s)
@@ -258,16 +388,17 @@ class Poller:
                 state.failing_since = now
                 log.warning("push poll failed for key %s: %s", spec.key, exc)
             down_ms = int((now - state.failing_since) * 1000)
-            if down_ms >= self.stale_ms and self.emit is not None:
+            if down_ms >= self.stale_ms:
                 state.stale_sent = True
-                text = protocol.encode({"type": "stale", "key": spec.key, "lag_ms": down_ms})
-                await self.emit(spec.key, "c", text)
-            return None
+                out.append(
+                    ("c", protocol.encode({"type": "stale", "key": spec.key, "lag_ms": down_ms}))
+                )
+            return None, out
         if state.failing_since is not None:
             state.failing_since = None
-            if state.stale_sent and self.emit is not None:
+            if state.stale_sent:
                 state.stale_sent = False
-                await self.emit(spec.key, "c", protocol.encode({"type": "live", "key": spec.key}))
+                out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
         rows = result.dicts()
         changed = []
         last = state.last
@@ -283,7 +414,6 @@ class Poller:
             horizon = now_s - self.retention_s
             for rk in [rk for rk in last if rk[0] < horizon]:
                 del last[rk]
-        if changed and self.emit is not None:
-            text = protocol.encode({"type": "delta", "key": spec.key, "rows": changed})
-            await self.emit(spec.key, "d", text)
-        return KeyTick(spec.key, spec, rows, changed, lo, hi, now, lag_ms)
+        if changed:
+            out.append(("d", protocol.encode({"type": "delta", "key": spec.key, "rows": changed})))
+        return KeyTick(spec.key, spec, rows, changed, lo, hi, now, lag_ms), out
