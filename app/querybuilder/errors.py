@@ -66,3 +66,17 @@ class MetricError(Exception):
 
 class TenantGuardError(Exception):
     """A query reached execution without a provable `org_id` guard on every table it reads."""
+
+
+def line_column(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a 0-based character offset."""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return line, column
+
+
+def at_offset(text: str, offset: int, token: str) -> dict[str, Any]:
+    """`token`, `line`, `column`, `offset` for an error at `offset` in `text` (the `where` of a
+    MetricError; shared by the metric language and analysts' SQL)."""
+    line, column = line_column(text, offset)
+    return {"token": token[:60], "line": line, "column": column, "offset": offset}

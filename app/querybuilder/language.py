@@ -25,7 +25,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from app.querybuilder.errors import MetricError
+from app.querybuilder.errors import MetricError, at_offset
 from app.querybuilder.model import (
     Agg,
     Binary,
@@ -140,17 +140,6 @@ _FORBIDDEN_REASONS = {
 }
 
 
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, column
-
-
-def _at(text: str, offset: int, token: str) -> dict[str, Any]:
-    line, col = _line_col(text, offset)
-    return {"token": token[:60], "line": line, "column": col, "offset": offset}
-
-
 def _check_text(text: str) -> None:
     if not isinstance(text, str):
         raise MetricError("invalid_text", "a metric is text")
@@ -158,14 +147,14 @@ def _check_text(text: str) -> None:
         raise MetricError(
             "text_too_long",
             f"the metric is {len(text)} characters; the limit is {MAX_TEXT_LENGTH}",
-            **_at(text, MAX_TEXT_LENGTH, text[MAX_TEXT_LENGTH : MAX_TEXT_LENGTH + 20]),
+            **at_offset(text, MAX_TEXT_LENGTH, text[MAX_TEXT_LENGTH : MAX_TEXT_LENGTH + 20]),
         )
     bad = find_invisible(text.replace("\n", " ").replace("\t", " ").replace("\r", " "))
     if bad:
         raise MetricError(
             "invisible_character",
             f"the metric contains the control/invisible character U+{ord(bad.group()):04X}",
-            **_at(text, bad.start(), f"U+{ord(bad.group()):04X}"),
+            **at_offset(text, bad.start(), f"U+{ord(bad.group()):04X}"),
         )
 
 
@@ -206,12 +195,14 @@ def _check_tokens(text: str, tokens: list[Token], *, expression_only: bool) -> l
         raise MetricError("empty", "the metric is empty")
     if not expression_only and tokens[0].token_type is not TokenType.SELECT:
         raise MetricError(
-            "syntax", "a metric starts with SELECT", **_at(text, tokens[0].start, tokens[0].text)
+            "syntax",
+            "a metric starts with SELECT",
+            **at_offset(text, tokens[0].start, tokens[0].text),
         )
     depth = 0
     for index, token in enumerate(tokens):
         kind = token.token_type
-        where = _at(text, token.start, _token_text(token))
+        where = at_offset(text, token.start, _token_text(token))
         if kind is TokenType.SEMICOLON:
             raise MetricError("multiple_statements", "a metric is exactly one statement", **where)
         if kind is TokenType.SELECT and (index > 0 or expression_only):
@@ -268,7 +259,7 @@ class _Converter:
         snippet = node.sql(dialect="clickhouse")
         if not starts:
             return {"token": snippet[:60]}
-        return _at(self.text, min(starts), snippet)
+        return at_offset(self.text, min(starts), snippet)
 
     def fail(self, node: exp.Expression, code: str, message: str) -> MetricError:
         return MetricError(code, message, **self.where(node))
@@ -527,7 +518,7 @@ def _parse(text: str, *, expression_only: bool) -> tuple[exp.Expression, _Conver
         raise MetricError(
             "syntax",
             "unterminated string, identifier or comment",
-            **_at(text, offset, text[offset : offset + 20]),
+            **at_offset(text, offset, text[offset : offset + 20]),
         ) from None
     tokens = _check_tokens(text, tokens, expression_only=expression_only)
     try:

@@ -11,24 +11,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from app.querybuilder.errors import MetricError
+from app.querybuilder.errors import MetricError, at_offset
 
 
 class AnalystSqlError(MetricError):
     """Analysts' SQL that cannot run: refused by a check, or not parseable."""
-
-
-def line_column(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a 0-based character offset."""
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, column
-
-
-def at_offset(text: str, offset: int, token: str) -> dict[str, Any]:
-    """`token`, `line`, `column`, `offset` for an error at `offset` in `text`."""
-    line, column = line_column(text, offset)
-    return {"token": token[:60], "line": line, "column": column, "offset": offset}
 
 
 def at_node(text: str, node: exp.Expression, token: str | None = None) -> dict[str, Any]:
