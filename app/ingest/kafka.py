@@ -182,6 +182,8 @@ def _append_rows(rows: list[_Row], into: Columns) -> None:
             into.prop_keys.extend(r.props)
             into.prop_values.extend(r.props.values())
     into.prop_counts.extend([len(r.props) for r in rows])
+    if into.event_id:  # ids do not travel on the topic (app.ingest.columns)
+        into.event_id.extend([""] * len(rows))
 
 
 def decode_json_each_row(payload: bytes, into: Columns) -> int:
@@ -219,7 +221,7 @@ def split_by_org(cols: Columns) -> list[tuple[int, Columns]]:
         part = parts.get(org)
         if part is None:
             part = parts[org] = Columns()
-        for name in SCALAR_COLUMNS:
+        for name in SCALAR_COLUMNS:  # not event_id: ids do not travel on the topic
             getattr(part, name).append(getattr(cols, name)[i])
         n = cols.prop_counts[i]
         part.prop_keys.extend(cols.prop_keys[pos : pos + n])

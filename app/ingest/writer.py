@@ -50,7 +50,8 @@ import pyarrow as pa
 
 from app.clickhouse import ClickHouse
 from app.config import Settings
-from app.ingest.columns import ARROW_SCHEMA, Columns
+from app.ingest.columns import ARROW_SCHEMA, ARROW_SCHEMA_WITH_ID, Columns, with_event_id
+from app.ingest.dedup import EventIdWindow
 from app.ingest.wal import Wal, WalError, decode_table, encode_table
 
 log = logging.getLogger("clickpulse.ingest.writer")
@@ -201,6 +202,10 @@ class EventWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._crash = _CrashHook(os.environ.get(CRASH_AT_ENV))
+        # Event ids stored recently (app.ingest.dedup); the ingest route drops repeats with it.
+        self.event_ids = EventIdWindow(
+            settings.ingest_event_id_window_s, settings.ingest_event_id_max
+        )
         # One thread: INSERTs are serialised by design, and stay off the query pool.
         self._executor: ThreadPoolExecutor | None = None
         # Counters for tests, benchmarks and /readyz-style introspection.
@@ -248,12 +253,48 @@ class EventWriter:
                 raise WalWriteFailed(str(exc)) from exc
             try:
                 await self._replay(leftovers)
+                await self._load_event_ids()
             except BaseException:
                 self.wal.close()
                 self._executor.shutdown(wait=False)
                 self._executor = None
                 raise
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def _load_event_ids(self) -> None:
+        """Remember the ids `events` got within the window (WAL mode, after the replay).
+
+        Exact in WAL mode: every INSERT that a crash cut short was completed by the replay,
+        so an id in `events` is in every rollup too. Not done with the WAL off, where a crash
+        inside an INSERT can leave ids in `events` that some rollup lacks: there the client's
+        retry must reach ClickHouse, whose token completes the cut INSERT (docs/ingest.md).
+        """
+        window = self.event_ids
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self._executor,
+                lambda: self.ch.query_sync(
+                    f"SELECT org_id, event_id FROM {self.ch.table('events')} WHERE event_id != '' "
+                    "AND received_at >= now64(3) - toIntervalSecond({w:UInt32}) "
+                    "ORDER BY received_at DESC LIMIT {n:UInt64}",
+                    {"w": int(window.window_s), "n": window.max_ids // 2},
+                ),
+            )
+        except Exception as exc:
+            # Ingest must not stay down for this: ids stored before this start are then not
+            # recognised (a client retry of them counts twice) until they age out anyway.
+            log.error("event id window: could not load recent ids from events: %s", exc)
+            return
+        window.add([window.key(int(org), event_id) for org, event_id in reversed(result.rows)])
+        if result.rows:
+            log.info(
+                "event id window: %d ids of the last %d s loaded from events in %.2f s",
+                len(result.rows),
+                window.window_s,
+                time.monotonic() - started,
+            )
 
     async def _replay(self, leftovers: list) -> None:
         """Insert each leftover segment as one INSERT under its token, then retire it.
@@ -276,6 +317,15 @@ class EventWriter:
             rows = sum(t.num_rows for t in tables)
             await self._replay_batch(tables, rows, segment.token)
             self.wal.retire_leftover(segment)
+            # Their ids count as stored however old they are: the window's horizon starts at
+            # the replay, not at the original receipt.
+            for table in tables:
+                if "event_id" in table.column_names:
+                    orgs = table.column("org_id").to_pylist()
+                    ids = table.column("event_id").to_pylist()
+                    self.event_ids.add(
+                        [self.event_ids.key(o, e) for o, e in zip(orgs, ids, strict=True) if e]
+                    )
 
     async def _replay_batch(self, batch: list[pa.Table], rows: int, token: str) -> None:
         loop = asyncio.get_running_loop()
@@ -564,9 +614,13 @@ class EventWriter:
     def _insert(self, batch: list[pa.Table], token: str | None = None) -> None:
         # Runs in the writer thread. The per-request tables are concatenated without copying;
         # the facade's insert squashes them into one block.
+        schema = ARROW_SCHEMA
+        if any("event_id" in t.column_names for t in batch):
+            schema = ARROW_SCHEMA_WITH_ID
+            batch = [with_event_id(t) for t in batch]
         table = batch[0] if len(batch) == 1 else pa.concat_tables(batch)
-        if table.schema != ARROW_SCHEMA:  # replayed records from an older layout
-            table = table.cast(ARROW_SCHEMA)
+        if table.schema != schema:  # replayed records from an older layout
+            table = table.select(schema.names).cast(schema)
         settings = self.insert_settings
         if token is not None:
             settings = {**settings, **dedup_insert_settings(token)}
