@@ -68,12 +68,18 @@ class Services:
         (ingest); the poller, push transports and alerts evaluator (push). The api role has
         none: its cache, limiter and store work on demand."""
         roles = self.settings.roles
-        await self.pg.open()
-        if "ingest" in roles:
-            await self.writer.start()
-        if "push" in roles:
-            await self.push.start()
-            await self.alerts.start()
+        try:
+            await self.pg.open()
+            if "ingest" in roles:
+                await self.writer.start()
+            if "push" in roles:
+                await self.push.start()
+                await self.alerts.start()
+        except BaseException:
+            # A failed start must not leave a part running (the pool's connection workers
+            # would keep a process whose server never started alive): stop what started.
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Stop what `start` started, in dependency order."""
