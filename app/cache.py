@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 Clock = Callable[[], float]
+log = logging.getLogger("clickpulse.degradation")
 
 # Granularity names the API and the compiler use, in seconds.
 GRANULARITY_S = {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}
@@ -299,10 +301,21 @@ class Degradation:
         self._ok: dict[str, float] = {}
         self.stale_served: dict[str, int] = {}
 
+    def failing(self, component: str) -> bool:
+        """Failed since its last success."""
+        failed = self._failed.get(component)
+        return failed is not None and self._ok.get(component, 0.0) < failed[0]
+
     def failed(self, component: str, error: str) -> None:
+        """Record a failure a request saw; logged only when it starts a failing period."""
+        if not self.failing(component):
+            log.error("%s is failing (seen by requests): %s", component, error[:300])
         self._failed[component] = (self.clock(), error[:300])
 
     def ok(self, component: str) -> None:
+        """Record a success; logged only when it ends a failing period."""
+        if self.failing(component):
+            log.warning("%s answers requests again", component)
         self._ok[component] = self.clock()
 
     def served_stale(self, component: str) -> None:

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from app.clickhouse import ClickHouse
 from app.config import Settings
+from app.health import ComponentHealth
 from app.ingest.columns import ARROW_SCHEMA, Columns
 from app.ingest.wal import Wal, WalError, decode_table, encode_table
 
@@ -133,6 +134,10 @@ class EventWriter:
         self.flushes = 0
         self.failed_flushes = 0
         self.insert_seconds = 0.0  # wall time spent building Arrow tables and inserting
+        # What /readyz reports for ingest (app.health: each change of state logged once).
+        self.wal_health = ComponentHealth("wal")
+        self.insert_health = ComponentHealth("clickhouse_insert")
+        self.backlog_health = ComponentHealth("ingest_backlog")
 
     @property
     def pending_rows(self) -> int:
@@ -148,6 +153,56 @@ class EventWriter:
         if not oldest or self._pending_rows == 0:
             return 0.0
         return max(0.0, time.monotonic() - min(oldest))
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each ingest component's state for /readyz: {name: {ok, detail, ..., blocks_ingest}}.
+
+        `wal`: the last append or fsync failed (disk full, read-only, ...), or the WAL holds
+        more than `wal_max_bytes` not yet inserted. `clickhouse_insert`: the last INSERT
+        failed. `ingest_backlog`: more than `writer_max_pending_rows` rows wait. A component
+        `blocks_ingest` when, while it fails, every POST /v1/events answers 503: always for
+        `wal` and `ingest_backlog`; for `clickhouse_insert` only with the WAL off (with the
+        WAL on, requests are still accepted into it until it is full).
+        """
+        self._check_bounds()
+        out = {}
+        if self.wal is not None:
+            out["wal"] = {**self.wal_health.status(), "blocks_ingest": True}
+        out["clickhouse_insert"] = {
+            **self.insert_health.status(),
+            "blocks_ingest": self.wal is None,
+        }
+        out["ingest_backlog"] = {**self.backlog_health.status(), "blocks_ingest": True}
+        return out
+
+    def _over_bound(self, rows: int) -> str | None:
+        """Why a submission of `rows` more rows would be refused now, if it would."""
+        if self._pending_rows + rows > self.max_pending_rows:
+            return (
+                f"{self._pending_rows} rows are waiting to be written (limit "
+                f"{self.max_pending_rows})"
+            )
+        return None
+
+    def _wal_over_bound(self) -> str | None:
+        wal = self.wal
+        if wal is not None and wal.pending_bytes > self.max_wal_bytes:
+            return (
+                f"the ingest WAL holds {wal.pending_bytes} bytes not yet inserted (limit "
+                f"{self.max_wal_bytes})"
+            )
+        return None
+
+    def _check_bounds(self) -> None:
+        """End a full-WAL / backlog state once the inserts caught up (no submission needed)."""
+        if not self.backlog_health.ok and self._pending_rows < self.max_pending_rows:
+            self.backlog_health.succeeded()
+        if (
+            not self.wal_health.ok
+            and self.wal_health.error.startswith("full: ")
+            and self._wal_over_bound() is None
+        ):
+            self.wal_health.succeeded()
 
     async def start(self) -> None:
         """Open the WAL, insert what a previous process left in it, start the flusher.
@@ -167,6 +222,7 @@ class EventWriter:
             except (WalError, OSError) as exc:
                 self._executor.shutdown(wait=False)
                 self._executor = None
+                self.wal_health.failed(f"opening the WAL failed: {exc}")
                 raise WalWriteFailed(str(exc)) from exc
             try:
                 await self._replay(leftovers)
@@ -268,22 +324,22 @@ class EventWriter:
             return
         if self._closing or self._task is None:
             raise WriterClosed("the event writer is not running")
-        if self._pending_rows + rows > self.max_pending_rows:
-            raise WriterOverloaded(
-                f"{self._pending_rows} rows are waiting to be written (limit "
-                f"{self.max_pending_rows})"
-            )
+        over = self._over_bound(rows)
+        if over is not None:
+            self.backlog_health.failed(over)
+            raise WriterOverloaded(over)
+        self._check_bounds()
         wal = self.wal
-        if wal is not None and wal.pending_bytes > self.max_wal_bytes:
-            raise WriterOverloaded(
-                f"the ingest WAL holds {wal.pending_bytes} bytes not yet inserted (limit "
-                f"{self.max_wal_bytes})"
-            )
+        over = self._wal_over_bound()
+        if over is not None:
+            self.wal_health.failed("full: " + over)
+            raise WriterOverloaded(over)
         table = columns.to_arrow()
         if wal is not None:
             try:
                 wal.append(encode_table(table))
             except WalError as exc:
+                self.wal_health.failed(str(exc))
                 raise WalWriteFailed(str(exc)) from exc
         self._add(table, rows)
         if wal is not None:
@@ -292,7 +348,9 @@ class EventWriter:
             except WalError as exc:
                 # The rows will still be inserted (they are buffered); the client is told
                 # they were not stored and may retry: a duplicate, never a loss.
+                self.wal_health.failed(str(exc))
                 raise WalWriteFailed(str(exc)) from exc
+            self.wal_health.succeeded()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -380,10 +438,15 @@ class EventWriter:
         except Exception as exc:  # any failure must be handled, never vanish
             self.failed_flushes += 1
             self._consecutive_failures += 1
+            # Logged at ERROR once per failing period (here and by insert_health), then DEBUG:
+            # a ClickHouse outage must not write a line per retry or per request.
+            level = logging.ERROR if self.insert_health.ok else logging.DEBUG
+            self.insert_health.failed(f"{type(exc).__name__}: {exc}")
             if self.wal is not None:
                 # Keep the rows (in front: order of acceptance) and retry with backoff.
                 delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._consecutive_failures - 1))
-                log.error(
+                log.log(
+                    level,
                     "insert of %d events into %s failed (attempt %d, retrying in %.1f s): %s",
                     rows,
                     self.table,
@@ -399,7 +462,7 @@ class EventWriter:
                     )
                 self._retry_at = time.monotonic() + delay
             else:
-                log.error("insert of %d events into %s failed: %s", rows, self.table, exc)
+                log.log(level, "insert of %d events into %s failed: %s", rows, self.table, exc)
                 self._pending_rows -= rows
                 self._inserted_rows += rows  # settled (failed): nobody waits for them
                 error = InsertFailed(f"storing the events failed: {exc}"[:500])
@@ -411,6 +474,7 @@ class EventWriter:
                 self._settle_inserted_waiters()
         else:
             self._consecutive_failures = 0
+            self.insert_health.succeeded()
             if self.wal is not None:
                 self.wal.retire(segments)
             self.flushes += 1
