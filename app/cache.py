@@ -80,6 +80,34 @@ def query_key(org_id: int, sql: str, params: dict[str, Any] | None) -> str:
     return f"cp:q:{int(org_id)}:{digest.hexdigest()[:40]}"
 
 
+# Bound parameters the compiler derives from the time window (app/querybuilder: the range,
+# the comparison's previous period, a sliding window's first read bucket).
+WINDOW_PARAMS = frozenset(
+    {"time_from", "time_to", "prev_from", "prev_to", "time_from_read", "prev_from_read"}
+)
+
+
+def last_known_key(
+    org_id: int, sql: str, params: dict[str, Any] | None, window: tuple[Any, ...] | None
+) -> str:
+    """The key of the last known answer to a compiled query, shared by every reader of it.
+
+    Every request that compiles to the same SQL and parameters — a chart, the metric's
+    history page, an ad-hoc query — reads and writes the same last answer, so whichever of
+    them ran the query, all can fall back to it. A window anchored to now (`window`, e.g.
+    `("now", 0, 3600)` for the last hour) compiles to new time parameters every bucket; its
+    key therefore holds the window's description instead of those parameters, and the last
+    answer of "the last hour" stays findable as time moves on. An absolute window (`None`)
+    keys on the exact parameters.
+    """
+    if window is None:
+        kept = params
+    else:
+        kept = {k: v for k, v in (params or {}).items() if k not in WINDOW_PARAMS}
+        kept["\0window"] = list(window)
+    return "cp:last:" + query_key(org_id, sql, kept)[5:]
+
+
 def config_key(org_id: int, kind: str, entity_id: int) -> str:
     """The cache key of one config entity (a dashboard read) of one org."""
     return f"cp:c:{int(org_id)}:{kind}:{int(entity_id)}"
