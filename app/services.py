@@ -71,6 +71,10 @@ class Services:
         try:
             await self.pg.open()
             if "ingest" in roles:
+                listeners = getattr(self.writer, "insert_listeners", None)
+                if listeners is not None and self.push.rows_inserted not in listeners:
+                    # Late rows reach live viewers (app/push/late.py), on every node via Redis.
+                    listeners.append(self.push.rows_inserted)
                 await self.writer.start()
             if "push" in roles:
                 await self.push.start()

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,6 +86,23 @@ class WalWriteFailed(WriterError):
 
 class ReplayFailed(WriterError):
     """Leftover WAL segments could not be inserted at start; they are kept."""
+
+
+def seconds_per_org(batch: list[pa.Table]) -> dict[int, tuple[int, int]]:
+    """{org_id: (first, last) epoch second of `ts`} over the rows of `batch`."""
+    table = batch[0] if len(batch) == 1 else pa.concat_tables(batch, promote_options="default")
+    summary = (
+        table.select(["org_id", "ts"]).group_by("org_id").aggregate([("ts", "min"), ("ts", "max")])
+    )
+    out = {}
+    for org_id, first, last in zip(
+        summary.column("org_id").to_pylist(),
+        summary.column("ts_min").to_pylist(),
+        summary.column("ts_max").to_pylist(),
+        strict=True,
+    ):
+        out[int(org_id)] = (int(first.timestamp()), int(last.timestamp()))
+    return out
 
 
 class EventWriter:
@@ -138,6 +156,9 @@ class EventWriter:
         self.wal_health = ComponentHealth("wal")
         self.insert_health = ComponentHealth("clickhouse_insert")
         self.backlog_health = ComponentHealth("ingest_backlog")
+        # Called after each successful INSERT with {org_id: (first, last) second} of its rows:
+        # the push tier re-reads those seconds for live viewers (app/push/late.py).
+        self.insert_listeners: list[Callable[[dict[int, tuple[int, int]]], None]] = []
 
     @property
     def pending_rows(self) -> int:
@@ -278,6 +299,7 @@ class EventWriter:
             else:
                 self.replayed_rows += rows
                 self.rows_written += rows
+                self._notify_inserted(await self._summarize(batch))
                 return
 
     async def stop(self) -> None:
@@ -435,6 +457,7 @@ class EventWriter:
         started = loop.time()
         try:
             await loop.run_in_executor(self._executor, self._insert, batch)
+            ranges = await self._summarize(batch)
         except Exception as exc:  # any failure must be handled, never vanish
             self.failed_flushes += 1
             self._consecutive_failures += 1
@@ -475,6 +498,7 @@ class EventWriter:
         else:
             self._consecutive_failures = 0
             self.insert_health.succeeded()
+            self._notify_inserted(ranges)  # before the waiters: "inserted" implies "told"
             if self.wal is not None:
                 self.wal.retire(segments)
             self.flushes += 1
@@ -488,6 +512,28 @@ class EventWriter:
         finally:
             self._inflight_since = None
             self.insert_seconds += loop.time() - started
+
+    async def _summarize(self, batch: list[pa.Table]) -> dict[int, tuple[int, int]] | None:
+        """The seconds per org of an inserted batch, for the insert listeners (computed in the
+        writer thread: 8-30 ms for 100k rows, too long for the event loop); never raises."""
+        if not self.insert_listeners or not batch:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, seconds_per_org, batch)
+        except Exception:  # a summary for the push tier must never fail an insert
+            log.exception("summarising an inserted batch failed")
+            return None
+
+    def _notify_inserted(self, ranges: dict[int, tuple[int, int]] | None) -> None:
+        """Tell the insert listeners which seconds of which org a batch touched."""
+        if not ranges:
+            return
+        for listener in list(self.insert_listeners):
+            try:
+                listener(ranges)
+            except Exception:
+                log.exception("insert listener failed")
 
     def _settle_inserted_waiters(self) -> None:
         done = self._inserted_rows
