@@ -226,3 +226,33 @@ def test_last_known_key_is_shared_by_requests_meaning_the_same_query():
     assert last_known_key(7, sql + " LIMIT 1", hour_ago, moving) != key
     # an absolute window keys on its exact parameters
     assert last_known_key(7, sql, hour_ago, None) != last_known_key(7, sql, later, None)
+
+
+def test_degradation_logs_each_change_of_state_once():
+    import logging
+
+    from app.cache import Degradation
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("clickpulse.degradation")
+    logger.addHandler(handler)
+    try:
+        clock = FakeClock()
+        degradation = Degradation(clock=clock)
+        for _ in range(5):  # five requests see ClickHouse fail: one line
+            clock.advance(1)
+            degradation.failed("clickhouse", "Connection refused")
+        clock.advance(1)
+        degradation.ok("clickhouse")
+        degradation.ok("clickhouse")  # still fine: nothing more
+        clock.advance(1)
+        degradation.failed("clickhouse", "timed out")  # a new failing period
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", "clickhouse is failing (seen by requests): Connection refused"),
+        ("WARNING", "clickhouse answers requests again"),
+        ("ERROR", "clickhouse is failing (seen by requests): timed out"),
+    ]
