@@ -164,6 +164,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
     push_tick_ms: int = 250
     push_reread_s: int = 5
+    # every key's whole range is re-read this often (s; 0 = never): the fallback that makes a
+    # viewer converge to history for late rows nobody reported (app/push/late.py)
+    push_full_reread_s: int = 30
     push_stale_ms: int = 5000
     push_max_range_s: int = 600
     push_max_subscriptions: int = 50
@@ -263,6 +266,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "limit_rows_per_minute": _env_int("CLICKPULSE_LIMIT_ROWS_PER_MINUTE", 500_000_000),
             "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
             "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
+            "push_full_reread_s": _env_int("CLICKPULSE_PUSH_FULL_REREAD_S", 30),
             "push_stale_ms": _env_int("CLICKPULSE_PUSH_STALE_MS", 5000),
             "push_max_range_s": _env_int("CLICKPULSE_PUSH_MAX_RANGE_S", 600),
             "push_max_subscriptions": _env_int("CLICKPULSE_PUSH_MAX_SUBSCRIPTIONS", 50),

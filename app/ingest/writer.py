@@ -43,6 +43,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -50,6 +51,7 @@ import pyarrow as pa
 
 from app.clickhouse import ClickHouse
 from app.config import Settings
+from app.health import ComponentHealth
 from app.ingest.columns import ARROW_SCHEMA, ARROW_SCHEMA_WITH_ID, Columns, with_event_id
 from app.ingest.dedup import EventIdWindow
 from app.ingest.wal import Wal, WalError, decode_table, encode_table
@@ -159,6 +161,23 @@ class _Batch:
         self.waiters: list[asyncio.Future[None]] = []
 
 
+def seconds_per_org(batch: list[pa.Table]) -> dict[int, tuple[int, int]]:
+    """{org_id: (first, last) epoch second of `ts`} over the rows of `batch`."""
+    table = batch[0] if len(batch) == 1 else pa.concat_tables(batch, promote_options="default")
+    summary = (
+        table.select(["org_id", "ts"]).group_by("org_id").aggregate([("ts", "min"), ("ts", "max")])
+    )
+    out = {}
+    for org_id, first, last in zip(
+        summary.column("org_id").to_pylist(),
+        summary.column("ts_min").to_pylist(),
+        summary.column("ts_max").to_pylist(),
+        strict=True,
+    ):
+        out[int(org_id)] = (int(first.timestamp()), int(last.timestamp()))
+    return out
+
+
 class EventWriter:
     """Buffers events and inserts them into `events_queue` in batches."""
 
@@ -214,6 +233,13 @@ class EventWriter:
         self.flushes = 0
         self.failed_flushes = 0
         self.insert_seconds = 0.0  # wall time spent building Arrow tables and inserting
+        # What /readyz reports for ingest (app.health: each change of state logged once).
+        self.wal_health = ComponentHealth("wal")
+        self.insert_health = ComponentHealth("clickhouse_insert")
+        self.backlog_health = ComponentHealth("ingest_backlog")
+        # Called after each successful INSERT with {org_id: (first, last) second} of its rows:
+        # the push tier re-reads those seconds for live viewers (app/push/late.py).
+        self.insert_listeners: list[Callable[[dict[int, tuple[int, int]]], None]] = []
 
     @property
     def pending_rows(self) -> int:
@@ -231,6 +257,56 @@ class EventWriter:
         if not oldest or self._pending_rows == 0:
             return 0.0
         return max(0.0, time.monotonic() - min(oldest))
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each ingest component's state for /readyz: {name: {ok, detail, ..., blocks_ingest}}.
+
+        `wal`: the last append or fsync failed (disk full, read-only, ...), or the WAL holds
+        more than `wal_max_bytes` not yet inserted. `clickhouse_insert`: the last INSERT
+        failed. `ingest_backlog`: more than `writer_max_pending_rows` rows wait. A component
+        `blocks_ingest` when, while it fails, every POST /v1/events answers 503: always for
+        `wal` and `ingest_backlog`; for `clickhouse_insert` only with the WAL off (with the
+        WAL on, requests are still accepted into it until it is full).
+        """
+        self._check_bounds()
+        out = {}
+        if self.wal is not None:
+            out["wal"] = {**self.wal_health.status(), "blocks_ingest": True}
+        out["clickhouse_insert"] = {
+            **self.insert_health.status(),
+            "blocks_ingest": self.wal is None,
+        }
+        out["ingest_backlog"] = {**self.backlog_health.status(), "blocks_ingest": True}
+        return out
+
+    def _over_bound(self, rows: int) -> str | None:
+        """Why a submission of `rows` more rows would be refused now, if it would."""
+        if self._pending_rows + rows > self.max_pending_rows:
+            return (
+                f"{self._pending_rows} rows are waiting to be written (limit "
+                f"{self.max_pending_rows})"
+            )
+        return None
+
+    def _wal_over_bound(self) -> str | None:
+        wal = self.wal
+        if wal is not None and wal.pending_bytes > self.max_wal_bytes:
+            return (
+                f"the ingest WAL holds {wal.pending_bytes} bytes not yet inserted (limit "
+                f"{self.max_wal_bytes})"
+            )
+        return None
+
+    def _check_bounds(self) -> None:
+        """End a full-WAL / backlog state once the inserts caught up (no submission needed)."""
+        if not self.backlog_health.ok and self._pending_rows < self.max_pending_rows:
+            self.backlog_health.succeeded()
+        if (
+            not self.wal_health.ok
+            and self.wal_health.error.startswith("full: ")
+            and self._wal_over_bound() is None
+        ):
+            self.wal_health.succeeded()
 
     async def start(self) -> None:
         """Open the WAL, insert what a previous process left in it, start the flusher.
@@ -250,6 +326,7 @@ class EventWriter:
             except (WalError, OSError) as exc:
                 self._executor.shutdown(wait=False)
                 self._executor = None
+                self.wal_health.failed(f"opening the WAL failed: {exc}")
                 raise WalWriteFailed(str(exc)) from exc
             try:
                 await self._replay(leftovers)
@@ -345,6 +422,7 @@ class EventWriter:
             else:
                 self.replayed_rows += rows
                 self.rows_written += rows
+                self._notify_inserted(await self._summarize(batch))
                 return
 
     async def stop(self) -> None:
@@ -394,22 +472,22 @@ class EventWriter:
             return
         if self._closing or self._task is None:
             raise WriterClosed("the event writer is not running")
-        if self._pending_rows + rows > self.max_pending_rows:
-            raise WriterOverloaded(
-                f"{self._pending_rows} rows are waiting to be written (limit "
-                f"{self.max_pending_rows})"
-            )
+        over = self._over_bound(rows)
+        if over is not None:
+            self.backlog_health.failed(over)
+            raise WriterOverloaded(over)
+        self._check_bounds()
         wal = self.wal
-        if wal is not None and wal.pending_bytes > self.max_wal_bytes:
-            raise WriterOverloaded(
-                f"the ingest WAL holds {wal.pending_bytes} bytes not yet inserted (limit "
-                f"{self.max_wal_bytes})"
-            )
+        over = self._wal_over_bound()
+        if over is not None:
+            self.wal_health.failed("full: " + over)
+            raise WriterOverloaded(over)
         table = columns.to_arrow()
         if wal is not None:
             try:
                 seq = wal.append(encode_table(table))
             except WalError as exc:
+                self.wal_health.failed(str(exc))
                 raise WalWriteFailed(str(exc)) from exc
             self._add(seq, None, table, rows, None)
             self._crash.reached("after_wal_append")
@@ -418,7 +496,9 @@ class EventWriter:
             except WalError as exc:
                 # The rows will still be inserted (they are buffered); the client is told
                 # they were not stored and may retry: a duplicate, never a loss.
+                self.wal_health.failed(str(exc))
                 raise WalWriteFailed(str(exc)) from exc
+            self.wal_health.succeeded()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._add(None, token, table, rows, waiter)
@@ -551,14 +631,20 @@ class EventWriter:
                 self._crash.reached("before_insert")
                 await loop.run_in_executor(self._executor, self._insert, batch.tables, batch.token)
                 self._crash.reached("after_insert")
+                ranges = await self._summarize(batch.tables)
             except Exception as exc:  # any failure must be handled, never vanish
                 self.failed_flushes += 1
+                # Logged at ERROR once per failing period (here and by insert_health), then
+                # DEBUG: a ClickHouse outage must not write a line per retry or per request.
+                level = logging.ERROR if self.insert_health.ok else logging.DEBUG
+                self.insert_health.failed(f"{type(exc).__name__}: {exc}")
                 if self.wal is not None:
                     # Keep the batch at the head and retry it, alone and under the same token,
                     # with backoff: a replay after a crash re-cuts exactly this segment.
                     self._consecutive_failures += 1
                     delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._consecutive_failures - 1))
-                    log.error(
+                    log.log(
+                        level,
                         "insert of %d events into %s failed (attempt %d, retrying in %.1f s): %s",
                         batch.rows,
                         self.table,
@@ -568,7 +654,9 @@ class EventWriter:
                     )
                     self._retry_at = time.monotonic() + delay
                     return
-                log.error("insert of %d events into %s failed: %s", batch.rows, self.table, exc)
+                log.log(
+                    level, "insert of %d events into %s failed: %s", batch.rows, self.table, exc
+                )
                 self._queue.pop(0)
                 self._pending_rows -= batch.rows
                 self._inserted_rows += batch.rows  # settled (failed): nobody waits for them
@@ -582,6 +670,8 @@ class EventWriter:
             else:
                 self._queue.pop(0)
                 self._consecutive_failures = 0
+                self.insert_health.succeeded()
+                self._notify_inserted(ranges)  # before the waiters: "inserted" implies "told"
                 if self.wal is not None and batch.seq is not None:
                     self.wal.mark_inserted(batch.seq)
                     self._crash.reached("before_wal_delete")
@@ -597,6 +687,28 @@ class EventWriter:
             finally:
                 self._inflight_since = None
                 self.insert_seconds += loop.time() - started
+
+    async def _summarize(self, batch: list[pa.Table]) -> dict[int, tuple[int, int]] | None:
+        """The seconds per org of an inserted batch, for the insert listeners (computed in the
+        writer thread: 8-30 ms for 100k rows, too long for the event loop); never raises."""
+        if not self.insert_listeners or not batch:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, seconds_per_org, batch)
+        except Exception:  # a summary for the push tier must never fail an insert
+            log.exception("summarising an inserted batch failed")
+            return None
+
+    def _notify_inserted(self, ranges: dict[int, tuple[int, int]] | None) -> None:
+        """Tell the insert listeners which seconds of which org a batch touched."""
+        if not ranges:
+            return
+        for listener in list(self.insert_listeners):
+            try:
+                listener(ranges)
+            except Exception:
+                log.exception("insert listener failed")
 
     def _settle_inserted_waiters(self) -> None:
         done = self._inserted_rows
