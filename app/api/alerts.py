@@ -22,6 +22,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -34,6 +35,7 @@ from app.api.data import parse_time
 from app.api.schemas import AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
 from app.errors import ApiError
+from app.openapi import api_doc
 from app.querybuilder import MetricError
 from app.store import NotFound
 
@@ -178,7 +180,7 @@ class AlertController(Controller):
     async def list_alerts(self, services: ServicesDep, principal: PrincipalDep) -> list[AlertOut]:
         return [_out(r) for r in await services.store.alerts.list(principal.org_id)]
 
-    @post("/")
+    @post("/", opt=api_doc(request_body=AlertIn))
     async def create_alert(
         self, request: Request, services: ServicesDep, principal: PrincipalDep
     ) -> Response[AlertOut]:
@@ -198,13 +200,14 @@ class AlertController(Controller):
         row = await services.store.alerts.get(principal.org_id, check_id(alert_id))
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
-    @put("/{alert_id:int}")
+    @put("/{alert_id:int}", opt=api_doc(request_body=AlertIn))
     async def update_alert(
         self,
         request: Request,
         services: ServicesDep,
         principal: PrincipalDep,
         alert_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> Response[AlertOut]:
         """Body: AlertIn (with `version`, or send If-Match)."""
         principal.require("editor")
@@ -223,6 +226,7 @@ class AlertController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         alert_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(alert_id)
@@ -249,7 +253,7 @@ class AlertController(Controller):
             "next_before": rows[-1]["id"] if len(rows) == limit else None,
         }
 
-    @post("/{alert_id:int}/test", status_code=200)
+    @post("/{alert_id:int}/test", status_code=200, opt=api_doc(errors={422}))
     async def test_alert(
         self,
         services: ServicesDep,
@@ -278,7 +282,7 @@ class AlertController(Controller):
             evaluate_now(services, principal.org_id, row, definition, now),
         )
 
-    @post("/backtest", status_code=200)
+    @post("/backtest", status_code=200, opt=api_doc(request_body=BacktestIn))
     async def backtest_alert(
         self, request: Request, services: ServicesDep, principal: PrincipalDep
     ) -> dict[str, Any]:

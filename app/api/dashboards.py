@@ -13,6 +13,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -117,6 +118,7 @@ class DashboardController(Controller):
         principal: PrincipalDep,
         dashboard_id: FromPath[int],
         data: JSONBody[DashboardIn],
+        if_match: IfMatch = None,
     ) -> Response[DashboardOut]:
         """Replace the dashboard and all its charts; needs If-Match (or `version`)."""
         principal.require("editor")
@@ -136,6 +138,7 @@ class DashboardController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         dashboard_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(dashboard_id)

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.common import ServicesDep
 from app.services import Services
@@ -45,7 +46,16 @@ async def _pg_ping(services: Services) -> None:
         await conn.execute("SELECT 1")
 
 
-@get("/readyz")
+@get(
+    "/readyz",
+    responses={
+        503: ResponseSpec(
+            Readiness,
+            description="ClickHouse or PostgreSQL is unreachable",
+            generate_examples=False,
+        )
+    },
+)
 async def readyz(services: ServicesDep) -> Response[Readiness]:
     """Each dependency reported; 503 when ClickHouse or PostgreSQL is unreachable."""
     components = {

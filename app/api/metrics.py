@@ -16,6 +16,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -26,6 +27,7 @@ from app.api.data import parse_compare, parse_filters, request_key, run_cached, 
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key
+from app.openapi import api_doc
 from app.store import NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ class MetricController(Controller):
         """The org's saved metrics."""
         return [_out(r) for r in await services.store.metrics.list(principal.org_id)]
 
-    @post("/")
+    @post("/", opt=api_doc(errors={409}))  # name_taken
     async def create_metric(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[MetricIn]
     ) -> Response[MetricOut]:
@@ -126,6 +128,7 @@ class MetricController(Controller):
         principal: PrincipalDep,
         metric_id: FromPath[int],
         data: JSONBody[MetricIn],
+        if_match: IfMatch = None,
     ) -> Response[MetricOut]:
         """Replace a metric; needs If-Match (or `version`) — a stale one is 409."""
         principal.require("editor")
@@ -145,13 +148,14 @@ class MetricController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         metric_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(metric_id)
         await services.store.metrics.delete(principal.org_id, metric_id, expected_version(request))
         forget_definition(services, principal.org_id, metric_id)
 
-    @get("/{metric_id:int}/history")
+    @get("/{metric_id:int}/history", opt=api_doc(errors={422}))
     async def history(
         self,
         services: ServicesDep,
