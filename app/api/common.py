@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, Response
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from app.auth import Principal, provide_principal
 from app.errors import ApiError, error_response
@@ -78,8 +78,8 @@ AUTH = {"principal": Provide(provide_principal)}
 # app/openapi.py's rules, the 400/409/428 answers of the If-Match rule.
 IfMatch = Annotated[
     str | None,
-    Parameter(
-        header="If-Match",
+    HeaderParameter(
+        name="If-Match",
         required=False,
         description='The ETag you read (e.g. "3"). Without it (or `version` in the body, or '
         "`?version=`) the change is refused with 428; a stale one gets 409.",
