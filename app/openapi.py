@@ -95,6 +95,12 @@ _WWW_AUTHENTICATE = OpenAPIHeader(
     description="`Bearer`: the scheme the API expects.",
 )
 
+_ETAG = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING, pattern=r'^"[0-9]+"$'),
+    required=True,
+    description='The object\'s version, e.g. `"3"`: send it back as If-Match to change it.',
+)
+
 
 @dataclass(frozen=True)
 class RouteDoc:
@@ -105,6 +111,7 @@ class RouteDoc:
     request_body: Mapping[str, Any] | None = None  # media type -> a type or a JSON schema
     success: Mapping[str, Any] | None = None  # media type -> a type or a JSON schema
     success_headers: Mapping[str, str] = field(default_factory=dict)
+    etag: bool = False  # the success answer always carries the object's ETag
 
 
 def api_doc(
@@ -114,11 +121,13 @@ def api_doc(
     request_body: Mapping[str, Any] | type | None = None,
     success: Mapping[str, Any] | None = None,
     success_headers: Mapping[str, str] | None = None,
+    etag: bool = False,
 ) -> dict[str, Any]:
     """`opt=` for a route handler: error statuses beyond those derived from the route (and
     derived ones it never answers, `without`), a body
     the handler decodes itself (a type, or media type -> type or JSON schema), the success
-    body by media type, and headers of the success answer (name -> description)."""
+    body by media type, headers of the success answer (name -> description), and whether that
+    answer always carries the object's `ETag` (the version an `If-Match` names)."""
     if request_body is not None and not isinstance(request_body, Mapping):
         request_body = {"application/json": request_body}
     return {
@@ -128,6 +137,7 @@ def api_doc(
             request_body=request_body,
             success=success,
             success_headers=dict(success_headers or {}),
+            etag=etag,
         )
     }
 
@@ -214,14 +224,12 @@ def _complete_operation(
         answer = responses[success]
         if route_doc.success is not None:
             answer.content = _content(schemas, route_doc.success)
-        if route_doc.success_headers:
-            answer.headers = {
-                **(answer.headers or {}),
-                **{
-                    name: OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description=text)
-                    for name, text in route_doc.success_headers.items()
-                },
-            }
+        headers = dict(answer.headers or {})
+        for name, text in route_doc.success_headers.items():
+            headers[name] = OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description=text)
+        if route_doc.etag:
+            headers["ETag"] = _ETAG
+        answer.headers = headers
     # What the handler documented itself, with its own body, stays (e.g. /readyz's 503).
     own = {str(code) for code in (handler.responses or {})}
     authenticated = "principal" in handler.resolve_dependencies()

@@ -111,6 +111,13 @@ async def test_the_if_match_rule_is_documented_on_versioned_writes(document):
             names = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
             assert names == ["If-Match"], (path, method)
             assert "428" in operation["responses"] and "409" in operation["responses"]
+        for method, status in (("get", "200"), ("put", "200")):
+            etag = document["paths"][path][method]["responses"][status]["headers"]["ETag"]
+            assert etag["required"] is True, (path, method)
+    events = document["paths"]["/alerts/{alert_id}/events"]["get"]["responses"]["200"]
+    assert events["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/AlertEventsOut"
+    }
     # /sql answers three media types; /readyz's 503 is its readiness body.
     sql = document["paths"]["/sql"]["post"]["responses"]["200"]["content"]
     assert set(sql) == {"application/json", "text/csv", "application/vnd.apache.parquet"}

@@ -101,7 +101,7 @@ class MetricController(Controller):
         """The org's saved metrics."""
         return [_out(r) for r in await services.store.metrics.list(principal.org_id)]
 
-    @post("/", opt=api_doc(errors={409}))  # name_taken
+    @post("/", opt=api_doc(errors={409}, etag=True))  # 409: name_taken
     async def create_metric(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[MetricIn]
     ) -> Response[MetricOut]:
@@ -113,14 +113,14 @@ class MetricController(Controller):
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
-    @get("/{metric_id:int}")
+    @get("/{metric_id:int}", opt=api_doc(etag=True))
     async def get_metric(
         self, services: ServicesDep, principal: PrincipalDep, metric_id: FromPath[int]
     ) -> Response[MetricOut]:
         row = await services.store.metrics.get(principal.org_id, check_id(metric_id))
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
-    @put("/{metric_id:int}")
+    @put("/{metric_id:int}", opt=api_doc(etag=True))
     async def update_metric(
         self,
         request: Request,
