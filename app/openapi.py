@@ -14,14 +14,15 @@ themselves, so a new route is documented without anyone remembering to:
   | has a path parameter                                 | 404                            |
   | has a query or header parameter                      | 400                            |
   | takes a body                                         | 400, 413, 422                  |
-  | declares the `If-Match` header (`IF_MATCH`)          | 400, 409, 428                  |
+  | declares the `If-Match` header (`api.common.IfMatch`) | 400, 409, 428                  |
   | declares more in `opt=api_doc(errors=...)`           | those                          |
   | declares `opt=api_doc(without=...)`                  | not those                      |
 
   with the headers those answers carry (`WWW-Authenticate` on 401 of user-token routes,
   `Retry-After` on 429 and 503);
 * what a handler states with `opt=api_doc(...)` because its signature cannot: a body it
-  decodes itself (`request_body`), success bodies in several media types (`success`).
+  decodes itself (`request_body`), success bodies in several media types (`success`),
+  headers of the success answer (`success_headers`; `etag=True` for the object's ETag).
 
 A status the handler documents itself (`responses=` with a `ResponseSpec`, e.g. `/readyz`'s
 503 with its readiness body) is left as the handler wrote it.
@@ -236,14 +237,14 @@ def _complete_operation(
     for status in sorted(error_statuses(route_doc, operation, authenticated)):
         if str(status) in own:
             continue
-        headers: dict[str, OpenAPIHeader | Reference] = {}
+        error_headers: dict[str, OpenAPIHeader | Reference] = {}
         if status in (429, 503):
-            headers["Retry-After"] = _RETRY_AFTER
+            error_headers["Retry-After"] = _RETRY_AFTER
         if status == 401 and authenticated:
-            headers["WWW-Authenticate"] = _WWW_AUTHENTICATE
+            error_headers["WWW-Authenticate"] = _WWW_AUTHENTICATE
         responses[str(status)] = OpenAPIResponse(
             description=ERROR_DESCRIPTIONS[status],
-            headers=headers or None,
+            headers=error_headers or None,
             content={"application/json": OpenAPIMediaType(schema=error_ref)},
         )
     for code, answer in responses.items():  # Litestar's default body for its own errors
