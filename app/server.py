@@ -9,10 +9,10 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from app import api, ingest, push, web
 from app.errors import exception_handlers
+from app.openapi import ApiOpenAPIConfig
 from app.services import Services
 
 _frozen = False
@@ -81,6 +81,8 @@ def create_app(services: Services) -> Litestar:
         finally:
             await services.stop()
 
+    # The document Litestar derives, completed with every error answer (app/openapi.py).
+    openapi_config = ApiOpenAPIConfig(title="ClickPulse", version="0.1.0", path="/schema")
     app = Litestar(
         route_handlers=for_roles(
             services.settings.roles,
@@ -94,8 +96,9 @@ def create_app(services: Services) -> Litestar:
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="ClickPulse", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config,
         request_max_body_size=services.settings.ingest_max_body_bytes,
     )
+    openapi_config.bind(app)
     app.state.services = services
     return app

@@ -22,6 +22,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -31,10 +32,11 @@ from app.api.common import (
 )
 from app.api.compiler import _metric_error, validate_definition
 from app.api.data import parse_time
-from app.api.schemas import AlertIn, AlertOut, Name, Version
+from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
+from app.openapi import api_doc
 from app.querybuilder import MetricError
 from app.store import NotFound
 
@@ -183,7 +185,7 @@ class AlertController(Controller):
     async def list_alerts(self, services: ServicesDep, principal: PrincipalDep) -> list[AlertOut]:
         return [_out(r) for r in await services.store.alerts.list(principal.org_id)]
 
-    @post("/")
+    @post("/", opt=api_doc(request_body=AlertIn, etag=True))
     async def create_alert(
         self, request: Request, services: ServicesDep, principal: PrincipalDep
     ) -> Response[AlertOut]:
@@ -196,20 +198,21 @@ class AlertController(Controller):
         await _sync(services, principal.org_id, row["id"])
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
-    @get("/{alert_id:int}")
+    @get("/{alert_id:int}", opt=api_doc(etag=True))
     async def get_alert(
         self, services: ServicesDep, principal: PrincipalDep, alert_id: FromPath[int]
     ) -> Response[AlertOut]:
         row = await services.store.alerts.get(principal.org_id, check_id(alert_id))
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
-    @put("/{alert_id:int}")
+    @put("/{alert_id:int}", opt=api_doc(request_body=AlertIn, etag=True))
     async def update_alert(
         self,
         request: Request,
         services: ServicesDep,
         principal: PrincipalDep,
         alert_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> Response[AlertOut]:
         """Body: AlertIn (with `version`, or send If-Match)."""
         principal.require("editor")
@@ -228,6 +231,7 @@ class AlertController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         alert_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(alert_id)
@@ -242,19 +246,19 @@ class AlertController(Controller):
         alert_id: FromPath[int],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
-    ) -> dict[str, Any]:
+    ) -> AlertEventsOut:
         """Firing/resolved history, newest first. Page with `before=<next_before>`."""
         from app.alerts.store import AlertStateRepo
 
         await services.store.alerts.get(principal.org_id, check_id(alert_id))
         repo = AlertStateRepo(services.pg, services.settings.pg_timeout_s)
         rows = await repo.events(principal.org_id, alert_id, limit, before)
-        return {
-            "events": rows,
-            "next_before": rows[-1]["id"] if len(rows) == limit else None,
-        }
+        return msgspec.convert(
+            {"events": rows, "next_before": rows[-1]["id"] if len(rows) == limit else None},
+            AlertEventsOut,
+        )
 
-    @post("/{alert_id:int}/test", status_code=200)
+    @post("/{alert_id:int}/test", status_code=200, opt=api_doc(errors={422}))
     async def test_alert(
         self,
         services: ServicesDep,
@@ -283,7 +287,7 @@ class AlertController(Controller):
             evaluate_now(services, principal.org_id, row, definition, now),
         )
 
-    @post("/backtest", status_code=200)
+    @post("/backtest", status_code=200, opt=api_doc(request_body=BacktestIn))
     async def backtest_alert(
         self, request: Request, services: ServicesDep, principal: PrincipalDep
     ) -> dict[str, Any]:

@@ -3,10 +3,11 @@ ETag / If-Match handling, and id checks."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, Response
 from litestar.di import NamedDependency, Provide
+from litestar.params import HeaderParameter
 
 from app.auth import Principal, provide_principal
 from app.errors import ApiError, error_response
@@ -71,6 +72,19 @@ STORE_ERROR_HANDLERS: dict[Any, Any] = {
 }
 
 AUTH = {"principal": Provide(provide_principal)}
+
+# A handler that changes a versioned object declares this parameter (and passes the request to
+# `expected_version`, which reads it): the OpenAPI document then shows the header and, by
+# app/openapi.py's rules, the 400/409/428 answers of the If-Match rule.
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        required=False,
+        description='The ETag you read (e.g. "3"). Without it (or `version` in the body, or '
+        "`?version=`) the change is refused with 428; a stale one gets 409.",
+    ),
+]
 
 
 def etag(version: int) -> str:

@@ -13,6 +13,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -33,6 +34,7 @@ from app.api.schemas import (
 from app.auth import Principal
 from app.cache import config_key
 from app.errors import ApiError
+from app.openapi import api_doc
 from app.store import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class DashboardController(Controller):
         rows = await services.store.dashboards.list(principal.org_id)
         return [msgspec.convert(r, DashboardSummary) for r in rows]
 
-    @post("/")
+    @post("/", opt=api_doc(etag=True))
     async def create_dashboard(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[DashboardIn]
     ) -> Response[DashboardOut]:
@@ -101,7 +103,7 @@ class DashboardController(Controller):
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
-    @get("/{dashboard_id:int}")
+    @get("/{dashboard_id:int}", opt=api_doc(etag=True))
     async def get_dashboard(
         self, services: ServicesDep, principal: PrincipalDep, dashboard_id: FromPath[int]
     ) -> Response[DashboardOut]:
@@ -109,7 +111,7 @@ class DashboardController(Controller):
         out = await read_dashboard(services, principal, check_id(dashboard_id))
         return Response(out, headers={"ETag": etag(out.version)})
 
-    @put("/{dashboard_id:int}")
+    @put("/{dashboard_id:int}", opt=api_doc(etag=True))
     async def update_dashboard(
         self,
         request: Request,
@@ -117,6 +119,7 @@ class DashboardController(Controller):
         principal: PrincipalDep,
         dashboard_id: FromPath[int],
         data: JSONBody[DashboardIn],
+        if_match: IfMatch = None,
     ) -> Response[DashboardOut]:
         """Replace the dashboard and all its charts; needs If-Match (or `version`)."""
         principal.require("editor")
@@ -136,6 +139,7 @@ class DashboardController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         dashboard_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(dashboard_id)

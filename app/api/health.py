@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.common import ServicesDep
 from app.services import Services
@@ -59,7 +60,16 @@ def _ingest_components(services: Services) -> dict[str, ComponentStatus]:
     return {name: msgspec.convert(status, ComponentStatus) for name, status in health().items()}
 
 
-@get("/readyz")
+@get(
+    "/readyz",
+    responses={
+        503: ResponseSpec(
+            Readiness,
+            description="ClickHouse or PostgreSQL is unreachable, or ingest refuses every event",
+            generate_examples=False,
+        )
+    },
+)
 async def readyz(services: ServicesDep) -> Response[Readiness]:
     """Each dependency reported; 503 when ClickHouse or PostgreSQL is unreachable, or when
     ingest on this node refuses every event (WAL unwritable or full, backlog over its bound,

@@ -16,6 +16,7 @@ from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
+    IfMatch,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -33,6 +34,7 @@ from app.api.data import (
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key
+from app.openapi import api_doc
 from app.store import NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -103,7 +105,7 @@ class MetricController(Controller):
         """The org's saved metrics."""
         return [_out(r) for r in await services.store.metrics.list(principal.org_id)]
 
-    @post("/")
+    @post("/", opt=api_doc(errors={409}, etag=True))  # 409: name_taken
     async def create_metric(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[MetricIn]
     ) -> Response[MetricOut]:
@@ -115,14 +117,14 @@ class MetricController(Controller):
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
-    @get("/{metric_id:int}")
+    @get("/{metric_id:int}", opt=api_doc(etag=True))
     async def get_metric(
         self, services: ServicesDep, principal: PrincipalDep, metric_id: FromPath[int]
     ) -> Response[MetricOut]:
         row = await services.store.metrics.get(principal.org_id, check_id(metric_id))
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
-    @put("/{metric_id:int}")
+    @put("/{metric_id:int}", opt=api_doc(etag=True))
     async def update_metric(
         self,
         request: Request,
@@ -130,6 +132,7 @@ class MetricController(Controller):
         principal: PrincipalDep,
         metric_id: FromPath[int],
         data: JSONBody[MetricIn],
+        if_match: IfMatch = None,
     ) -> Response[MetricOut]:
         """Replace a metric; needs If-Match (or `version`) — a stale one is 409."""
         principal.require("editor")
@@ -149,13 +152,14 @@ class MetricController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         metric_id: FromPath[int],
+        if_match: IfMatch = None,
     ) -> None:
         principal.require("editor")
         check_id(metric_id)
         await services.store.metrics.delete(principal.org_id, metric_id, expected_version(request))
         forget_definition(services, principal.org_id, metric_id)
 
-    @get("/{metric_id:int}/history")
+    @get("/{metric_id:int}/history", opt=api_doc(errors={422}))
     async def history(
         self,
         services: ServicesDep,

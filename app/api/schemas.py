@@ -154,6 +154,27 @@ class AlertOut(msgspec.Struct):
     updated_at: datetime
 
 
+class AlertEventOut(msgspec.Struct):
+    """One firing/resolved/no_data transition of an alert and its webhook delivery."""
+
+    id: int
+    alert_id: int
+    kind: Literal["firing", "resolved", "no_data"]
+    value: float | None
+    threshold: float
+    at: datetime
+    details: dict[str, Any]
+    delivery: Literal["none", "pending", "delivered", "failed"]
+    delivery_attempts: int
+    delivery_error: str | None
+    delivered_at: datetime | None
+
+
+class AlertEventsOut(msgspec.Struct):
+    events: list[AlertEventOut]
+    next_before: int | None  # pass as `before` for the next (older) page; null on the last
+
+
 # -- API keys, org ---------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from app.api.common import AUTH, STORE_ERROR_HANDLERS, PrincipalDep, ServicesDep
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
+from app.openapi import api_doc
 from app.querybuilder.analyst import (
     DEFAULT_LIMITS,
     OUTPUT_FORMATS,
@@ -45,6 +46,25 @@ CHUNK_BYTES = 64 * 1024
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
 # Codes (and no code at all) that mean ClickHouse could not be reached.
 _UNAVAILABLE_CODES = {None, 209, 210}
+
+
+# What each `format` answers (app/querybuilder/analyst/run.py OUTPUT_FORMATS): ClickHouse's
+# JSON format, CSV with a header row, or a Parquet file.
+SUCCESS_CONTENT = {
+    "application/json": {
+        "type": "object",
+        "description": "ClickHouse's JSON format: `meta` (name, type per column), `data` "
+        "(one object per row), `rows`, `statistics`.",
+        "properties": {
+            "meta": {"type": "array", "items": {"type": "object"}},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "rows": {"type": "integer"},
+        },
+        "required": ["meta", "data", "rows"],
+    },
+    "text/csv": {"type": "string", "description": "CSV with a header row."},
+    "application/vnd.apache.parquet": {"type": "string", "format": "binary"},
+}
 
 
 class SqlIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,7 +108,17 @@ class SqlController(Controller):
     exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_SQL_BODY_BYTES
 
-    @post("/", status_code=200)
+    @post(
+        "/",
+        status_code=200,
+        opt=api_doc(
+            success=SUCCESS_CONTENT,
+            success_headers={
+                "X-Rows-Read": "Rows ClickHouse read for this query (charged to the quota).",
+                "Content-Disposition": "`attachment; filename=result.csv|parquet` (not for json).",
+            },
+        ),
+    )
     async def run_sql(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[SqlIn]
     ) -> Stream:

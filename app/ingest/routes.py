@@ -49,7 +49,7 @@ from app.ingest.parse import (
     split_events,
 )
 from app.ingest.ratelimit import RateLimiter, RedisRateLimiter
-from app.ingest.schema import IngestResult
+from app.ingest.schema import EventIn, IngestResult
 from app.ingest.writer import (
     InsertFailed,
     WalWriteFailed,
@@ -57,6 +57,7 @@ from app.ingest.writer import (
     WriterError,
     WriterOverloaded,
 )
+from app.openapi import api_doc
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -145,6 +146,15 @@ def _body_too_large(max_bytes: int) -> ApiError:
 
 @post(
     "/v1/events",
+    status_code=200,
+    opt=api_doc(
+        errors={400, 401, 413, 429, 503},
+        without={422},  # a bad event is reported in the 200 (or the 400 when all are bad)
+        request_body={
+            "application/json": list[EventIn],
+            "application/x-ndjson": {"type": "string", "description": "one event per line"},
+        },
+    ),
     summary="Ingest a batch of events",
     description=(
         "Body: a JSON array of events or NDJSON (one event per line). "

@@ -100,6 +100,23 @@ def _step_condition(step: FunnelStep, index: int) -> Expr:
     return parts[0] if len(parts) == 1 else Binary("and", parts[0], parts[1])
 
 
+def _funnel_step(step: FunnelStep | dict | str, index: int) -> FunnelStep:
+    """A step as given: an event name, a FunnelStep, or its JSON object (a malformed one is a
+    MetricError naming the step, not a crash)."""
+    if isinstance(step, str):
+        return FunnelStep(name=step, event=step)
+    if isinstance(step, FunnelStep):
+        return step
+    try:
+        return msgspec.convert(step, FunnelStep)
+    except msgspec.ValidationError as exc:
+        raise MetricError(
+            "invalid_step",
+            f"a funnel step is an event name or {{name, event?, where?}}: {exc}",
+            field=f"steps[{index}]",
+        ) from None
+
+
 def compile_funnel(
     steps: Sequence[FunnelStep | dict | str],
     *,
@@ -119,14 +136,7 @@ def compile_funnel(
     the one on their earliest matching event.
     """
     check_org_id(org_id)
-    parsed = [
-        FunnelStep(name=s, event=s)
-        if isinstance(s, str)
-        else s
-        if isinstance(s, FunnelStep)
-        else msgspec.convert(s, FunnelStep)
-        for s in steps
-    ]
+    parsed = [_funnel_step(s, i) for i, s in enumerate(steps)]
     if not 2 <= len(parsed) <= MAX_FUNNEL_STEPS:
         raise MetricError(
             "invalid_funnel", f"a funnel has 2-{MAX_FUNNEL_STEPS} steps", field="steps"

@@ -35,6 +35,7 @@ from app.api.common import (
 from app.api.data import fallback_key, run_cached, time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
 from app.errors import ApiError
+from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
 
 DEFAULT_RANGE_S = 3600
@@ -156,7 +157,7 @@ class ChartDataController(Controller):
             window_seconds=data.window_seconds, breakdown=data.breakdown, filters=data.filters,
         )  # fmt: skip
 
-    @post("/heatmap", status_code=200)
+    @post("/heatmap", status_code=200, opt=api_doc(errors={404}))  # metric_id not found
     async def heatmap(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[HeatmapIn]
     ) -> SeriesOut:
@@ -167,7 +168,7 @@ class ChartDataController(Controller):
             axes=data.axes, granularity=data.granularity, filters=data.filters,
         )  # fmt: skip
 
-    @post("/top", status_code=200)
+    @post("/top", status_code=200, opt=api_doc(errors={404}))  # metric_id not found
     async def top(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[TopIn]
     ) -> SeriesOut:
