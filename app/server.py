@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Empty
 
 from app import api, ingest, push, web
 from app.errors import exception_handlers
+from app.jsondepth import check_depth
 from app.services import Services
 
 _frozen = False
@@ -69,6 +71,17 @@ def _freeze_startup_heap() -> None:
         gc.freeze()
 
 
+class BoundedRequest(Request):
+    """Litestar's request, refusing a JSON body nested deeper than `max_json_depth` before it
+    is decoded (every `data:` parameter is decoded through `json()`): the decoder recurses
+    per level, and 100,000 levels are a RecursionError, a 500, otherwise."""
+
+    async def json(self) -> Any:
+        if self._json is Empty and self._connection_state.json is Empty:
+            check_depth(await self.body(), self.app.state.services.settings.max_json_depth)
+        return await super().json()
+
+
 def create_app(services: Services) -> Litestar:
     """An app serving `services` (built by `app.runtime.build_services` or by tests)."""
 
@@ -93,6 +106,7 @@ def create_app(services: Services) -> Litestar:
         ),
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
+        request_class=BoundedRequest,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="ClickPulse", version="0.1.0", path="/schema"),
         request_max_body_size=services.settings.ingest_max_body_bytes,

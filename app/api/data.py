@@ -25,6 +25,7 @@ from app.api.schemas import Meta_
 from app.cache import GRANULARITY_S, Entry, jittered, query_key, ttl_for
 from app.clickhouse import ClickHouseError
 from app.errors import ApiError
+from app.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 
 # ClickHouse error codes that mean "this query is too expensive", not "ClickHouse is down".
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
@@ -82,12 +83,15 @@ def time_range(
 _FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<|~)\s*(.*)$", re.S)
 
 
-def parse_filters(raw: list[str] | None) -> list[dict[str, Any]]:
+def parse_filters(
+    raw: list[str] | None, *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[dict[str, Any]]:
     """`filter=country=DE,FR` (→ in), `filter=device!=mobile`, `filter=value>=10`, or a JSON list."""
     out: list[dict[str, Any]] = []
     for i, text in enumerate(raw or []):
         text = text.strip()
         if text.startswith("["):
+            check_depth(text, max_depth, {"param": f"filter[{i}]"})
             try:
                 items = msgspec.json.decode(text)
             except msgspec.DecodeError:
@@ -141,11 +145,12 @@ def _number_or_text(value: str) -> Any:
         return value
 
 
-def parse_compare(raw: str | None) -> Any:
+def parse_compare(raw: str | None, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if raw is None or raw == "":
         return None
     if raw == "previous_period":
         return raw
+    check_depth(raw, max_depth, {"param": "compare"})
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:

@@ -22,6 +22,7 @@ from app.errors import ApiError
 from app.ingest.columns import Columns
 from app.ingest.enrich import Enricher
 from app.ingest.schema import EventError, EventIn
+from app.jsondepth import DEFAULT_MAX_DEPTH, depth_error, too_deep
 
 _raw_array = msgspec.json.Decoder(list[msgspec.Raw])
 _event = msgspec.json.Decoder(EventIn)
@@ -45,16 +46,23 @@ def is_ndjson(content_type: str, body: bytes) -> bool:
     return body.lstrip()[:1] == b"{"
 
 
-def split_events(body: bytes, *, ndjson: bool, max_events: int) -> list[tuple[int, bytes]]:
+def split_events(
+    body: bytes, *, ndjson: bool, max_events: int, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[tuple[int, bytes]]:
     """The events of a body as (index, raw JSON) pairs, without decoding them.
 
     Raises ApiError 400 when a JSON array body is malformed as a whole (its events cannot be
-    told apart) and 413 when it holds more than `max_events` events. In NDJSON each line
-    stands alone, so a malformed line is that event's error, and the index is the 0-based
-    line number (blank lines are skipped but counted).
+    told apart) or nests deeper than `max_depth` (`invalid_request`; an event is an object of
+    scalars and one flat `props` object, so no valid batch is deeper than 3), and 413 when it
+    holds more than `max_events` events. In NDJSON each line stands alone, so a malformed line
+    is that event's error, and the index is the 0-based line number (blank lines are skipped
+    but counted).
     """
     if not body.strip():
         raise ApiError(400, "empty_batch", "the body holds no events")
+    # Before any decoding: msgspec recurses once per level (100k levels: RecursionError).
+    if too_deep(body, max_depth):
+        raise depth_error(max_depth)
     if ndjson:
         items = [(i, line) for i, line in enumerate(body.split(b"\n")) if line.strip()]
     else:
