@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Empty
 
-from app import api, ingest, push, web
+from app import api, ingest, logredact, push, web
 from app.errors import exception_handlers
 from app.jsondepth import check_depth
 from app.services import Services
@@ -84,6 +84,8 @@ class BoundedRequest(Request):
 
 def create_app(services: Services) -> Litestar:
     """An app serving `services` (built by `app.runtime.build_services` or by tests)."""
+    # Every way the app is served passes here: from now on no log line carries a secret.
+    logredact.install()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
