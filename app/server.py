@@ -10,12 +10,15 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import Empty
 
 from app import api, ingest, logredact, push, web
 from app.errors import exception_handlers
+from app.httpheaders import security_headers
 from app.jsondepth import check_depth
 from app.services import Services
+from app.web.apidocs import LocalSwaggerPlugin
 
 _frozen = False
 
@@ -110,7 +113,14 @@ def create_app(services: Services) -> Litestar:
         exception_handlers=exception_handlers,
         request_class=BoundedRequest,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="ClickPulse", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="ClickPulse",
+            version="0.1.0",
+            path="/schema",
+            # The docs page from our own assets (Litestar's pages load from CDNs), and the JSON.
+            render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
+        ),
+        before_send=[security_headers],
         request_max_body_size=services.settings.ingest_max_body_bytes,
     )
     app.state.services = services
