@@ -22,6 +22,7 @@ from typing import Any
 from app.errors import ApiError
 
 DEFAULT_MAX_DEPTH = 64
+_COUNT_FIRST_BYTES = 16 * 1024
 
 # Escape sequences (`\\"` must not end a string), and strings once only brackets are left in them.
 _ESCAPE = re.compile(rb"\\.", re.S)
@@ -48,8 +49,9 @@ def nesting_depth(text: bytes | str) -> int:
 def too_deep(text: bytes | str, max_depth: int) -> bool:
     """True when `text` nests deeper than `max_depth` (cheap when it has few brackets)."""
     data = text.encode() if isinstance(text, str) else text
-    # Fewer opening brackets than the limit cannot nest deeper than it: no scan needed.
-    if data.count(b"[") + data.count(b"{") <= max_depth:
+    # Fewer opening brackets than the limit cannot nest deeper than it: no scan needed. (Only
+    # worth counting on small texts: a large body always has more, and counting costs a pass.)
+    if len(data) <= _COUNT_FIRST_BYTES and data.count(b"[") + data.count(b"{") <= max_depth:
         return False
     return nesting_depth(data) > max_depth
 
