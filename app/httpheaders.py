@@ -4,9 +4,11 @@ router, static files, the OpenAPI pages.
 
 * `X-Content-Type-Options: nosniff` on everything: a browser never guesses a type we did
   not declare (a JSON error echoing user text can never be run as HTML or script).
-* `Cache-Control: no-store` on every JSON answer to a request that carried a credential
-  (`Authorization`, `X-Api-Key`, or a `token`/`ticket` query parameter): an org's data and
-  error details stay out of browser, proxy and CDN caches. It replaces any other value.
+* `Cache-Control: no-store` on every answer to a request that carried a credential
+  (`Authorization`, `X-Api-Key`, or a `token`/`ticket` query parameter) — JSON, and also
+  `/sql`'s CSV and Parquet, errors included: an org's data and error details stay out of
+  browser, proxy and CDN caches. It replaces any other value. (Pages and static files are
+  fetched without one; a page is `no-store` anyway.)
 * A Content-Security-Policy on every HTML answer that does not set its own: scripts and
   everything else from this origin only, no inline script, no framing.
 """
@@ -40,11 +42,6 @@ def carries_credential(scope: Scope) -> bool:
     return False
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
 async def security_headers(message: Message, scope: Scope) -> None:
     """`before_send` hook: add the headers above to a response start."""
     if message["type"] != "http.response.start":
@@ -53,7 +50,7 @@ async def security_headers(message: Message, scope: Scope) -> None:
     if "x-content-type-options" not in headers:
         headers["X-Content-Type-Options"] = "nosniff"
     content_type = headers.get("content-type") or ""
-    if _is_json(content_type) and carries_credential(scope):
+    if carries_credential(scope):
         headers["Cache-Control"] = "no-store"
-    elif content_type.lower().startswith("text/html") and "content-security-policy" not in headers:
+    if content_type.lower().startswith("text/html") and "content-security-policy" not in headers:
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

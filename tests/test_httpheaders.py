@@ -60,6 +60,16 @@ async def test_no_store_when_the_credential_is_in_the_query_or_an_ingest_key(cli
     assert response.headers["cache-control"] == "no-store"
 
 
+@pytest.mark.parametrize(("fmt", "media"), [("csv", "text/csv"), ("parquet", "application/")])
+async def test_no_store_on_authenticated_sql_results_in_every_format(client, org, fmt, media):
+    response = await client.post(
+        "/sql", json={"sql": "SELECT 1 AS one", "format": fmt}, headers=org.admin_headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(media)
+    assert response.headers["cache-control"] == "no-store"
+
+
 async def test_anonymous_json_and_static_files_keep_their_caching(client):
     assert "cache-control" not in (await client.get("/healthz")).headers
     echarts = await client.get("/static/vendor/echarts.min.js")
