@@ -133,6 +133,12 @@ class Settings(msgspec.Struct, kw_only=True):
     # Take the client IP (for country enrichment) from X-Forwarded-For: only behind a proxy
     # that sets it, otherwise clients could choose their country.
     ingest_trust_forwarded_for: bool = False
+    # Idempotency (docs/ingest.md): how long an `Idempotency-Key`'s answer is kept (Redis when
+    # configured, else <data_dir>/ingest-idempotency.sqlite3); how long, and up to how many,
+    # event ids per process are remembered to drop a repeated id.
+    ingest_idempotency_ttl_s: int = 24 * 3600
+    ingest_event_id_window_s: int = 3600
+    ingest_event_id_max: int = 1_000_000
     # 100k-row inserts run ~2x the rows/s of 20k ones with every rollup MV attached.
     writer_max_rows: int = 100_000
     writer_max_delay_ms: int = 100
@@ -240,6 +246,9 @@ class Settings(msgspec.Struct, kw_only=True):
             "ingest_rate_per_s": _env_int("CLICKPULSE_INGEST_RATE_PER_S", 200_000),
             "ingest_key_cache_ttl_s": _env_float("CLICKPULSE_INGEST_KEY_CACHE_TTL_S", 5.0),
             "ingest_trust_forwarded_for": _env_bool("CLICKPULSE_INGEST_TRUST_FORWARDED_FOR", False),
+            "ingest_idempotency_ttl_s": _env_int("CLICKPULSE_INGEST_IDEMPOTENCY_TTL_S", 24 * 3600),
+            "ingest_event_id_window_s": _env_int("CLICKPULSE_INGEST_EVENT_ID_WINDOW_S", 3600),
+            "ingest_event_id_max": _env_int("CLICKPULSE_INGEST_EVENT_ID_MAX", 1_000_000),
             "writer_max_rows": _env_int("CLICKPULSE_WRITER_MAX_ROWS", 100_000),
             "writer_max_delay_ms": _env_int("CLICKPULSE_WRITER_MAX_DELAY_MS", 100),
             "writer_max_pending_rows": _env_int("CLICKPULSE_WRITER_MAX_PENDING_ROWS", 500_000),

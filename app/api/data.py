@@ -24,8 +24,10 @@ from app.api import compiler
 from app.api.schemas import Meta_
 from app.cache import GRANULARITY_S, Entry, jittered, query_key, ttl_for
 from app.clickhouse import ClickHouseError
+from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
 from app.jsondepth import DEFAULT_MAX_DEPTH, check_depth
+from app.querybuilder.planner import MAX_ROWS_PER_QUERY
 
 # ClickHouse error codes that mean "this query is too expensive", not "ClickHouse is down".
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
@@ -259,16 +261,29 @@ async def _query_and_store(
     cache = services.cache
     try:
         async with services.limiter.query_slot(org_id):
-            result = await asyncio.wait_for(
-                compiler.run(services.ch, compiled), services.settings.query_timeout_s
-            )
+            timeout = services.settings.query_timeout_s
+            rows_read = await asyncio.wait_for(compiler.count_rows(services.ch, compiled), timeout)
+            if rows_read > MAX_ROWS_PER_QUERY:
+                raise ApiError(
+                    422,
+                    "query_too_expensive",
+                    f"the query covers {rows_read} rows (at most {MAX_ROWS_PER_QUERY}); "
+                    "narrow the range or filters",
+                    {"rows": rows_read},
+                )
+            result = await asyncio.wait_for(compiler.run(services.ch, compiled), timeout)
     except (ClickHouseError, TimeoutError) as exc:
         if getattr(exc, "code", None) not in _LIMIT_CODES:
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # /readyz shows this to anyone: never ClickHouse's text (it can quote values).
+            message = (
+                public_error(exc.code, str(exc)).message
+                if isinstance(exc, ClickHouseError)
+                else type(exc).__name__
+            )
             services.degradation.failed("clickhouse", message)
         raise
     services.degradation.ok("clickhouse")
-    await services.limiter.record_rows(org_id, result.rows_read)
+    await services.limiter.record_rows(org_id, rows_read)
     plan = _plan_meta(getattr(compiled, "plan", None))
     # Rows as tuples of scalars: the collector stops tracking those, so thousands of cached
     # answers do not lengthen every full collection (a stall of the event loop).
@@ -279,4 +294,4 @@ async def _query_and_store(
     stored = await cache.set(key, value, ttl)
     if fallback_key is not None and fallback_key != key:
         await cache.set(fallback_key, value, ttl)
-    return value, stored, result.rows_read
+    return value, stored, rows_read
