@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     add_sql_parser(sub, common)
 
     args = parser.parse_args(argv)
+    from app import logredact
+
+    logredact.install()  # before anything logs (the server installs it too)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, kw_only=True):
     port: int = 8000
     events_ttl_days: int = 90
     ingest_max_events: int = 10_000
+    # Deepest [ / { nesting accepted in any JSON a client sends (bodies, JSON query parameters,
+    # WebSocket frames): decoders recurse per level, so unbounded depth is a 500 (app/jsondepth.py).
+    max_json_depth: int = 64
     ingest_max_body_bytes: int = 10 * 1024 * 1024
     ingest_max_event_bytes: int = 32 * 1024
     ingest_max_past_skew_s: int = 7 * 24 * 3600
@@ -238,6 +241,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "port": _env_int("CLICKPULSE_PORT", 8000),
             "events_ttl_days": _env_int("CLICKPULSE_EVENTS_TTL_DAYS", 90),
             "ingest_max_events": _env_int("CLICKPULSE_INGEST_MAX_EVENTS", 10_000),
+            "max_json_depth": _env_int("CLICKPULSE_MAX_JSON_DEPTH", 64),
             "ingest_max_body_bytes": _env_int("CLICKPULSE_INGEST_MAX_BODY_BYTES", 10 * 1024 * 1024),
             "ingest_max_event_bytes": _env_int("CLICKPULSE_INGEST_MAX_EVENT_BYTES", 32 * 1024),
             "ingest_max_past_skew_s": _env_int("CLICKPULSE_INGEST_MAX_PAST_SKEW_S", 7 * 24 * 3600),

@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.types import Empty
 
-from app import api, ingest, push, web
+from app import api, ingest, logredact, push, web
 from app.errors import exception_handlers
+from app.httpheaders import security_headers
+from app.jsondepth import check_depth
 from app.openapi import ApiOpenAPIConfig
 from app.services import Services
+from app.web.apidocs import LocalSwaggerPlugin
 
 _frozen = False
 
@@ -69,8 +74,21 @@ def _freeze_startup_heap() -> None:
         gc.freeze()
 
 
+class BoundedRequest(Request):
+    """Litestar's request, refusing a JSON body nested deeper than `max_json_depth` before it
+    is decoded (every `data:` parameter is decoded through `json()`): the decoder recurses
+    per level, and 100,000 levels are a RecursionError, a 500, otherwise."""
+
+    async def json(self) -> Any:
+        if self._json is Empty and self._connection_state.json is Empty:
+            check_depth(await self.body(), self.app.state.services.settings.max_json_depth)
+        return await super().json()
+
+
 def create_app(services: Services) -> Litestar:
     """An app serving `services` (built by `app.runtime.build_services` or by tests)."""
+    # Every way the app is served passes here: from now on no log line carries a secret.
+    logredact.install()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -82,7 +100,13 @@ def create_app(services: Services) -> Litestar:
             await services.stop()
 
     # The document Litestar derives, completed with every error answer (app/openapi.py).
-    openapi_config = ApiOpenAPIConfig(title="ClickPulse", version="0.1.0", path="/schema")
+    openapi_config = ApiOpenAPIConfig(
+        title="ClickPulse",
+        version="0.1.0",
+        path="/schema",
+        # The docs page from our own assets (Litestar's pages load from CDNs), and the JSON.
+        render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
+    )
     app = Litestar(
         route_handlers=for_roles(
             services.settings.roles,
@@ -95,8 +119,10 @@ def create_app(services: Services) -> Litestar:
         ),
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
+        request_class=BoundedRequest,
         lifespan=[lifespan],
         openapi_config=openapi_config,
+        before_send=[security_headers],
         request_max_body_size=services.settings.ingest_max_body_bytes,
     )
     openapi_config.bind(app)

@@ -5,6 +5,11 @@ Any editor of an org can set a webhook URL, and our servers then call it. Withou
 is a way to make ClickPulse call internal endpoints: loopback services, the private network,
 the cloud metadata service on 169.254.169.254. Two layers:
 
+Both layers read the host through one function, `normalise_host` (case, IDNA, the trailing
+dot of an absolute name, every IPv4 spelling, IPv6 brackets; white space, `%` and empty
+labels refused), so a host spelled `127.0.0.1.` or `127.0.0.1 ` cannot pass one check and
+fail the other.
+
 * **Save time** (`check_url`, used by the API): the URL must be absolute http(s), carry no
   user:password, use an allowed port, and its host must not be an IP literal in a non-public
   range (in any spelling the resolver accepts: `127.1`, `2130706433`, `0x7f.0.0.1`,
@@ -25,7 +30,6 @@ multicast, unspecified and reserved addresses stay refused either way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import re
 import socket
@@ -136,30 +140,70 @@ def parse_ip_literal(host: str) -> IPAddress | None:
     return None
 
 
-def _normalised_names(host: str) -> set[str]:
-    name = host.lower().rstrip(".")
-    names = {name}
-    # IDNA 2003 nameprep folds look-alikes (e.g. full-width letters) to ASCII
-    with contextlib.suppress(UnicodeError):
-        names.add(name.encode("idna").decode("ascii").lower().rstrip("."))
-    return names
+# A host name once normalised: dot-separated labels of letters, digits, '-' and '_' (seen in
+# real DNS names), each 1-63 long.
+_HOST_NAME = re.compile(r"^[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*$")
+# A last label that is a number: the host is an IPv4 address or nothing (as browsers parse it).
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+
+
+def normalise_host(host: str) -> str:
+    """The one spelling of a URL host that both checks use (save time and send time), or
+    ValueError when it is not a host at all.
+
+    IPv6 (bracketed or not) → its compressed form; an IPv4 address in any spelling a resolver
+    accepts (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.000.000.001`) → dotted quad; a name →
+    lower case, IDNA (so full-width digits and the ideographic full stop become what the
+    resolver will see), without the one trailing dot of its absolute form. Refused: white
+    space, `%` (zone ids, escapes), empty labels (`a..b`, `127.0.0.1..`), any other character a
+    host name cannot hold, and a name whose last label is a number that is not an IPv4 address.
+    """
+    h = host
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+        if ":" not in h:
+            raise ValueError("brackets hold an IPv6 address")
+    if ":" in h:
+        if "%" in h:
+            raise ValueError("an IPv6 zone id is not a webhook target")
+        try:
+            return str(ipaddress.IPv6Address(h))
+        except ValueError as exc:
+            raise ValueError(f"not an IPv6 address: {exc}") from None
+    h = h.lower()
+    if not h.isascii():
+        try:
+            h = h.encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ValueError(f"not a valid international name: {exc}") from None
+    if h.endswith("."):
+        h = h[:-1]  # `example.com.` is the absolute spelling of `example.com`
+    if not _HOST_NAME.match(h):
+        raise ValueError("holds characters or empty labels a host name cannot have")
+    if _NUMERIC_LABEL.match(h.rsplit(".", 1)[-1]):
+        ip = parse_ip_literal(h)
+        if ip is None:
+            raise ValueError("ends in a number but is not an IPv4 address")
+        return str(ip)
+    return h
 
 
 def host_problem(host: str, *, allow_private: bool = False) -> str | None:
     """Why the URL host `host` is refused without resolving it (`None`: acceptable)."""
-    ip = parse_ip_literal(host)
+    try:
+        name = normalise_host(host)
+    except ValueError as exc:
+        return f"{host!r} is not a valid host ({exc})"
+    ip = parse_ip_literal(name)
     if ip is not None:
         problem = address_problem(ip, allow_private=allow_private)
         return f"{ip} is non-public ({problem})" if problem else None
     if allow_private:
         return None
-    names = sorted(_normalised_names(host), key=lambda n: not n.isascii())
-    for name in names:
-        if name in _LOCAL_NAMES or name.endswith(_LOCAL_SUFFIXES):
-            return f"{name} is a local-only host name"
-    for name in names:
-        if "." not in name:
-            return f"{name or 'the empty name'} is a single-label (local network) host name"
+    if name in _LOCAL_NAMES or name.endswith(_LOCAL_SUFFIXES):
+        return f"{name} is a local-only host name"
+    if "." not in name:
+        return f"{name} is a single-label (local network) host name"
     return None
 
 
@@ -176,6 +220,10 @@ def check_url(url: str, *, allow_private: bool = False) -> str | None:
         return "must not contain a user name or password"
     if port is not None and not port_allowed(port):
         return f"port {port} is not allowed (use {ALLOWED_PORTS_NOTE})"
+    try:
+        normalise_host(parts.hostname)
+    except ValueError as exc:
+        return f"the host {parts.hostname!r} is not valid: {exc}"
     problem = host_problem(parts.hostname, allow_private=allow_private)
     if problem:
         return f"must point at a public address: {problem}"
@@ -217,14 +265,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         if not port_allowed(port):
             raise BlockedAddress(f"refused: port {port} is not allowed ({ALLOWED_PORTS_NOTE})")
-        literal = parse_ip_literal(host)
+        # The same normalisation as at save time: a host check_url would refuse is refused here.
+        try:
+            name = normalise_host(host)
+        except ValueError as exc:
+            raise BlockedAddress(f"refused: {host!r} is not a valid host ({exc})") from None
+        literal = parse_ip_literal(name)
         try:
             with anyio.fail_after(timeout):
                 if literal is not None:
                     addresses = [str(literal)]
                 else:
                     try:
-                        addresses = await resolve_host(host, port)
+                        addresses = await resolve_host(name, port)
                     except OSError as exc:
                         raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
                 if not addresses:

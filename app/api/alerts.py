@@ -36,6 +36,7 @@ from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
+from app.jsondepth import check_depth
 from app.openapi import api_doc
 from app.querybuilder import MetricError
 from app.store import NotFound
@@ -67,6 +68,7 @@ class BacktestIn(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "f
 async def _decode(request: Request, type_: type) -> Any:
     """The JSON body as `type_`; a field the schema refuses → 422 with the field."""
     body = await request.body()
+    check_depth(body, request.app.state.services.settings.max_json_depth)
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:

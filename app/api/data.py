@@ -27,6 +27,7 @@ from app.cache import GRANULARITY_S, Entry, jittered, last_known_key, query_key,
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
+from app.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 from app.querybuilder.planner import MAX_ROWS_PER_QUERY
 
 # ClickHouse error codes that mean "this query is too expensive", not "ClickHouse is down".
@@ -85,12 +86,15 @@ def time_range(
 _FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<|~)\s*(.*)$", re.S)
 
 
-def parse_filters(raw: list[str] | None) -> list[dict[str, Any]]:
+def parse_filters(
+    raw: list[str] | None, *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[dict[str, Any]]:
     """`filter=country=DE,FR` (→ in), `filter=device!=mobile`, `filter=value>=10`, or a JSON list."""
     out: list[dict[str, Any]] = []
     for i, text in enumerate(raw or []):
         text = text.strip()
         if text.startswith("["):
+            check_depth(text, max_depth, {"param": f"filter[{i}]"})
             try:
                 items = msgspec.json.decode(text)
             except msgspec.DecodeError:
@@ -144,11 +148,12 @@ def _number_or_text(value: str) -> Any:
         return value
 
 
-def parse_compare(raw: str | None) -> Any:
+def parse_compare(raw: str | None, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if raw is None or raw == "":
         return None
     if raw == "previous_period":
         return raw
+    check_depth(raw, max_depth, {"param": "compare"})
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:

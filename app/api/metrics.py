@@ -185,9 +185,9 @@ class MetricController(Controller):
             from_=from_,
             to=to,
             granularity=granularity,
-            filters=parse_filters(filter_),
+            filters=parse_filters(filter_, max_depth=services.settings.max_json_depth),
             group_by=group_by,
-            compare=parse_compare(compare),
+            compare=parse_compare(compare, max_depth=services.settings.max_json_depth),
             default_range_s=DEFAULT_HISTORY_S,
             field="definition",
         )

@@ -23,11 +23,23 @@ from app.errors import ApiError
 from app.ingest.columns import Columns
 from app.ingest.enrich import Enricher
 from app.ingest.schema import EventError, EventIn
+from app.jsondepth import DEFAULT_MAX_DEPTH, depth_error, too_deep
 
 _raw_array = msgspec.json.Decoder(list[msgspec.Raw])
 _event = msgspec.json.Decoder(EventIn)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+
+# Every escape sequence, left to right (so an escaped backslash is consumed whole and never
+# starts another escape); a high surrogate escape takes its low partner along when it has one.
+_ESCAPE = re.compile(
+    rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+    rb"|u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|.)",
+    re.S,
+)
+# Same length as a surrogate escape, valid JSON: positions in the masked body are the body's.
+_SURROGATE_MASK = b"\\u0020"
 
 _AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 _NAMED_FIELD = re.compile(r"field `([^`]*)`")
@@ -46,16 +58,61 @@ def is_ndjson(content_type: str, body: bytes) -> bool:
     return body.lstrip()[:1] == b"{"
 
 
-def split_events(body: bytes, *, ndjson: bool, max_events: int) -> list[tuple[int, bytes]]:
+def _mask_lone_surrogate(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    return _SURROGATE_MASK if len(escape) == 6 and escape[1:2] == b"u" else escape
+
+
+def has_lone_surrogate(raw: bytes) -> bool:
+    """True when `raw` holds a `\\uD800`-`\\uDFFF` escape that is not half of a valid pair
+    (JSON allows writing one; it is not Unicode, so no decoder can return it as text)."""
+    return b"\\" in raw and _ESCAPE.sub(_mask_lone_surrogate, raw) != raw
+
+
+def _split_around_lone_surrogates(body: bytes) -> list[bytes] | None:
+    """The array's elements as raw JSON when the array is well-formed except for lone
+    surrogate escapes inside its strings (None: it is malformed in some other way).
+
+    A lone surrogate is an error of the event holding it, not of the batch: the escapes are
+    masked with a valid one of the same length, the masked body is split, and each element is
+    cut from the original body at the same offsets — so that event still fails to decode (and is
+    rejected alone) while the others are read exactly as sent."""
+    masked = _ESCAPE.sub(_mask_lone_surrogate, body) if b"\\" in body else body
+    if masked == body:
+        return None
+    try:
+        raws = _raw_array.decode(masked)
+    except msgspec.MsgspecError:
+        return None
+    elements: list[bytes] = []
+    pos = 0
+    for raw in raws:
+        piece = bytes(raw)
+        # Between two elements there is only a comma and white space, where no value starts.
+        start = masked.index(piece, pos)
+        pos = start + len(piece)
+        elements.append(body[start:pos])
+    return elements
+
+
+def split_events(
+    body: bytes, *, ndjson: bool, max_events: int, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[tuple[int, bytes]]:
     """The events of a body as (index, raw JSON) pairs, without decoding them.
 
     Raises ApiError 400 when a JSON array body is malformed as a whole (its events cannot be
-    told apart) and 413 when it holds more than `max_events` events. In NDJSON each line
-    stands alone, so a malformed line is that event's error, and the index is the 0-based
-    line number (blank lines are skipped but counted).
+    told apart) or nests deeper than `max_depth` (`invalid_request`; an event is an object of
+    scalars and one flat `props` object, so no valid batch is deeper than 3), and 413 when it
+    holds more than `max_events` events. In NDJSON each line stands alone, so a malformed line
+    is that event's error, and the index is the 0-based line number (blank lines are skipped
+    but counted). So is an event of a JSON array whose only fault is a lone UTF-16 surrogate
+    escape (`"\\ud800"`): that event is rejected, the others are not.
     """
     if not body.strip():
         raise ApiError(400, "empty_batch", "the body holds no events")
+    # Before any decoding: msgspec recurses once per level (100k levels: RecursionError).
+    if too_deep(body, max_depth):
+        raise depth_error(max_depth)
     if ndjson:
         items = [(i, line) for i, line in enumerate(body.split(b"\n")) if line.strip()]
     else:
@@ -68,7 +125,9 @@ def split_events(body: bytes, *, ndjson: bool, max_events: int) -> list[tuple[in
                 f"the body must be a JSON array of event objects or NDJSON: {exc}",
             ) from exc
         except msgspec.DecodeError as exc:
-            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
+            raws = _split_around_lone_surrogates(body)
+            if raws is None:
+                raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
         items = list(enumerate(raws))
     if not items:
         raise ApiError(400, "empty_batch", "the body holds no events")
@@ -82,13 +141,19 @@ def split_events(body: bytes, *, ndjson: bool, max_events: int) -> list[tuple[in
     return items
 
 
-def validation_error(index: int, exc: msgspec.MsgspecError) -> EventError:
+def validation_error(index: int, exc: msgspec.MsgspecError, raw: bytes = b"") -> EventError:
     """A per-event reason from msgspec's message (which already says what and where)."""
     message = str(exc)
     at = _AT_FIELD.search(message)
     named = _NAMED_FIELD.search(message)
     field = at.group(1) if at else named.group(1) if named else None
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        if has_lone_surrogate(raw):
+            # msgspec says "Input data was truncated" for `"\\ud800"`: name the real fault.
+            message = (
+                "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+                "pair), which is not Unicode text"
+            )
         return EventError(index, "invalid_json", f"not valid JSON: {message}", None)
     if "unknown field" in message:
         if field == "org_id":
@@ -195,7 +260,7 @@ def build_columns(
         try:
             e = decode(raw)
         except msgspec.MsgspecError as exc:
-            errors.append(validation_error(index, exc))
+            errors.append(validation_error(index, exc, raw))
             continue
 
         ts = e.ts

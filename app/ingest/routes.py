@@ -233,6 +233,7 @@ async def _store_events(
         body,
         ndjson=is_ndjson(request.headers.get("content-type", ""), body),
         max_events=settings.ingest_max_events,
+        max_depth=settings.max_json_depth,
     )
     if ingest.shared_limiter is not None:
         wait_s = await ingest.shared_limiter.acquire(key.org_id, len(items), key.rate_per_s)

@@ -393,7 +393,11 @@ class Hub:
 
     async def _on_message(self, conn: Connection, data: str | bytes) -> None:
         try:
-            msg = protocol.decode(data)
+            msg = protocol.decode(data, self.settings.max_json_depth)
+        except protocol.TooDeep:
+            # Hostile, never a mistake a client makes: close rather than answer.
+            conn.close(protocol.CLOSE_TOO_DEEP, "message nested too deeply")
+            return
         except protocol.ProtocolError as exc:
             conn.send_text(protocol.error(exc.id, exc.code, exc.message))
             return

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from app.jsondepth import DEFAULT_MAX_DEPTH, too_deep
+
 # Close codes (RFC 6455 private range 4000-4999, plus the standard ones that fit).
 CLOSE_GOING_AWAY = 1001  # server shutting down
 CLOSE_TOO_BIG = 1009  # a client frame over push_max_message_bytes
@@ -15,6 +17,7 @@ CLOSE_TRY_LATER = 1013  # the config store is down: cannot check the token now
 CLOSE_TOO_MANY_SUBSCRIPTIONS = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SLOW_CONSUMER = 4408
+CLOSE_TOO_DEEP = 4422  # a frame whose JSON nests deeper than max_json_depth
 CLOSE_FLOOD = 4429
 
 Id = str | int
@@ -55,8 +58,15 @@ class ProtocolError(Exception):
         self.id = id
 
 
-def decode(data: str | bytes) -> ClientMessage:
+class TooDeep(ProtocolError):
+    """The frame's JSON nests deeper than allowed: it is never decoded (the decoder recurses
+    per level), and the socket is closed with CLOSE_TOO_DEEP."""
+
+
+def decode(data: str | bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> ClientMessage:
     """One client message, or ProtocolError (with the message's `id` when it had one)."""
+    if too_deep(data, max_depth):
+        raise TooDeep("too_deep", f"the message nests deeper than {max_depth} levels")
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:

@@ -1,6 +1,7 @@
 """The browser UI (issue 7): pages, static JS/CSS, ECharts, and the chart data the REST API
 does not serve (funnel, heatmap, top-N). docs/ui.md describes it."""
 
+from app.web.apidocs import swagger_asset
 from app.web.data import ChartDataController
 from app.web.pages import (
     alert_page,
@@ -21,6 +22,7 @@ route_handlers = [
     alerts_page,
     alert_page,
     echarts_js,
+    swagger_asset,
     static_router,
     ChartDataController,
 ]

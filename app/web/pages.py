@@ -27,6 +27,8 @@ from litestar.params import FromPath
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
+from app.httpheaders import CONTENT_SECURITY_POLICY
+
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 TEMPLATES_DIR = HERE / "templates"
@@ -43,11 +45,7 @@ def echarts_path() -> Path:
 
 # The browser may keep pages for a minute and static files until the version changes.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
-        "base-uri 'none'; form-action 'self'"
-    ),
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "Referrer-Policy": "no-referrer",  # /login?token=… must never leak through Referer
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 import httpcore
+import httpx
 import pytest
 
 from app.alerts import netguard
@@ -57,6 +58,23 @@ REFUSED_AT_SAVE = [
     "https://example.com:22/hook",  # privileged port other than 80/443
     "https://example.com:25/hook",
     "http://example.com:0/hook",
+    # One host, many spellings (issue 12): each must be refused at save as at send.
+    "http://127.0.0.1.:8080/hook",  # the absolute form (trailing dot)
+    "http://127.0.0.1 :8080/hook",  # white space in the host
+    "http://127.0.0.1..:8080/hook",  # an empty label
+    "http://127.0.0.1%20:8080/hook",
+    "http://LOCALHOST:8080/hook",
+    "http://[::1]:8080/hook",
+    "http://[::1%25lo]:8080/hook",  # a zone id
+    "http://0x7f.1/hook",
+    "http://0177.0.0.1/hook",
+    "http://0x7f000001/hook",
+    "http://127.000.000.001/hook",
+    "http://\uff11\uff12\uff17.0.0.1/hook",  # full-width digits
+    "http://127\u30020\u30020\u30021/hook",  # ideographic full stops
+    "http://example.com@127.0.0.1/hook",
+    "http://127.0.0.1\\@example.com/hook",
+    "http://1.2.3.4.5/hook",  # ends in a number, not an address
 ]
 
 ACCEPTED_AT_SAVE = [
@@ -66,6 +84,8 @@ ACCEPTED_AT_SAVE = [
     "https://hooks.example.com/x",
     "https://hooks.slack.com/services/T000/B000/XXXX",
     "http://receiver.example.org:8080/alerts?token=abc",
+    "https://HOOKS.Example.com/x",
+    "https://hooks.example.com./x",
 ]
 
 
@@ -300,3 +320,84 @@ def test_non_public_addresses(addr):
 @pytest.mark.parametrize("addr", ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700::1111"])
 def test_public_addresses(addr):
     assert netguard.address_problem(ipaddress.ip_address(addr)) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "normalised"),
+    [
+        ("127.0.0.1.", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.000.000.001", "127.0.0.1"),
+        ("0x7F000001", "127.0.0.1"),
+        ("\uff11\uff12\uff17.0.0.1", "127.0.0.1"),
+        ("127\u30020\u30020\u30021", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("[0:0:0:0:0:ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("::FFFF:7F00:1", "::ffff:7f00:1"),
+        ("Hooks.Example.COM.", "hooks.example.com"),
+        ("b\u00fccher.example", "xn--bcher-kva.example"),
+        ("LOCALHOST.", "localhost"),
+    ],
+)
+def test_normalise_host_gives_one_spelling(host, normalised):
+    assert netguard.normalise_host(host) == normalised
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1 ",
+        " 127.0.0.1",
+        "127.0.0.1..",
+        "127..0.0.1",
+        ".",
+        "",
+        "127.0.0.1%20",
+        "fe80::1%eth0",
+        "[127.0.0.1]",
+        "exa mple.com",
+        "localhost\x00.example.com",
+        "1.2.3.4.5",
+        "08.0.0.1",
+        "example.123",
+        "a" * 64 + ".example.com",
+    ],
+)
+def test_normalise_host_refuses_what_is_no_host(host):
+    with pytest.raises(ValueError):
+        netguard.normalise_host(host)
+
+
+SAME_HOST_LOOPBACK = [
+    "http://127.0.0.1.:8080/x",
+    "http://127.0.0.1 :8080/x",
+    "http://127.0.0.1..:8080/x",
+    "http://LOCALHOST.:8080/x",
+    "http://[::1]:8080/x",
+    "http://[::ffff:127.0.0.1]:8080/x",
+    "http://2130706433:8080/x",
+    "http://0x7f.1:8080/x",
+    "http://0x7f000001:8080/x",
+    "http://017700000001:8080/x",
+    "http://\uff11\uff12\uff17.0.0.1:8080/x",
+]
+
+
+@pytest.mark.parametrize("url", SAME_HOST_LOOPBACK)
+async def test_save_and_send_refuse_the_same_hosts(url, monkeypatch):
+    """Every spelling of loopback: check_url (save time, and again at send time) refuses it,
+    and so does the guarded transport when asked to connect to it directly — never the inner
+    backend."""
+    assert netguard.check_url(url) is not None
+    inner = _RecordingBackend()
+    backend = netguard.GuardedBackend(inner=inner)
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL:
+        host = None  # httpx itself refuses to send there
+    if host is not None:
+        with pytest.raises(netguard.BlockedAddress):
+            await backend.connect_tcp(host, 8080, timeout=5)
+    assert inner.connected == []

@@ -440,3 +440,79 @@ async def test_backpressure_is_503_with_retry_after_and_nothing_accepted(make_cl
         ["a", 3],
         ["c", 1],
     ]
+
+
+LONE_SURROGATE_MESSAGE = (
+    "not valid JSON: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+    "pair), which is not Unicode text"
+)
+
+
+async def test_a_lone_surrogate_rejects_its_event_not_the_array(client, services, ch, org):
+    # As raw bytes: the escapes must reach the server exactly as written.
+    body = (
+        b'[{"event": "a", "path": "/\\\\ud800"},'  # an escaped backslash: plain text, fine
+        b' {"event": "b\\ud800"},'  # lone high surrogate
+        b' {"event": "c", "props": {"k": "\\udc00x"}},'  # lone low surrogate
+        b' {"event": "d", "path": "/\\ud83d\\ude00"},'  # a valid pair: an emoji
+        b' {"event": "e", "path": "\\uD800\\u0041"},'  # high surrogate + a non-surrogate
+        b' {"event": "f", "path": "\\\\\\ud800"}]'  # escaped backslash, then a lone surrogate
+    )
+    r = await client.post(
+        "/v1/events",
+        content=body,
+        headers={**org.ingest_headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert (result["accepted"], result["rejected"]) == (2, 4)
+    assert [(e["index"], e["code"], e["message"]) for e in result["errors"]] == [
+        (i, "invalid_json", LONE_SURROGATE_MESSAGE) for i in (1, 2, 4, 5)
+    ]
+    await services.writer.wait_inserted()
+    assert rows(ch, "SELECT event, path FROM {db}.events ORDER BY event") == [
+        ["a", "/\\ud800"],
+        ["d", "/\U0001f600"],
+    ]
+
+
+async def test_a_lone_surrogate_in_ndjson_has_the_same_reason(client, org):
+    r = await client.post(
+        "/v1/events",
+        content=b'{"event": "a"}\n{"event": "b\\ud800"}\n',
+        headers={**org.ingest_headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["errors"] == [
+        {"index": 1, "code": "invalid_json", "message": LONE_SURROGATE_MESSAGE, "field": None}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"event": "a\\ud800"}, {"event": ',  # a surrogate and truncated: still the batch's fault
+        b'[{"event": "a\\ud800"} {"event": "b"}]',  # missing comma
+        b'[{"event": "a\\ud800"}]]',  # trailing garbage
+    ],
+)
+async def test_a_lone_surrogate_does_not_excuse_a_malformed_array(client, org, body):
+    r = await client.post(
+        "/v1/events",
+        content=body,
+        headers={**org.ingest_headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_json"
+
+
+async def test_an_array_of_only_lone_surrogates_is_400_no_valid_events(client, org):
+    r = await client.post(
+        "/v1/events",
+        content=b'[{"event": "\\ud800"}, {"event": "\\udfff"}]',
+        headers={**org.ingest_headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "no_valid_events"
+    assert [e["index"] for e in error["where"]["errors"]] == [0, 1]

@@ -125,3 +125,33 @@ async def test_saved_metric_definition(node, org, definition):
     async with await node.connect(org.admin_token) as ws:
         snap = await subscribe(ws, id="s", metric_id=saved["id"], range_s=5)
         assert snap["columns"] == ["t", "n"]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 30_000 + "]" * 30_000,  # fits in the 64 KiB frame limit, 30,000 levels
+        '{"type": "subscribe", "id": "d", "metric": ' + '{"a":' * 10_000 + "1" + "}" * 10_001,
+        "[" * 65 + "]" * 65,  # one level past the limit
+    ],
+)
+async def test_deeply_nested_frame_closes_only_that_socket_4422(node, org, frame):
+    async with (
+        await node.connect(org.admin_token) as good,
+        await node.connect(org.admin_token) as bad,
+    ):
+        await subscribe(good, id="g", metric="SELECT count() AS n", range_s=10)
+        await bad.send(frame)
+        assert await closed_code(bad) == 4422
+        t = now_ms()
+        await node.post(org.api_key, events("x", 1, t))
+        await node.tick()
+        assert by_t((await recv_type(good, "delta"))["rows"], "n")[t // 1000] == 1
+        await send(good, {"type": "ping"})
+        assert (await recv(good))["type"] == "pong"
+
+
+async def test_frame_at_the_depth_limit_is_an_ordinary_error(node, org):
+    async with await node.connect(org.admin_token) as ws:
+        await ws.send("[" * 64 + "]" * 64)
+        assert (await recv(ws))["code"] == "invalid_message"

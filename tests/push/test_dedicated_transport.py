@@ -54,6 +54,13 @@ async def test_auth_rejected_4401(pnode, token):
     assert not pnode.hub.conns
 
 
+async def test_deeply_nested_frame_closes_4422(pnode, org):
+    async with await connect(pnode, org.admin_token) as ws:
+        await subscribe(ws, id="a", metric="SELECT count() AS n", range_s=10)
+        await ws.send("[" * 30_000 + "]" * 30_000)
+        assert await closed_code(ws) == 4422
+
+
 async def test_wrong_path_404(pnode, org):
     url = f"ws://127.0.0.1:{pnode.hub.dedicated.port}/other?token={org.admin_token}"
     with pytest.raises(websockets.InvalidStatus) as info:
