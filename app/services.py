@@ -34,7 +34,7 @@ class Services:
     alerts: Any = None  # app.alerts.Evaluator: alerts on the push ticks (issue 6)
 
     def __post_init__(self) -> None:
-        from app.auth import Authenticator
+        from app.auth import Authenticator, FailureThrottle
         from app.cache import Degradation, make_cache
         from app.limits import Limiter, default_limits
         from app.store import Store
@@ -51,7 +51,12 @@ class Services:
                 default_limits(s), redis=self.redis, load_overrides=self.store.orgs.get_limits
             )
         if self.auth is None:
-            self.auth = Authenticator(self.store, fresh_s=s.auth_cache_s)
+            self.auth = Authenticator(
+                self.store,
+                fresh_s=s.auth_cache_s,
+                negative_s=s.auth_negative_cache_s,
+                throttle=FailureThrottle(s.auth_fail_max, s.auth_fail_window_s),
+            )
         if self.degradation is None:
             self.degradation = Degradation()
         if self.push is None:

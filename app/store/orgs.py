@@ -65,3 +65,17 @@ class TokenRepo(Repo):
             "AND (t.expires_at IS NULL OR t.expires_at > now())",
             (token_hash,),
         )
+
+    async def live_hashes(self, token_hashes: list[str]) -> set[str]:
+        """Which of `token_hashes` still name a live token (not revoked, not expired, member):
+        one query for any number of them (the push tier's periodic re-check)."""
+        if not token_hashes:
+            return set()
+        rows = await self.fetchall(
+            "SELECT t.token_hash FROM user_tokens t "
+            "JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
+            "WHERE t.token_hash = ANY(%s) AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > now())",
+            (token_hashes,),
+        )
+        return {r["token_hash"] for r in rows}
