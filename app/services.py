@@ -41,7 +41,7 @@ class Services:
 
         s = self.settings
         if self.store is None:
-            self.store = Store(self.pg, s.pg_timeout_s)
+            self.store = Store(self.pg, s.pg_timeout_s, breaker_open_s=s.pg_breaker_s)
         if self.cache is None:
             self.cache = make_cache(
                 self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s
@@ -59,6 +59,9 @@ class Services:
             )
         if self.degradation is None:
             self.degradation = Degradation()
+        breaker = getattr(self.store, "breaker", None)
+        if breaker is not None and breaker.listener is None:
+            breaker.listener = self._postgres_outcome
         if self.push is None:
             from app.push import Hub
 
@@ -67,6 +70,13 @@ class Services:
             from app.alerts import Evaluator
 
             self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
+
+    def _postgres_outcome(self, ok: bool, error: str) -> None:
+        """The store breaker's outcomes, for readyz (`degraded.postgres`)."""
+        if ok:
+            self.degradation.ok("postgres")
+        else:
+            self.degradation.failed("postgres", error)
 
     async def start(self) -> None:
         """Start the background parts of this process's roles (`settings.roles`): the writer

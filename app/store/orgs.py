@@ -51,6 +51,14 @@ class ApiKeyRepo(Repo):
         assert row is not None
         return row, secret
 
+    async def lookup(self, key_hash: str) -> dict[str, Any] | None:
+        """org_id, revoked and the org's limits of the key with this hash (ingest auth)."""
+        return await self.fetchone(
+            "SELECT k.org_id, k.revoked_at IS NOT NULL AS revoked, o.limits "
+            "FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.key_hash = %s",
+            (key_hash,),
+        )
+
     async def revoke(self, org_id: int, key_id: int) -> None:
         row = await self.fetchone(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
