@@ -11,6 +11,7 @@ from app.web.pages import (
     echarts_js,
     login_page,
     static_router,
+    tokens_page,
 )
 
 route_handlers = [
@@ -20,6 +21,7 @@ route_handlers = [
     builder_page,
     alerts_page,
     alert_page,
+    tokens_page,
     echarts_js,
     static_router,
     ChartDataController,
