@@ -95,6 +95,11 @@ class Breaker:
         self.refused += 1
         raise StoreUnavailable("PostgreSQL is unavailable (circuit open; probing shortly)")
 
+    def release(self) -> None:
+        """A call ended without telling whether PostgreSQL works (cancelled, or an error of
+        ours): if it was the probe, the next call may probe again."""
+        self.probing = False
+
     def success(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False
         if self.listener is not None:
@@ -127,21 +132,30 @@ class Repo:
         """A pooled connection; connection-level failures and a missed deadline become
         StoreUnavailable (and count against the breaker, which may refuse at once)."""
         self.breaker.check()
+        outcome: bool | None = None  # True: PostgreSQL answered; False: it did not
         try:
             async with asyncio.timeout(self.deadline_s):
                 async with self.pool.connection(timeout=self.timeout_s) as conn:
                     yield conn
-        except (pg_errors.IntegrityError, pg_errors.DataError, pg_errors.ProgrammingError):
-            self.breaker.success()  # PostgreSQL answered
+            outcome = True
+        except (
+            pg_errors.IntegrityError,
+            pg_errors.DataError,
+            pg_errors.ProgrammingError,
+            StoreError,
+        ):
+            outcome = True  # PostgreSQL answered (the caller's rule refused the write)
             raise
         except _UNREACHABLE as exc:
+            outcome = False
             error = f"{type(exc).__name__}: {exc}"[:300]
             self.breaker.failure(error)
             raise StoreUnavailable(error) from exc
-        except StoreError:
-            self.breaker.success()
-            raise
-        self.breaker.success()
+        finally:
+            if outcome is True:
+                self.breaker.success()
+            elif outcome is None:  # cancelled or failed for another reason: no verdict
+                self.breaker.release()
 
     async def bounded(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         """`await work(conn)` on a pooled connection, in a task of its own: the caller waits at
