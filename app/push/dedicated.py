@@ -247,7 +247,9 @@ class DedicatedServer:
         for message in (ws.request, ws.response):  # handshake done: free the headers (~2 KiB)
             if message is not None:
                 message.headers.clear()
-        principal, token_hash, code, reason = await hub.authorise(token, ticket)
+        peer = ws.remote_address
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        principal, token_hash, code, reason = await hub.authorise(token, ticket, client)
         if principal is None:
             await ws.close(code, reason)
             return

@@ -291,7 +291,8 @@ class Hub:
             return
         token, ticket = _credentials(scope)
         await send({"type": "websocket.accept"})
-        principal, token_hash, code, reason = await self.authorise(token, ticket)
+        client = (scope.get("client") or ("",))[0]
+        principal, token_hash, code, reason = await self.authorise(token, ticket, client)
         if principal is None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
@@ -338,11 +339,12 @@ class Hub:
                 await conn.wait_writer()
 
     async def authorise(
-        self, token: str | None, ticket: str | None = None
+        self, token: str | None, ticket: str | None = None, client: str | None = None
     ) -> tuple[Any, str, int, str]:
         """(principal, token hash, 0, "") for a valid ticket or user token, else
         (None, "", close code, reason). A ticket is redeemed (used up) here, and the socket
-        is then bound to the token that asked for the ticket."""
+        is then bound to the token that asked for the ticket. `client` is the peer address,
+        for the failed-attempt throttle."""
         code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
         auth = self.services.auth
         try:
@@ -352,7 +354,7 @@ class Hub:
                     return None, "", code, "unknown, used or expired ticket"
                 return await auth.for_hash(token_hash), token_hash, 0, ""
             if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
-                return await auth.principal(token), hash_secret(token), 0, ""
+                return await auth.principal(token, client), hash_secret(token), 0, ""
         except Exception as exc:  # ApiError: 401 unknown/revoked, 429 throttled, 503 store down
             status = getattr(exc, "status", 401)
             if status == 503:

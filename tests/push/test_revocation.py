@@ -172,3 +172,25 @@ async def test_with_redis_any_node_redeems_a_ticket_exactly_once(make_node, make
         again = await websockets.connect(f"ws://127.0.0.1:{a.port}/ws/subscribe?ticket={ticket}")
         assert await _close_code(again) == 4401
         await ws.close()
+
+
+async def test_failed_socket_logins_are_throttled_per_address(make_node, make_org):
+    from app.credentials import USER_TOKEN_PREFIX, new_secret
+
+    org = await make_org()
+    async with make_node(push_port=0, auth_fail_max=3) as node:
+        known = await _subscribed(node.ws_url(org.admin_token))  # cached as good from now on
+        asgi = f"ws://127.0.0.1:{node.port}/ws/subscribe?token="
+        direct = f"ws://127.0.0.1:{node.hub.dedicated.port}/ws/subscribe?token="
+        lookups = node.services.auth.lookups
+        for url in (asgi, direct, asgi):
+            ws = await websockets.connect(url + new_secret(USER_TOKEN_PREFIX))
+            assert await _close_code(ws) == 4401
+        assert node.services.auth.lookups == lookups + 3
+        for url in (asgi, direct):
+            ws = await websockets.connect(url + new_secret(USER_TOKEN_PREFIX))
+            assert await _close_code(ws) == 4429  # past the budget: refused without a lookup
+        assert node.services.auth.lookups == lookups + 3
+        again = await _subscribed(direct + org.admin_token, 2)  # known good: not locked out
+        for ws in (known, again):
+            await ws.close()
