@@ -158,6 +158,21 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_max_entries: int = 10_000
     cache_keep_s: int = 3600
     auth_cache_s: float = 5.0
+    # Failed authentications (user tokens and ingest keys): per client address and per token
+    # prefix, at most this many in a window of this many seconds, then 429 + Retry-After.
+    auth_fail_max: int = 30
+    auth_fail_window_s: float = 60.0
+    # How long a token or key PostgreSQL called unknown is answered 401 without asking again.
+    auth_negative_cache_s: float = 2.0
+    # Lifetime of a new user token in days (0 = never expires).
+    token_ttl_days: int = 90
+    # Lifetime of a WebSocket ticket (POST /ws/ticket): single use, seconds.
+    ws_ticket_ttl_s: float = 30.0
+    # Ingest keys seen in the last this many seconds keep working while PostgreSQL is down.
+    ingest_key_stale_s: float = 900.0
+    # After PostgreSQL failed, answer "unavailable" at once for this long, then let one
+    # request probe it (circuit breaker).
+    pg_breaker_s: float = 2.0
     limit_rate_per_s: float = 50.0
     limit_burst: int = 100
     limit_concurrent_queries: int = 4
@@ -264,6 +279,13 @@ class Settings(msgspec.Struct, kw_only=True):
             "cache_max_entries": _env_int("CLICKPULSE_CACHE_MAX_ENTRIES", 10_000),
             "cache_keep_s": _env_int("CLICKPULSE_CACHE_KEEP_S", 3600),
             "auth_cache_s": _env_float("CLICKPULSE_AUTH_CACHE_S", 5.0),
+            "auth_fail_max": _env_int("CLICKPULSE_AUTH_FAIL_MAX", 30),
+            "auth_fail_window_s": _env_float("CLICKPULSE_AUTH_FAIL_WINDOW_S", 60.0),
+            "auth_negative_cache_s": _env_float("CLICKPULSE_AUTH_NEGATIVE_CACHE_S", 2.0),
+            "token_ttl_days": _env_int("CLICKPULSE_TOKEN_TTL_DAYS", 90),
+            "ws_ticket_ttl_s": _env_float("CLICKPULSE_WS_TICKET_TTL_S", 30.0),
+            "ingest_key_stale_s": _env_float("CLICKPULSE_INGEST_KEY_STALE_S", 900.0),
+            "pg_breaker_s": _env_float("CLICKPULSE_PG_BREAKER_S", 2.0),
             "limit_rate_per_s": _env_float("CLICKPULSE_LIMIT_RATE_PER_S", 50.0),
             "limit_burst": _env_int("CLICKPULSE_LIMIT_BURST", 100),
             "limit_concurrent_queries": _env_int("CLICKPULSE_LIMIT_CONCURRENT_QUERIES", 4),

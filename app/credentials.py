@@ -46,8 +46,15 @@ async def create_api_key(conn, org_id: int, name: str = "") -> str:
     return secret
 
 
-async def create_user_token(conn, org_id: int, email: str, role: str) -> str:
-    """Ensure the user and their membership with `role` in the org; return a new API token."""
+async def create_user_token(
+    conn, org_id: int, email: str, role: str, ttl_days: int | None = None
+) -> str:
+    """Ensure the user and their membership with `role` in the org; return a new API token
+    that expires after `ttl_days` (default CLICKPULSE_TOKEN_TTL_DAYS, 90; 0 = never)."""
+    if ttl_days is None:
+        from app.config import Settings
+
+        ttl_days = Settings.from_env().token_ttl_days
     user = await (
         await conn.execute(
             "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
@@ -61,7 +68,8 @@ async def create_user_token(conn, org_id: int, email: str, role: str) -> str:
     )
     secret = new_secret(USER_TOKEN_PREFIX)
     await conn.execute(
-        "INSERT INTO user_tokens (org_id, user_id, prefix, token_hash) VALUES (%s, %s, %s, %s)",
-        (org_id, user["id"], display_prefix(secret), hash_secret(secret)),
+        "INSERT INTO user_tokens (org_id, user_id, prefix, token_hash, expires_at) "
+        "VALUES (%s, %s, %s, %s, CASE WHEN %s > 0 THEN now() + make_interval(days => %s) END)",
+        (org_id, user["id"], display_prefix(secret), hash_secret(secret), ttl_days, ttl_days),
     )
     return secret

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,13 +36,28 @@ def migrate(url: str) -> MigrationReport:
 
 
 def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout_s: float | None = None,
+    **kwargs: Any,
 ) -> AsyncConnectionPool:
-    """An async pool whose connections return rows as dicts. Open it with `await pool.open()`."""
+    """An async pool whose connections return rows as dicts. Open it with `await pool.open()`.
+
+    With `timeout_s` (CLICKPULSE_PG_TIMEOUT_S): the server ends any statement after that long
+    (`statement_timeout`, added to the URL's own `options`), connecting gives up after it, and
+    waiting for a free connection defaults to it instead of psycopg_pool's 30 s."""
+    extra: dict[str, Any] = {}
+    if timeout_s is not None:
+        params = conninfo_to_dict(url)
+        options = f"{params.get('options') or ''} -c statement_timeout={int(timeout_s * 1000)}"
+        extra = {"options": options.strip(), "connect_timeout": max(int(timeout_s + 0.999), 1)}
     return AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True, **kwargs},
+        kwargs={"row_factory": dict_row, "autocommit": True, **extra, **kwargs},
+        timeout=timeout_s if timeout_s is not None else 30.0,
         open=False,
     )

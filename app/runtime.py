@@ -73,7 +73,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     return Services(
         settings=settings,
         ch=ch,
-        pg=open_pool(pg_url),
+        pg=open_pool(pg_url, timeout_s=settings.pg_timeout_s),
         writer=make_writer(ch, settings),
         redis=redis_client,
         extras={"database_url": pg_url},

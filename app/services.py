@@ -34,14 +34,14 @@ class Services:
     alerts: Any = None  # app.alerts.Evaluator: alerts on the push ticks (issue 6)
 
     def __post_init__(self) -> None:
-        from app.auth import Authenticator
+        from app.auth import Authenticator, FailureThrottle
         from app.cache import Degradation, make_cache
         from app.limits import Limiter, default_limits
         from app.store import Store
 
         s = self.settings
         if self.store is None:
-            self.store = Store(self.pg, s.pg_timeout_s)
+            self.store = Store(self.pg, s.pg_timeout_s, breaker_open_s=s.pg_breaker_s)
         if self.cache is None:
             self.cache = make_cache(
                 self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s
@@ -51,9 +51,17 @@ class Services:
                 default_limits(s), redis=self.redis, load_overrides=self.store.orgs.get_limits
             )
         if self.auth is None:
-            self.auth = Authenticator(self.store, fresh_s=s.auth_cache_s)
+            self.auth = Authenticator(
+                self.store,
+                fresh_s=s.auth_cache_s,
+                negative_s=s.auth_negative_cache_s,
+                throttle=FailureThrottle(s.auth_fail_max, s.auth_fail_window_s),
+            )
         if self.degradation is None:
             self.degradation = Degradation()
+        breaker = getattr(self.store, "breaker", None)
+        if breaker is not None and breaker.listener is None:
+            breaker.listener = self._postgres_outcome
         if self.push is None:
             from app.push import Hub
 
@@ -62,6 +70,13 @@ class Services:
             from app.alerts import Evaluator
 
             self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
+
+    def _postgres_outcome(self, ok: bool, error: str) -> None:
+        """The store breaker's outcomes, for readyz (`degraded.postgres`)."""
+        if ok:
+            self.degradation.ok("postgres")
+        else:
+            self.degradation.failed("postgres", error)
 
     async def start(self) -> None:
         """Start the background parts of this process's roles (`settings.roles`): the writer

@@ -6,6 +6,7 @@ from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
 from app.api.sql import SqlController
+from app.api.tokens import TokenController
 
 route_handlers = [
     healthz,
@@ -17,5 +18,6 @@ route_handlers = [
     AlertController,
     ApiKeyController,
     OrgController,
+    TokenController,
     SqlController,
 ]

@@ -244,3 +244,23 @@ class DashboardData(msgspec.Struct):
     dashboard_id: int
     charts: list[ChartData]
     stale: bool = False
+
+
+class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A new user token: for the user `email`, who becomes (or stays) a member with `role`."""
+
+    email: Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    role: Literal["viewer", "analyst", "editor", "admin"]
+    # Lifetime in days; default CLICKPULSE_TOKEN_TTL_DAYS. At most 3650.
+    ttl_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+
+
+class TokenOut(msgspec.Struct):
+    id: int
+    prefix: str
+    email: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    token: str | None = None  # only in the answer to POST, never again

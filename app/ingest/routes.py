@@ -31,6 +31,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 
+from app.auth import FailureThrottle
 from app.errors import ApiError
 from app.ingest.auth import ApiKeyCache
 from app.ingest.enrich import Enricher
@@ -78,7 +79,11 @@ class IngestState:
 
     def __init__(self, services: Services) -> None:
         settings = services.settings
-        self.keys = ApiKeyCache(settings.ingest_key_cache_ttl_s)
+        self.keys = ApiKeyCache(
+            settings.ingest_key_cache_ttl_s,
+            stale_s=settings.ingest_key_stale_s,
+            throttle=FailureThrottle(settings.auth_fail_max, settings.auth_fail_window_s),
+        )
         self.limiter = RateLimiter(settings.ingest_rate_per_s)
         # With Redis, one bucket per org shared by every node.
         self.shared_limiter = (
@@ -165,7 +170,11 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
     """Store a batch of events for the key's org; answer per-event reasons for rejects."""
     settings = services.settings
     ingest = ingest_state(services)
-    key = await ingest.keys.authenticate(services.pg, request.headers.get("authorization"))
+    key = await ingest.keys.authenticate(
+        services.store,
+        request.headers.get("authorization"),
+        _client_ip(request, settings.ingest_trust_forwarded_for),
+    )
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not valid_key(idem_key):
         raise ApiError(

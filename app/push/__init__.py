@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import asgi, get
+import msgspec
+from litestar import Request, asgi, get, post
 from litestar.types import Receive, Scope, Send
 
 from app.api.common import AUTH, PrincipalDep, ServicesDep
+from app.credentials import hash_secret
 from app.push.hub import Hub
 from app.push.keys import KeySpec, make_key
 from app.push.poller import KeyTick, Poller, Watch
@@ -53,6 +55,22 @@ def push_stats(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]
     return services.push.stats(principal.org_id)
 
 
-route_handlers = [ws_subscribe, push_stats]
+class WsTicket(msgspec.Struct):
+    ticket: str
+    expires_in: float  # seconds
+
+
+@post("/ws/ticket", tags=["push"], dependencies=AUTH, status_code=201)
+async def ws_ticket(request: Request, services: ServicesDep, principal: PrincipalDep) -> WsTicket:
+    """A single-use ticket for `/ws/subscribe?ticket=…`, valid `expires_in` seconds: the
+    preferred way to open a socket (the long-lived token stays out of URLs and logs). The
+    socket it opens is bound to the calling token and closed if that token is revoked."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    push: Hub = services.push
+    ticket = await push.tickets.issue(hash_secret(token))
+    return WsTicket(ticket=ticket, expires_in=push.tickets.ttl_s)
+
+
+route_handlers = [ws_subscribe, push_stats, ws_ticket]
 
 __all__ = ["Hub", "KeySpec", "KeyTick", "Poller", "Watch", "make_key", "route_handlers"]

@@ -60,10 +60,12 @@ class Connection:
         max_queue: int,
         slow_s: float,
         id_columns: Callable[[str], tuple[str, ...]],
+        token_hash: str = "",
     ):
         self._send = send
         self.org_id = org_id
         self.user_id = user_id
+        self.token_hash = token_hash  # the credential, re-checked against revocation
         self.max_queue = max_queue
         self.slow_s = slow_s
         self._id_columns = id_columns

@@ -78,9 +78,11 @@ class DirectConnection(Connection):
         slow_s: float,
         id_columns: Callable[[str], tuple[str, ...]],
         write_limit: int = WRITE_LIMIT,
+        token_hash: str = "",
     ):
         # Not Connection.__init__: that starts a writer task per socket.
         self.ws = ws
+        self.token_hash = token_hash
         self._transport = ws.transport
         self._write_limit = write_limit
         self.org_id = org_id
@@ -185,16 +187,18 @@ class DirectConnection(Connection):
                 await self._writer
 
 
-def _token(request: Request) -> str | None:
+def _credentials(request: Request) -> tuple[str | None, str | None]:
+    """(token, ticket) of a socket: `?ticket=` (preferred), `?token=` or `Authorization`."""
     query = parse_qs(urlsplit(request.path).query)
+    ticket = query["ticket"][0].strip() if query.get("ticket") else None
     if query.get("token"):
-        return query["token"][0].strip()
+        return query["token"][0].strip(), ticket
     value = request.headers.get("Authorization")
     if value:
         scheme, _, token = value.partition(" ")
         if scheme.lower() == "bearer":
-            return token.strip()
-    return None
+            return token.strip(), ticket
+    return None, ticket
 
 
 class DedicatedServer:
@@ -239,11 +243,13 @@ class DedicatedServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         hub, s = self.hub, self.settings
-        token = _token(ws.request)
+        token, ticket = _credentials(ws.request)
         for message in (ws.request, ws.response):  # handshake done: free the headers (~2 KiB)
             if message is not None:
                 message.headers.clear()
-        principal, code, reason = await hub.authorise(token)
+        peer = ws.remote_address
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        principal, token_hash, code, reason = await hub.authorise(token, ticket, client)
         if principal is None:
             await ws.close(code, reason)
             return
@@ -251,6 +257,7 @@ class DedicatedServer:
             ws,
             org_id=principal.org_id,
             user_id=principal.user_id,
+            token_hash=token_hash,
             max_queue=s.push_max_queue,
             slow_s=s.push_slow_consumer_s,
             id_columns=hub._id_columns,

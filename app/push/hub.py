@@ -22,7 +22,8 @@ from urllib.parse import parse_qs
 
 from websockets.asyncio.server import broadcast
 
-from app.credentials import USER_TOKEN_PREFIX
+from app.credentials import USER_TOKEN_PREFIX, hash_secret
+from app.errors import ApiError
 from app.push import protocol
 from app.push.connection import Connection
 from app.push.keys import KeySpec, make_key
@@ -82,6 +83,13 @@ class Hub:
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False
         self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
+        from app.tickets import TicketStore
+
+        self.tickets = TicketStore(
+            services.redis, ttl_s=s.ws_ticket_ttl_s, namespace=services.ch.database
+        )
+        self._revalidator: asyncio.Task[None] | None = None
+        self.revalidations = 0  # credential re-check rounds that reached PostgreSQL
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,12 +103,18 @@ class Hub:
 
             self.dedicated = DedicatedServer(self)
             await self.dedicated.start()
+        self._revalidator = asyncio.create_task(self._revalidate_loop(), name="push-revalidate")
         self._started = True
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self._revalidator is not None:
+            self._revalidator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._revalidator
+            self._revalidator = None
         for conn in list(self.conns):
             conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
         if self.dedicated is not None:
@@ -296,9 +310,10 @@ class Hub:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        token = _token(scope)
+        token, ticket = _credentials(scope)
         await send({"type": "websocket.accept"})
-        principal, code, reason = await self.authorise(token)
+        client = (scope.get("client") or ("",))[0]
+        principal, token_hash, code, reason = await self.authorise(token, ticket, client)
         if principal is None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
@@ -307,6 +322,7 @@ class Hub:
             send,
             org_id=principal.org_id,
             user_id=principal.user_id,
+            token_hash=token_hash,
             max_queue=s.push_max_queue,
             slow_s=s.push_slow_consumer_s,
             id_columns=self._id_columns,
@@ -343,19 +359,87 @@ class Hub:
                 conn._writer.cancel()
                 await conn.wait_writer()
 
-    async def authorise(self, token: str | None) -> tuple[Any, int, str]:
-        """(principal, 0, "") for a valid user token, else (None, close code, reason)."""
+    async def authorise(
+        self, token: str | None, ticket: str | None = None, client: str | None = None
+    ) -> tuple[Any, str, int, str]:
+        """(principal, token hash, 0, "") for a valid ticket or user token, else
+        (None, "", close code, reason). A ticket is redeemed (used up) here, and the socket
+        is then bound to the token that asked for the ticket. `client` is the peer address,
+        for the failed-attempt throttle."""
         code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
-        if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
+        auth = self.services.auth
+        try:
+            if ticket:
+                token_hash = await self.tickets.redeem(ticket)
+                if token_hash is None:
+                    return None, "", code, "unknown, used or expired ticket"
+                return await auth.for_hash(token_hash), token_hash, 0, ""
+            if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
+                return await auth.principal(token, client), hash_secret(token), 0, ""
+        except Exception as exc:  # ApiError: 401 unknown/revoked, 429 throttled, 503 store down
+            status = getattr(exc, "status", 401)
+            if status == 503:
+                code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
+            elif status == 429:
+                code, reason = protocol.CLOSE_FLOOD, "too many failed attempts"
+            elif not isinstance(exc, ApiError):
+                log.warning("push authorisation failed: %s", exc)
+                code, reason = protocol.CLOSE_TRY_LATER, "could not check the credential"
+        return None, "", code, reason
+
+    # -- revocation -----------------------------------------------------------------------
+    async def revalidate(self) -> int:
+        """Re-check the credential of every open socket (one PostgreSQL query for all distinct
+        tokens) and close those whose token was revoked, expired or lost its membership with
+        4401. Returns how many sockets were closed. If PostgreSQL cannot answer, nothing is
+        closed (revocations apply once it is back)."""
+        by_hash: dict[str, list[Any]] = {}
+        for conn in self.conns:
+            if conn.close_code is None and conn.token_hash:
+                by_hash.setdefault(conn.token_hash, []).append(conn)
+        if not by_hash:
+            return 0
+        live = await self.services.auth.live_hashes(set(by_hash))
+        if live is None:
+            return 0
+        self.revalidations += 1
+        closed = 0
+        for token_hash, conns in by_hash.items():
+            if token_hash not in live:
+                for conn in conns:
+                    conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
+                    closed += 1
+        return closed
+
+    def close_token(self, token_hash: str) -> int:
+        """Close this process's sockets opened with the token `token_hash` (it was just
+        revoked here); other nodes close theirs at their next `revalidate`."""
+        closed = 0
+        for conn in list(self.conns):
+            if conn.token_hash == token_hash and conn.close_code is None:
+                conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
+                closed += 1
+        return closed
+
+    async def _revalidate_loop(self) -> None:
+        # As often as the auth cache is trusted: a revoked token's socket lives no longer than
+        # one of its HTTP requests would be answered.
+        interval = max(self.settings.auth_cache_s, 0.1)
+        while True:
+            await asyncio.sleep(interval)
             try:
-                principal = await self.services.auth.principal(token)
-            except Exception as exc:  # ApiError: 401 unknown/revoked, 503 store down
-                if getattr(exc, "status", 401) == 503:
-                    code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
-            else:
-                if principal is not None:
-                    return principal, 0, ""
-        return None, code, reason
+                await self.revalidate()
+            except Exception:
+                log.exception("push: re-checking socket credentials failed")
+
+    async def _credential_live(self, conn: Any) -> bool:
+        """Whether the socket's token still authenticates (through the auth cache; a store
+        outage keeps it, as for HTTP requests)."""
+        try:
+            await self.services.auth.for_hash(conn.token_hash)
+        except ApiError as exc:
+            return exc.status != 401
+        return True
 
     def register(self, conn: Any) -> None:
         """Track an authorised socket (any transport: `Connection` or `DirectConnection`)."""
@@ -458,6 +542,9 @@ class Hub:
         from app.querybuilder import MetricError
 
         s = self.settings
+        if not await self._credential_live(conn):
+            conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
+            return
         if msg.id in conn.subs:
             conn.send_text(protocol.error(msg.id, "duplicate_id", "this id is already subscribed"))
             return
@@ -559,13 +646,15 @@ class Intake:
         return True
 
 
-def _token(scope: Any) -> str | None:
+def _credentials(scope: Any) -> tuple[str | None, str | None]:
+    """(token, ticket) of a socket: `?ticket=` (preferred), `?token=` or `Authorization`."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    ticket = query["ticket"][0].strip() if query.get("ticket") else None
     if query.get("token"):
-        return query["token"][0].strip()
+        return query["token"][0].strip(), ticket
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
-                return token.strip()
-    return None
+                return token.strip(), ticket
+    return None, ticket

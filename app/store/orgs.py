@@ -6,7 +6,13 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from app.credentials import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
+from app.credentials import (
+    API_KEY_PREFIX,
+    USER_TOKEN_PREFIX,
+    display_prefix,
+    hash_secret,
+    new_secret,
+)
 from app.store.base import NotFound, Repo
 
 
@@ -45,6 +51,14 @@ class ApiKeyRepo(Repo):
         assert row is not None
         return row, secret
 
+    async def lookup(self, key_hash: str) -> dict[str, Any] | None:
+        """org_id, revoked and the org's limits of the key with this hash (ingest auth)."""
+        return await self.fetchone(
+            "SELECT k.org_id, k.revoked_at IS NOT NULL AS revoked, o.limits "
+            "FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.key_hash = %s",
+            (key_hash,),
+        )
+
     async def revoke(self, org_id: int, key_id: int) -> None:
         row = await self.fetchone(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
@@ -65,3 +79,89 @@ class TokenRepo(Repo):
             "AND (t.expires_at IS NULL OR t.expires_at > now())",
             (token_hash,),
         )
+
+    async def live_hashes(self, token_hashes: list[str]) -> set[str]:
+        """Which of `token_hashes` still name a live token (not revoked, not expired, member):
+        one query for any number of them (the push tier's periodic re-check)."""
+        if not token_hashes:
+            return set()
+        rows = await self.fetchall(
+            "SELECT t.token_hash FROM user_tokens t "
+            "JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
+            "WHERE t.token_hash = ANY(%s) AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > now())",
+            (token_hashes,),
+        )
+        return {r["token_hash"] for r in rows}
+
+    _COLUMNS = (
+        "t.id, t.prefix, u.email, coalesce(m.role, '') AS role, t.created_at, t.expires_at, "
+        "t.revoked_at"
+    )
+
+    async def list(self, org_id: int) -> list[dict[str, Any]]:
+        """The org's user tokens (prefix only), oldest first."""
+        return await self.fetchall(
+            f"SELECT {self._COLUMNS} FROM user_tokens t JOIN users u ON u.id = t.user_id "
+            "LEFT JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
+            "WHERE t.org_id = %s ORDER BY t.id",
+            (org_id,),
+        )
+
+    async def create(
+        self, org_id: int, email: str, role: str, ttl_days: int
+    ) -> tuple[dict[str, Any], str]:
+        """A new token for the user `email` in the org, who becomes (or stays) a member with
+        `role`; it expires after `ttl_days` (0 = never). The row and the secret (returned
+        once, never stored)."""
+        secret = new_secret(USER_TOKEN_PREFIX)
+        async with self.conn() as conn, conn.transaction():
+            user = await (
+                await conn.execute(
+                    "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) "
+                    "DO UPDATE SET email = EXCLUDED.email RETURNING id",
+                    (email,),
+                )
+            ).fetchone()
+            await conn.execute(
+                "INSERT INTO org_members (org_id, user_id, role) VALUES (%s, %s, %s) "
+                "ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+                (org_id, user["id"], role),
+            )
+            row = await (
+                await conn.execute(
+                    "INSERT INTO user_tokens (org_id, user_id, prefix, token_hash, expires_at) "
+                    "VALUES (%s, %s, %s, %s, CASE WHEN %s > 0 "
+                    "THEN now() + make_interval(days => %s) END) RETURNING id",
+                    (
+                        org_id,
+                        user["id"],
+                        display_prefix(secret),
+                        hash_secret(secret),
+                        ttl_days,
+                        ttl_days,
+                    ),
+                )
+            ).fetchone()
+            created = await (
+                await conn.execute(
+                    f"SELECT {self._COLUMNS} FROM user_tokens t JOIN users u ON u.id = t.user_id "
+                    "LEFT JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
+                    "WHERE t.id = %s",
+                    (row["id"],),
+                )
+            ).fetchone()
+        assert created is not None
+        return created, secret
+
+    async def revoke(self, org_id: int, token_id: int) -> str:
+        """Revoke one of the org's tokens (idempotent); its hash (to drop cached lookups).
+        NotFound for a missing id and for another org's."""
+        row = await self.fetchone(
+            "UPDATE user_tokens SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = %s AND org_id = %s RETURNING token_hash",
+            (token_id, org_id),
+        )
+        if row is None:
+            raise NotFound("token")
+        return row["token_hash"]

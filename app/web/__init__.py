@@ -12,6 +12,7 @@ from app.web.pages import (
     echarts_js,
     login_page,
     static_router,
+    tokens_page,
 )
 
 route_handlers = [
@@ -21,6 +22,7 @@ route_handlers = [
     builder_page,
     alerts_page,
     alert_page,
+    tokens_page,
     echarts_js,
     swagger_asset,
     static_router,

@@ -9,6 +9,7 @@ page for an id of another org renders the shell, and the API's 404 becomes "not 
     /d/{id}           a dashboard: charts, range, drilldown, comparison, live/paused
     /builder          query builder: metric text or form, preview, save, add to a dashboard
     /a, /a/{id}       alerts: list, create/edit, history
+    /admin/tokens     the org's user tokens (admins): list, create, revoke
 
 ECharts is served from `web/node_modules` (installed by `npm ci --prefix web`, see Makefile),
 never from a CDN.
@@ -106,6 +107,11 @@ async def alerts_page() -> Response[str]:
 @get("/a/{alert_id:int}", include_in_schema=False)
 async def alert_page(alert_id: FromPath[int]) -> Response[str]:
     return render("alerts.html", page="alerts", title="Alert", alert_id=alert_id)
+
+
+@get("/admin/tokens", include_in_schema=False)
+async def tokens_page() -> Response[str]:
+    return render("tokens.html", page="tokens", title="Tokens")
 
 
 @get("/static/vendor/echarts.min.js", include_in_schema=False)

@@ -137,7 +137,13 @@ async def test_postgres_down_serves_dashboards_already_read(api, api_services, o
     ready = await api.get("/readyz")
     assert ready.status_code == 503
     assert "postgres" in ready.json()["degraded"]
+    # Known down: the store's circuit breaker answers at once, without trying PostgreSQL.
+    refused = api_services.store.breaker.refused
+    r = await api.get("/dashboards", headers=org.h("viewer"))
+    assert r.status_code == 503 and api_services.store.breaker.refused == refused + 1
     set_pg_down(api_services, False)
+    # Back: the first call after CLICKPULSE_PG_BREAKER_S probes, succeeds and closes it.
+    api_services.store.breaker.opened_at -= api_services.settings.pg_breaker_s
     assert (await api.get("/dashboards", headers=org.h("viewer"))).status_code == 200
 
 
@@ -256,3 +262,5 @@ def test_degradation_logs_each_change_of_state_once():
         ("WARNING", "clickhouse answers requests again"),
         ("ERROR", "clickhouse is failing (seen by requests): timed out"),
     ]
+
+    assert not api_services.store.breaker.is_open

@@ -256,11 +256,11 @@ class FakeStore:
 
 
 async def test_token_lookups_are_renewed_ahead_and_revocation_still_bounded():
-    from app.credentials import hash_secret
+    from app.credentials import USER_TOKEN_PREFIX, hash_secret, new_secret
 
     store, clock = FakeStore(), FakeClock(0.0)
     auth = Authenticator(store, fresh_s=4.0, clock=clock)
-    token = "cpt_test"
+    token = new_secret(USER_TOKEN_PREFIX)  # a malformed one would be refused without lookup
     store.tokens.rows[hash_secret(token)] = {"org_id": 7, "user_id": 1, "role": "viewer"}
     assert (await auth.principal(token)).org_id == 7
     assert store.tokens.lookups == 1

@@ -100,6 +100,8 @@ async def test_dashboard_renders_every_chart_type_and_goes_live(server, org, pag
              "options": {"steps": ["pageview", "purchase"], "window_seconds": 3600}},
         ],
     )  # fmt: skip
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     await login(page, server, org.admin_token)
     await page.goto(f"{server.url}/d/{dash}")
 
@@ -138,6 +140,9 @@ async def test_dashboard_renders_every_chart_type_and_goes_live(server, org, pag
     )
     assert await page.evaluate("window.__marker") == marker  # same document: no reload
     assert await page.evaluate("window.clickpulse.push.received.delta") > 0  # pushed, not polled
+    # The socket was opened with a single-use ticket: the long-lived token is in no URL.
+    assert sockets and all("?ticket=cpw_" in url for url in sockets), sockets
+    assert not any(org.admin_token in url or "token=" in url for url in sockets), sockets
 
 
 async def click_bar(page, title: str, category: str, value: float) -> None:

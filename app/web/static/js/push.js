@@ -1,7 +1,8 @@
-// The live socket: one WebSocket per page to /ws/subscribe?token=…, many subscriptions on it.
+// The live socket: one WebSocket per page to /ws/subscribe?ticket=…, many subscriptions on it.
+// The ticket (POST /ws/ticket: single use, 30 s) keeps the long-lived token out of the URL.
 // Reconnects with backoff and resubscribes each subscription with `since` (the last second it
 // saw, epoch ms) so the server sends only the missed seconds.
-import { getToken } from "./api.js";
+import { getToken, post } from "./api.js";
 
 const PING_MS = 20000;
 
@@ -54,11 +55,28 @@ export class PushClient {
     }
   }
 
-  connect() {
-    const token = getToken();
-    if (!token) return;
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = this.url || `${proto}//${location.host}/ws/subscribe?token=${encodeURIComponent(token)}`;
+  async connect() {
+    if (!getToken()) return;
+    let url = this.url;
+    if (!url) {
+      let ticket;
+      try {
+        ({ ticket } = await post("/ws/ticket", undefined, { redirect: false }));
+      } catch (err) {
+        if (this.closedByUs) return;
+        if (err.status === 401) {
+          this.onStatus("unavailable");
+          return; // the token was refused: do not hammer
+        }
+        this.failures += 1;
+        this.onStatus("reconnecting");
+        this.scheduleReconnect();
+        return;
+      }
+      if (this.closedByUs) return;
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      url = `${proto}//${location.host}/ws/subscribe?ticket=${encodeURIComponent(ticket)}`;
+    }
     let ws;
     try {
       ws = new WebSocket(url);
