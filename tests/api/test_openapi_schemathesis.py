@@ -34,6 +34,9 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import build_services, insert_metric, make_app, seed_events
 
 SEED = 20261203
+# Generated cases of these would revoke the admin token the rest of the run uses (small ids
+# exist); they get the unauthenticated cases only (tests/api/test_tokens.py covers them).
+SELF_DESTRUCTIVE = {("DELETE", "/tokens/{token_id}")}
 CASES_PER_OPERATION = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 4}
 UNAUTHENTICATED_CASES = 1
 ANSWER_WITHIN_S = 60  # a very loose bound: it proves that no request hangs
@@ -124,7 +127,11 @@ async def fuzzed_app(ch, pg_url, redis_url, app_settings, make_org):
     """The app over real chDB, PostgreSQL and Redis, with an org that has data and objects."""
     from litestar.testing import AsyncTestClient
 
-    services = build_services(ch, pg_url, redis_url, base=app_settings)
+    # Schemathesis sends hundreds of deliberately unauthenticated requests from one address:
+    # the failed-attempt throttle (tested in tests/api/test_tokens.py) would then refuse the
+    # known requests' first use of other roles' tokens with 429.
+    lenient = msgspec.structs.replace(app_settings, auth_fail_max=1_000_000)
+    services = build_services(ch, pg_url, redis_url, base=lenient)
     org = await make_org("fuzz")
     now = time.time()
     seed_events(
@@ -179,6 +186,8 @@ async def test_the_api_answers_as_its_openapi_document_says(fuzzed_app):
             {"Authorization": f"Bearer {org.api_key}"} if operation.path == "/v1/events" else admin
         )
         for mode, count in CASES_PER_OPERATION.items():
+            if (operation.method.upper(), operation.path) in SELF_DESTRUCTIVE:
+                break
             cases = generate(operation, mode, count)
             if own_ids and mode is GenerationMode.POSITIVE:
                 cases += generate(operation, mode, count, path_parameters=own_ids)
