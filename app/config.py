@@ -38,6 +38,11 @@ def _env(name: str, default: T, kind: type[T]) -> T:
         raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
 
 
+def _env_optional(name: str, kind: type[T]) -> T | None:
+    """The variable parsed as `kind`, None when unset or empty."""
+    return _env(name, None, kind)  # type: ignore[arg-type]
+
+
 def _env_int(name: str, default: int) -> int:
     return _env(name, default, int)
 
@@ -153,6 +158,13 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_burst: int = 100
     limit_concurrent_queries: int = 4
     limit_rows_per_minute: int = 500_000_000
+    # Operator ceilings (app/limits.py): no org's effective limit goes above them, whatever
+    # orgs.limits says; PUT /org/limits refuses more (422). None = the default above, so by
+    # default an org admin can only lower its limits.
+    limit_max_rate_per_s: float | None = None
+    limit_max_burst: int | None = None
+    limit_max_concurrent_queries: int | None = None
+    limit_max_rows_per_minute: int | None = None
     # Live push (issue 5, app/push): poller tick (0 = ticks only when driven, for tests),
     # seconds re-read each tick for late updates, pipeline lag that makes a view stale,
     # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
@@ -189,6 +201,14 @@ class Settings(msgspec.Struct, kw_only=True):
                 "CLICKPULSE_CLICKHOUSE_CLUSTER needs CLICKPULSE_CLICKHOUSE_URL "
                 "(embedded chDB is one process, not a cluster)"
             )
+        for name in ("rate_per_s", "burst", "concurrent_queries", "rows_per_minute"):
+            ceiling = getattr(self, f"limit_max_{name}")
+            default = getattr(self, f"limit_{name}")
+            if ceiling is not None and (ceiling <= 0 or ceiling < default):
+                raise ValueError(
+                    f"CLICKPULSE_LIMIT_MAX_{name.upper()} ({ceiling}) must be positive and at "
+                    f"least CLICKPULSE_LIMIT_{name.upper()} ({default})"
+                )
         if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
             raise ValueError(
                 "CLICKPULSE_KAFKA_NUM_CONSUMERS and CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS must be >= 1"
@@ -252,6 +272,12 @@ class Settings(msgspec.Struct, kw_only=True):
             "limit_burst": _env_int("CLICKPULSE_LIMIT_BURST", 100),
             "limit_concurrent_queries": _env_int("CLICKPULSE_LIMIT_CONCURRENT_QUERIES", 4),
             "limit_rows_per_minute": _env_int("CLICKPULSE_LIMIT_ROWS_PER_MINUTE", 500_000_000),
+            "limit_max_rate_per_s": _env_optional("CLICKPULSE_LIMIT_MAX_RATE_PER_S", float),
+            "limit_max_burst": _env_optional("CLICKPULSE_LIMIT_MAX_BURST", int),
+            "limit_max_concurrent_queries": _env_optional(
+                "CLICKPULSE_LIMIT_MAX_CONCURRENT_QUERIES", int
+            ),
+            "limit_max_rows_per_minute": _env_optional("CLICKPULSE_LIMIT_MAX_ROWS_PER_MINUTE", int),
             "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
             "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
             "push_stale_ms": _env_int("CLICKPULSE_PUSH_STALE_MS", 5000),
