@@ -100,6 +100,10 @@ class Settings(msgspec.Struct, kw_only=True):
     clickhouse_url: str | None = None
     clickhouse_database: str = "clickpulse"
     clickhouse_cluster: str | None = None
+    # The facade's worker threads (every ClickHouse call of this process runs on one), shared
+    # fairly between orgs (app/clickhouse/fair.py); how long a call may wait for one → 429.
+    clickhouse_workers: int = 8
+    clickhouse_queue_wait_s: float = 2.0
     database_url: str | None = None
     redis_url: str | None = None
     kafka_brokers: str | None = None  # env KAFKA_BOOTSTRAP (alias CLICKPULSE_KAFKA_BROKERS)
@@ -209,6 +213,11 @@ class Settings(msgspec.Struct, kw_only=True):
                     f"CLICKPULSE_LIMIT_MAX_{name.upper()} ({ceiling}) must be positive and at "
                     f"least CLICKPULSE_LIMIT_{name.upper()} ({default})"
                 )
+        if self.clickhouse_workers < 1 or self.clickhouse_queue_wait_s <= 0:
+            raise ValueError(
+                "CLICKPULSE_CLICKHOUSE_WORKERS must be >= 1 and "
+                "CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S > 0"
+            )
         if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
             raise ValueError(
                 "CLICKPULSE_KAFKA_NUM_CONSUMERS and CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS must be >= 1"
@@ -235,6 +244,8 @@ class Settings(msgspec.Struct, kw_only=True):
             "clickhouse_url": env.get("CLICKPULSE_CLICKHOUSE_URL") or None,
             "clickhouse_database": env.get("CLICKPULSE_CLICKHOUSE_DATABASE", "clickpulse"),
             "clickhouse_cluster": env.get("CLICKPULSE_CLICKHOUSE_CLUSTER") or None,
+            "clickhouse_workers": _env_int("CLICKPULSE_CLICKHOUSE_WORKERS", 8),
+            "clickhouse_queue_wait_s": _env_float("CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S", 2.0),
             "database_url": env.get("DATABASE_URL") or None,
             "redis_url": env.get("REDIS_URL") or None,
             "kafka_brokers": _kafka_bootstrap(env),

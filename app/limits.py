@@ -4,8 +4,9 @@ read per minute. Over a limit → `ApiError(429, "rate_limited", …)` with `Ret
 * Request rate: a token bucket per org (`rate_per_s` refill, `burst` capacity). With Redis the
   bucket lives in Redis (one Lua script, atomic, shared by every node); without, in process.
 * Concurrent ClickHouse queries: a semaphore per org in this process. A query waits up to
-  `queue_wait_s` for a slot, then gets 429. Per node on purpose: it protects this node's
-  ClickHouse worker threads, so one org can never hold all of them.
+  `queue_wait_s` for a slot, then gets 429. Per node on purpose. Beneath it, the facade's
+  worker threads are shared fairly between orgs whatever these limits say
+  (app/clickhouse/fair.py); a query that found no worker in time (`PoolBusy`) is a 429 too.
 * Rows read per minute: a fixed one-minute window per org, charged with `QueryResult.rows_read`
   after each query; once the window's budget is spent, queries get 429 until the next minute.
   In Redis with Redis (shared), else in process.
@@ -32,6 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.clickhouse.fair import PoolBusy
 from app.errors import ApiError
 
 LIMIT_FIELDS = ("rate_per_s", "burst", "concurrent_queries", "rows_per_minute")
@@ -152,7 +154,12 @@ class Limiter:
         self._rows: dict[int, tuple[int, int]] = {}  # org -> (minute, rows)
         self._slots: dict[int, tuple[int, asyncio.Semaphore]] = {}
         self._script: Any = None
-        self.rejected = {"rate_per_s": 0, "concurrent_queries": 0, "rows_per_minute": 0}
+        self.rejected = {
+            "rate_per_s": 0,
+            "concurrent_queries": 0,
+            "rows_per_minute": 0,
+            "query_pool": 0,
+        }
 
     # -- limits of one org ---------------------------------------------------------------
     async def limits_for(self, org_id: int) -> OrgLimits:
@@ -282,6 +289,19 @@ class Limiter:
             ) from None
         try:
             yield limits
+        except PoolBusy as exc:
+            # The shared ClickHouse pool had no worker for this org within its bound: the org
+            # already holds its share (app/clickhouse/fair.py). Its own queries wait, not
+            # other orgs'.
+            self.rejected["query_pool"] += 1
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"the ClickHouse pool had no worker free for this org within "
+                f"{exc.waited_s:.1f} s; this org's other queries hold its share",
+                {"limit": "query_pool", "retry_after_s": 1},
+                headers={"Retry-After": "1"},
+            ) from None
         finally:
             semaphore.release()
 

@@ -193,13 +193,13 @@ class FlakyClickHouse:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def query(self, sql: str, params: Any = None, settings: Any = None) -> Any:
+    async def query(self, sql: str, params: Any = None, settings: Any = None, **kwargs: Any) -> Any:
         from app.clickhouse import ClickHouseError
 
         if self.down:
             raise ClickHouseError("Code: 210. Connection refused (simulated outage)", code=210)
         self.queries += 1
-        return await self.inner.query(sql, params, settings)
+        return await self.inner.query(sql, params, settings, **kwargs)
 
 
 class DownPool:

@@ -151,4 +151,5 @@ async def run_analyst(
         params=dict(query.params),
         settings=execution_settings(limits, output, max_rows_to_read=max_rows_to_read),
         fmt=fmt.clickhouse,
+        org_id=query.org_id,  # the verified tenant: its lane in the fair pool
     )
