@@ -104,6 +104,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # fairly between orgs (app/clickhouse/fair.py); how long a call may wait for one → 429.
     clickhouse_workers: int = 8
     clickhouse_queue_wait_s: float = 2.0
+    # The most of those threads one org may hold at once; None = half of them (at least 1).
+    clickhouse_org_workers: int | None = None
     database_url: str | None = None
     redis_url: str | None = None
     kafka_brokers: str | None = None  # env KAFKA_BOOTSTRAP (alias CLICKPULSE_KAFKA_BROKERS)
@@ -218,6 +220,13 @@ class Settings(msgspec.Struct, kw_only=True):
                 "CLICKPULSE_CLICKHOUSE_WORKERS must be >= 1 and "
                 "CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S > 0"
             )
+        if self.clickhouse_org_workers is not None and not (
+            1 <= self.clickhouse_org_workers <= self.clickhouse_workers
+        ):
+            raise ValueError(
+                "CLICKPULSE_CLICKHOUSE_ORG_WORKERS must be between 1 and "
+                "CLICKPULSE_CLICKHOUSE_WORKERS"
+            )
         if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
             raise ValueError(
                 "CLICKPULSE_KAFKA_NUM_CONSUMERS and CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS must be >= 1"
@@ -246,6 +255,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "clickhouse_cluster": env.get("CLICKPULSE_CLICKHOUSE_CLUSTER") or None,
             "clickhouse_workers": _env_int("CLICKPULSE_CLICKHOUSE_WORKERS", 8),
             "clickhouse_queue_wait_s": _env_float("CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S", 2.0),
+            "clickhouse_org_workers": _env_optional("CLICKPULSE_CLICKHOUSE_ORG_WORKERS", int),
             "database_url": env.get("DATABASE_URL") or None,
             "redis_url": env.get("REDIS_URL") or None,
             "kafka_brokers": _kafka_bootstrap(env),

@@ -22,6 +22,7 @@ def open_clickhouse(settings: Settings) -> ClickHouse:
         url=settings.clickhouse_url,
         max_workers=settings.clickhouse_workers,
         queue_wait_s=settings.clickhouse_queue_wait_s,
+        org_workers=settings.clickhouse_org_workers,
     )
 
 

@@ -14,7 +14,7 @@ parallel with the event loop.
 
 Those threads are shared by every org, fairly (app/clickhouse/fair.py): `query` and
 `query_raw` take the org the query reads for (`org_id=`), and the pool serves the org with the
-fewest running queries first and never gives one org all the threads. The org is an explicit
+fewest running queries first and never gives one org more than its share of the threads. The org is an explicit
 parameter rather than a context variable on purpose: the two callers that run org data —
 `run_compiled_async` and `run_analyst`, through which every API, push, alert and /sql read
 goes — pass the org whose tenant guard they have just re-verified on the SQL, so the lane a
@@ -171,6 +171,8 @@ class ClickHouse:
     max_workers: int = 8
     # The longest a call waits for a worker before PoolBusy (None: no bound).
     queue_wait_s: float | None = None
+    # The most workers one org may hold (None: half of max_workers, see fair.py).
+    org_workers: int | None = None
     _pool: FairPool = field(init=False, repr=False)
     query_count: int = field(init=False, default=0)
 
@@ -179,6 +181,7 @@ class ClickHouse:
         self._pool = FairPool(
             self.max_workers,
             max_wait_s=self.queue_wait_s,
+            max_per_tenant=self.org_workers,
             executor=ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix=f"ch-{self.database}"
             ),
@@ -394,6 +397,7 @@ class EmbeddedClickHouse(ClickHouse):
             database=database,
             max_workers=self.max_workers,
             queue_wait_s=self.queue_wait_s,
+            org_workers=self.org_workers,
             data_dir=self.data_dir,
         )
 
@@ -463,6 +467,7 @@ class ServerClickHouse(ClickHouse):
             database=database,
             max_workers=self.max_workers,
             queue_wait_s=self.queue_wait_s,
+            org_workers=self.org_workers,
             url=self.url,
         )
 
@@ -520,15 +525,10 @@ def connect(
     url: str | None = None,
     max_workers: int = 8,
     queue_wait_s: float | None = None,
+    org_workers: int | None = None,
 ) -> ClickHouse:
     """The facade for the configured engine: a server when `url` is given, chDB otherwise."""
+    pool = {"max_workers": max_workers, "queue_wait_s": queue_wait_s, "org_workers": org_workers}
     if url:
-        return ServerClickHouse(
-            database=database, url=url, max_workers=max_workers, queue_wait_s=queue_wait_s
-        )
-    return EmbeddedClickHouse(
-        database=database,
-        data_dir=data_dir or "data/clickhouse",
-        max_workers=max_workers,
-        queue_wait_s=queue_wait_s,
-    )
+        return ServerClickHouse(database=database, url=url, **pool)
+    return EmbeddedClickHouse(database=database, data_dir=data_dir or "data/clickhouse", **pool)

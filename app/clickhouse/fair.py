@@ -11,10 +11,13 @@ query wait behind all of them. `FairPool` is the queue in front of those N threa
   waiting; on a tie, the one whose oldest waiting call is oldest. So a tenant with nothing running
   is always next, ahead of any number of calls another tenant queued earlier, and tenants that
   all want more converge to equal shares (each ≥ `workers // tenants`).
-* **Headroom.** No tenant ever holds more than `workers - 1` threads (with ≥ 2 workers): one is
-  always left for someone else, so another org's query starts at once even while one org keeps
-  the rest busy with long queries, instead of waiting for one of them to finish. Work-conserving
-  otherwise: a free worker is never left idle while a tenant under that cap waits.
+* **Headroom.** No tenant ever holds more than `max_per_tenant` threads (default half the pool,
+  at least 1: 4 of the default 8, the default per-org `concurrent_queries`): the rest is always
+  free of it, so other orgs' queries start at once even while one org keeps its share busy with
+  long queries, instead of waiting for one of them to finish — and, on a machine with few cores,
+  one org's queries cannot take every core's worth of ClickHouse threads either (chDB runs each
+  query on several threads). Work-conserving otherwise: a free worker is never left idle while
+  a tenant under that cap waits.
 * **Bounded waits.** A call that waits longer than `max_wait_s` for a worker is dropped from the
   queue and raises `PoolBusy` (the API answers 429 + Retry-After, see app/limits.py). Cancelling
   a waiting call removes it; a running call keeps its worker until the driver call returns (a
@@ -77,14 +80,15 @@ class FairPool:
         workers: int,
         *,
         max_wait_s: float | None = None,
+        max_per_tenant: int | None = None,
         name: str = "ch",
         executor: ThreadPoolExecutor | None = None,
     ):
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self.workers = workers
-        # One worker stays free for another tenant whenever there are two or more.
-        self.cap = max(1, workers - 1)
+        # Half the pool stays free of any one tenant (see Headroom above).
+        self.cap = max(1, min(max_per_tenant or workers // 2, workers))
         self.max_wait_s = max_wait_s
         self._executor = executor or ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=name

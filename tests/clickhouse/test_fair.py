@@ -85,7 +85,7 @@ async def test_another_org_starts_before_a_flooding_orgs_queued_calls(pool):
 async def test_the_next_free_worker_goes_to_the_org_with_fewest_running(pool):
     """Pool of 4 busy (A 3, C 1), A has 17 queued before B asks: the first worker that frees
     goes to B (0 running), not to A's older queued calls; then shares converge."""
-    p, calls = pool(4), Blocking()
+    p, calls = pool(4, max_per_tenant=3), Blocking()
     tasks = [await submit(p, calls, A, f"a{i}") for i in range(20)]
     for i in range(3):
         await calls.wait_started(f"a{i}")
@@ -107,23 +107,31 @@ async def test_the_next_free_worker_goes_to_the_org_with_fewest_running(pool):
     await asyncio.gather(*tasks)
 
 
-async def test_one_org_alone_never_holds_every_worker(pool):
+async def test_one_org_alone_holds_at_most_half_the_pool(pool):
     p, calls = pool(4), Blocking()
+    assert p.cap == 2  # the default: half the workers
     tasks = [await submit(p, calls, A, f"a{i}") for i in range(6)]
-    for i in range(3):
+    for i in range(2):
         await calls.wait_started(f"a{i}")
-    assert p.snapshot() == {"idle": 1, "running": {A: 3}, "waiting": {A: 3}}
-    # The process's own work (no org) is a lane like any other: it gets the free worker.
+    assert p.snapshot() == {"idle": 2, "running": {A: 2}, "waiting": {A: 4}}
+    # The process's own work (no org) is a lane like any other: it gets a free worker, and
+    # so does another org, at once, ahead of A's queued calls.
     tasks.append(await submit(p, calls, None, "health"))
+    tasks.append(await submit(p, calls, B, "b0"))
     await calls.wait_started("health")
+    await calls.wait_started("b0")
+    assert calls.order == ["a0", "a1", "health", "b0"]
     calls.release_all()
     await asyncio.gather(*tasks)
+    assert len(calls.order) == 8
     # A pool of one cannot keep a worker back: its single tenant gets it.
     single, more = pool(1), Blocking()
+    assert single.cap == 1
     task = await submit(single, more, A, "only")
     await more.wait_started("only")
     more.release_all()
     assert await task == "only"
+    assert pool(8).cap == 4 and pool(8, max_per_tenant=7).cap == 7 and pool(3).cap == 1
 
 
 async def test_a_call_waits_at_most_max_wait_then_pool_busy(pool):
