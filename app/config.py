@@ -102,8 +102,11 @@ class Settings(msgspec.Struct, kw_only=True):
     clickhouse_cluster: str | None = None
     # The facade's worker threads (every ClickHouse call of this process runs on one), shared
     # fairly between orgs (app/clickhouse/fair.py); how long a call may wait for one → 429.
+    # A waiting query costs nothing; each retry after a 429 costs the event loop a compile, so a
+    # longer wait means an org over its share churns less (bench/fairness.py: at 2 s its retries
+    # stalled the loop for seconds; at 5-8 s not). Below the query timeout, so it ends as a 429.
     clickhouse_workers: int = 8
-    clickhouse_queue_wait_s: float = 2.0
+    clickhouse_queue_wait_s: float = 5.0
     # The most of those threads one org may hold at once; None = half of them (at least 1).
     clickhouse_org_workers: int | None = None
     database_url: str | None = None
@@ -254,7 +257,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "clickhouse_database": env.get("CLICKPULSE_CLICKHOUSE_DATABASE", "clickpulse"),
             "clickhouse_cluster": env.get("CLICKPULSE_CLICKHOUSE_CLUSTER") or None,
             "clickhouse_workers": _env_int("CLICKPULSE_CLICKHOUSE_WORKERS", 8),
-            "clickhouse_queue_wait_s": _env_float("CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S", 2.0),
+            "clickhouse_queue_wait_s": _env_float("CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S", 5.0),
             "clickhouse_org_workers": _env_optional("CLICKPULSE_CLICKHOUSE_ORG_WORKERS", int),
             "database_url": env.get("DATABASE_URL") or None,
             "redis_url": env.get("REDIS_URL") or None,

@@ -18,7 +18,9 @@ query wait behind all of them. `FairPool` is the queue in front of those N threa
   one org's queries cannot take every core's worth of ClickHouse threads either (chDB runs each
   query on several threads). Work-conserving otherwise: a free worker is never left idle while
   a tenant under that cap waits.
-* **Bounded waits.** A call that waits longer than `max_wait_s` for a worker is dropped from the
+* **Bounded waits.** A call that waits longer than `max_wait_s` (jittered down to between half
+  and all of it, so a burst of calls does not give up, and retry, as one burst) for a worker is
+  dropped from the
   queue and raises `PoolBusy` (the API answers 429 + Retry-After, see app/limits.py). Cancelling
   a waiting call removes it; a running call keeps its worker until the driver call returns (a
   thread cannot be interrupted), so the accounting counts real threads, never abandoned ones.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import threading
 import time
 from collections import deque
@@ -123,7 +126,10 @@ class FairPool:
             if self.max_wait_s is None:
                 await asyncio.shield(call.started)
             else:
-                await asyncio.wait_for(asyncio.shield(call.started), self.max_wait_s)
+                # Jittered down (to between half and all of it): calls that queued together
+                # would otherwise give up together and their clients' retries arrive together.
+                wait_s = self.max_wait_s * (0.5 + random.random() / 2)
+                await asyncio.wait_for(asyncio.shield(call.started), wait_s)
         except (TimeoutError, asyncio.CancelledError) as exc:
             if self._withdraw(call):
                 if isinstance(exc, TimeoutError):

@@ -140,7 +140,8 @@ async def test_a_call_waits_at_most_max_wait_then_pool_busy(pool):
     await calls.wait_started("a0")
     with pytest.raises(PoolBusy) as exc:
         await p.run(A, calls.call("a1"))  # A's share (1 of 2) is held: no worker for it
-    assert exc.value.tenant == A and exc.value.waited_s >= 0.05
+    # the wait is jittered down to between half and all of max_wait_s
+    assert exc.value.tenant == A and exc.value.waited_s >= 0.025
     assert p.rejected == 1
     assert p.snapshot() == {"idle": 1, "running": {A: 1}, "waiting": {}}  # dropped from queue
     assert "a1" not in calls.order
