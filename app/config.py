@@ -107,7 +107,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # stalled the loop for seconds; at 5-8 s not). Below the query timeout, so it ends as a 429.
     clickhouse_workers: int = 8
     clickhouse_queue_wait_s: float = 5.0
-    # The most of those threads one org may hold at once; None = half of them (at least 1).
+    # The most of those threads one org may hold at once; None = half of them (at least 1),
+    # with embedded chDB also at most the CPU count (app/clickhouse/__init__.py).
     clickhouse_org_workers: int | None = None
     database_url: str | None = None
     redis_url: str | None = None

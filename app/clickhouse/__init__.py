@@ -27,6 +27,7 @@ No other module imports chdb or clickhouse_connect.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -181,11 +182,15 @@ class ClickHouse:
         self._pool = FairPool(
             self.max_workers,
             max_wait_s=self.queue_wait_s,
-            max_per_tenant=self.org_workers,
+            max_per_tenant=self.org_workers or self._default_org_workers(),
             executor=ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix=f"ch-{self.database}"
             ),
         )
+
+    def _default_org_workers(self) -> int | None:
+        """The most workers one org holds unless configured; None: half the pool (fair.py)."""
+        return None
 
     @property
     def pool(self) -> FairPool:
@@ -391,6 +396,13 @@ class EmbeddedClickHouse(ClickHouse):
     def __post_init__(self) -> None:
         super().__post_init__()
         _chdb_connection(self.data_dir)  # opens the engine, or checks it is on this path
+
+    def _default_org_workers(self) -> int | None:
+        # chDB runs in this process and each query already uses every core (max_threads): more
+        # of one org's queries at once than cores only slows everyone else, the event loop
+        # included. bench/fairness.py on 2 cores: with 2 instead of 4, the saturating org
+        # finished as many queries and the other org's p99 fell ~5x (docs/benchmarks.md).
+        return max(1, min(self.max_workers // 2, os.cpu_count() or 1))
 
     def with_database(self, database: str) -> EmbeddedClickHouse:
         return EmbeddedClickHouse(

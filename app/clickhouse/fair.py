@@ -12,7 +12,8 @@ query wait behind all of them. `FairPool` is the queue in front of those N threa
   is always next, ahead of any number of calls another tenant queued earlier, and tenants that
   all want more converge to equal shares (each ≥ `workers // tenants`).
 * **Headroom.** No tenant ever holds more than `max_per_tenant` threads (default half the pool,
-  at least 1: 4 of the default 8, the default per-org `concurrent_queries`): the rest is always
+  at least 1: 4 of the default 8, the default per-org `concurrent_queries`; the embedded facade
+  also caps it at the CPU count): the rest is always
   free of it, so other orgs' queries start at once even while one org keeps its share busy with
   long queries, instead of waiting for one of them to finish — and, on a machine with few cores,
   one org's queries cannot take every core's worth of ClickHouse threads either (chDB runs each

@@ -186,3 +186,22 @@ async def test_errors_reach_the_caller_and_free_the_worker(pool):
         await p.run(A, fails)
     assert await p.run(A, lambda x: x + 1, 41) == 42
     assert p.snapshot() == {"idle": 2, "running": {}, "waiting": {}}
+
+
+def test_the_facade_shares_its_workers_by_org(ch_root):
+    import os
+
+    from app.clickhouse import EmbeddedClickHouse
+
+    def cap(**kw) -> int:
+        engine = EmbeddedClickHouse(database="default", data_dir=ch_root.data_dir, **kw)
+        try:
+            return engine.pool.cap
+        finally:
+            engine.close()
+
+    # embedded: half the workers, and no more than the cores (each chDB query uses them all)
+    assert cap(max_workers=8) == min(4, os.cpu_count())
+    assert cap(max_workers=2) == 1
+    assert cap(max_workers=8, org_workers=6) == 6  # configured: as configured
+    assert ch_root.with_database("other").pool.workers == ch_root.max_workers
