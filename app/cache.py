@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 Clock = Callable[[], float]
+log = logging.getLogger("clickpulse.degradation")
 
 # Granularity names the API and the compiler use, in seconds.
 GRANULARITY_S = {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}
@@ -76,6 +78,34 @@ def query_key(org_id: int, sql: str, params: dict[str, Any] | None) -> str:
     digest.update(b"\0")
     digest.update(_encoder.encode(sorted((params or {}).items(), key=lambda kv: kv[0])))
     return f"cp:q:{int(org_id)}:{digest.hexdigest()[:40]}"
+
+
+# Bound parameters the compiler derives from the time window (app/querybuilder: the range,
+# the comparison's previous period, a sliding window's first read bucket).
+WINDOW_PARAMS = frozenset(
+    {"time_from", "time_to", "prev_from", "prev_to", "time_from_read", "prev_from_read"}
+)
+
+
+def last_known_key(
+    org_id: int, sql: str, params: dict[str, Any] | None, window: tuple[Any, ...] | None
+) -> str:
+    """The key of the last known answer to a compiled query, shared by every reader of it.
+
+    Every request that compiles to the same SQL and parameters — a chart, the metric's
+    history page, an ad-hoc query — reads and writes the same last answer, so whichever of
+    them ran the query, all can fall back to it. A window anchored to now (`window`, e.g.
+    `("now", 0, 3600)` for the last hour) compiles to new time parameters every bucket; its
+    key therefore holds the window's description instead of those parameters, and the last
+    answer of "the last hour" stays findable as time moves on. An absolute window (`None`)
+    keys on the exact parameters.
+    """
+    if window is None:
+        kept = params
+    else:
+        kept = {k: v for k, v in (params or {}).items() if k not in WINDOW_PARAMS}
+        kept["\0window"] = list(window)
+    return "cp:last:" + query_key(org_id, sql, kept)[5:]
 
 
 def config_key(org_id: int, kind: str, entity_id: int) -> str:
@@ -299,10 +329,21 @@ class Degradation:
         self._ok: dict[str, float] = {}
         self.stale_served: dict[str, int] = {}
 
+    def failing(self, component: str) -> bool:
+        """Failed since its last success."""
+        failed = self._failed.get(component)
+        return failed is not None and self._ok.get(component, 0.0) < failed[0]
+
     def failed(self, component: str, error: str) -> None:
+        """Record a failure a request saw; logged only when it starts a failing period."""
+        if not self.failing(component):
+            log.error("%s is failing (seen by requests): %s", component, error[:300])
         self._failed[component] = (self.clock(), error[:300])
 
     def ok(self, component: str) -> None:
+        """Record a success; logged only when it ends a failing period."""
+        if self.failing(component):
+            log.warning("%s answers requests again", component)
         self._ok[component] = self.clock()
 
     def served_stale(self, component: str) -> None:

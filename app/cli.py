@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -76,6 +77,36 @@ async def _ensure_demo_org(database_url: str, data_dir: str) -> dict:
     return saved
 
 
+def _server_class():
+    """uvicorn's Server, except that it does not re-raise the stop signal once stopped.
+
+    uvicorn stops gracefully on SIGINT/SIGTERM (the lifespan stops every part, the writer
+    inserts what it holds) and then raises the signal again for its default handler: for
+    SIGTERM that kills the process (exit -15) before `atexit` stops the embedded PostgreSQL.
+    Here the signal only asks for the stop; the process then exits 0 through the normal path.
+    """
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {
+                sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None:
     import uvicorn
 
@@ -88,7 +119,7 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
     credentials = None
     if demo:
         credentials = await _ensure_demo_org(services.extras["database_url"], settings.data_dir)
-    server = uvicorn.Server(
+    server = _server_class()(
         uvicorn.Config(
             create_app(services),
             host=settings.host,
@@ -129,8 +160,9 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
 
 
 def _run_until_stopped(coro) -> int:
-    # uvicorn shuts the app down on SIGINT/SIGTERM (lifespan: the writer flushes first) and then
-    # re-raises the signal so the default handler runs; by then everything has stopped cleanly.
+    # SIGINT/SIGTERM stop the server (lifespan: the writer flushes first) and `_serve` returns;
+    # a failed startup raises SystemExit (non-zero) out of here. A Ctrl-C before the server
+    # captures signals (while migrating) is a KeyboardInterrupt: nothing is running yet.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)
     print("ClickPulse stopped.", flush=True)

@@ -145,6 +145,12 @@ class Settings(msgspec.Struct, kw_only=True):
     # Take the client IP (for country enrichment) from X-Forwarded-For: only behind a proxy
     # that sets it, otherwise clients could choose their country.
     ingest_trust_forwarded_for: bool = False
+    # Idempotency (docs/ingest.md): how long an `Idempotency-Key`'s answer is kept (Redis when
+    # configured, else <data_dir>/ingest-idempotency.sqlite3); how long, and up to how many,
+    # event ids per process are remembered to drop a repeated id.
+    ingest_idempotency_ttl_s: int = 24 * 3600
+    ingest_event_id_window_s: int = 3600
+    ingest_event_id_max: int = 1_000_000
     # 100k-row inserts run ~2x the rows/s of 20k ones with every rollup MV attached.
     writer_max_rows: int = 100_000
     writer_max_delay_ms: int = 100
@@ -180,6 +186,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
     push_tick_ms: int = 250
     push_reread_s: int = 5
+    # every key's whole range is re-read this often (s; 0 = never): the fallback that makes a
+    # viewer converge to history for late rows nobody reported (app/push/late.py)
+    push_full_reread_s: int = 30
     push_stale_ms: int = 5000
     push_max_range_s: int = 600
     push_max_subscriptions: int = 50
@@ -281,6 +290,9 @@ class Settings(msgspec.Struct, kw_only=True):
             "ingest_rate_per_s": _env_int("CLICKPULSE_INGEST_RATE_PER_S", 200_000),
             "ingest_key_cache_ttl_s": _env_float("CLICKPULSE_INGEST_KEY_CACHE_TTL_S", 5.0),
             "ingest_trust_forwarded_for": _env_bool("CLICKPULSE_INGEST_TRUST_FORWARDED_FOR", False),
+            "ingest_idempotency_ttl_s": _env_int("CLICKPULSE_INGEST_IDEMPOTENCY_TTL_S", 24 * 3600),
+            "ingest_event_id_window_s": _env_int("CLICKPULSE_INGEST_EVENT_ID_WINDOW_S", 3600),
+            "ingest_event_id_max": _env_int("CLICKPULSE_INGEST_EVENT_ID_MAX", 1_000_000),
             "writer_max_rows": _env_int("CLICKPULSE_WRITER_MAX_ROWS", 100_000),
             "writer_max_delay_ms": _env_int("CLICKPULSE_WRITER_MAX_DELAY_MS", 100),
             "writer_max_pending_rows": _env_int("CLICKPULSE_WRITER_MAX_PENDING_ROWS", 500_000),
@@ -305,6 +317,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "limit_max_rows_per_minute": _env_optional("CLICKPULSE_LIMIT_MAX_ROWS_PER_MINUTE", int),
             "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
             "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
+            "push_full_reread_s": _env_int("CLICKPULSE_PUSH_FULL_REREAD_S", 30),
             "push_stale_ms": _env_int("CLICKPULSE_PUSH_STALE_MS", 5000),
             "push_max_range_s": _env_int("CLICKPULSE_PUSH_MAX_RANGE_S", 600),
             "push_max_subscriptions": _env_int("CLICKPULSE_PUSH_MAX_SUBSCRIPTIONS", 50),

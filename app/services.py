@@ -71,12 +71,22 @@ class Services:
         (ingest); the poller, push transports and alerts evaluator (push). The api role has
         none: its cache, limiter and store work on demand."""
         roles = self.settings.roles
-        await self.pg.open()
-        if "ingest" in roles:
-            await self.writer.start()
-        if "push" in roles:
-            await self.push.start()
-            await self.alerts.start()
+        try:
+            await self.pg.open()
+            if "ingest" in roles:
+                listeners = getattr(self.writer, "insert_listeners", None)
+                if listeners is not None and self.push.rows_inserted not in listeners:
+                    # Late rows reach live viewers (app/push/late.py), on every node via Redis.
+                    listeners.append(self.push.rows_inserted)
+                await self.writer.start()
+            if "push" in roles:
+                await self.push.start()
+                await self.alerts.start()
+        except BaseException:
+            # A failed start must not leave a part running (the pool's connection workers
+            # would keep a process whose server never started alive): stop what started.
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Stop what `start` started, in dependency order."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
 from app.clickhouse import ClickHouse, ClickHouseError
+from app.clickhouse.public_errors import public_error
 from app.querybuilder.analyst import (
     OUTPUT_FORMATS,
     AnalystSqlError,
@@ -43,8 +44,8 @@ def run_sql(ch: ClickHouse, org_id: int, text: str, output: str, out: BinaryIO, 
     try:
         result = run_analyst_sync(ch, query, output)
     except ClickHouseError as exc:
-        first_line = str(exc).strip().split("\n")[0].replace(f"{ch.database}.", "")
-        print(f"query failed: {first_line}", file=err)
+        shown = public_error(exc.code, str(exc), text)
+        print(f"query failed: {shown.message}", file=err)
         return 1
     out.write(result.data)
     out.flush()

@@ -33,6 +33,7 @@ from app.api.compiler import _metric_error, validate_definition
 from app.api.data import parse_time
 from app.api.schemas import AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
+from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
 from app.querybuilder import MetricError
 from app.store import NotFound
@@ -161,7 +162,11 @@ async def _run(services: Any, org_id: int, work: Any) -> Any:
     except MetricError as exc:
         raise ApiError(422, exc.code, exc.message, exc.where or None) from None
     except (ClickHouseError, TimeoutError) as exc:
-        services.degradation.failed("clickhouse", f"{type(exc).__name__}: {exc}"[:300])
+        # /readyz shows this to anyone: never ClickHouse's text (it can quote values).
+        shown = public_error(getattr(exc, "code", None), str(exc)).message
+        services.degradation.failed(
+            "clickhouse", shown if isinstance(exc, ClickHouseError) else type(exc).__name__
+        )
         raise ApiError(
             503, "clickhouse_unavailable", "ClickHouse did not answer", None, {"Retry-After": "5"}
         ) from exc

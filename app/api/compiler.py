@@ -125,3 +125,11 @@ async def run(ch: Any, compiled: Any) -> Any:
     """
     _, run_async, _ = _api()
     return await run_async(ch, compiled)
+
+
+async def count_rows(ch: Any, compiled: Any) -> int:
+    """How many of the org's rows `compiled` covers: what it is shown and charged as read
+    (ClickHouse's own count includes other orgs' rows sharing a granule)."""
+    from app.querybuilder.execute import count_visible_rows_async
+
+    return await count_visible_rows_async(ch, compiled)

@@ -176,7 +176,6 @@ class DashboardController(Controller):
                     compare=chart.comparison,
                     default_range_s=parse_range_s(chart.default_range),
                     field="metric_inline",
-                    logical=("chart", chart.id, chart.metric_id, chart.metric_inline),
                 )
             except ApiError as exc:
                 if exc.status == 429:

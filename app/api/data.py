@@ -6,7 +6,8 @@ quotas (rows/minute, concurrent slot) ── over ─▶ 429 Retry-After
     │
 run_compiled (tenant guard re-checked) with a timeout
     ├─ ok ─▶ cache it (TTL by range/granularity) ─▶ answer
-    └─ ClickHouse error/timeout ─▶ last cached answer with stale: true, age_s
+    └─ ClickHouse error/timeout ─▶ last known answer of this compiled query (whoever asked
+                                   for it: chart, history, /query) with stale: true, age_s
                                    (nothing cached ─▶ 503)
 """
 
@@ -22,9 +23,11 @@ import msgspec
 
 from app.api import compiler
 from app.api.schemas import Meta_
-from app.cache import GRANULARITY_S, Entry, jittered, query_key, ttl_for
+from app.cache import GRANULARITY_S, Entry, jittered, last_known_key, query_key, ttl_for
 from app.clickhouse import ClickHouseError
+from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
+from app.querybuilder.planner import MAX_ROWS_PER_QUERY
 
 # ClickHouse error codes that mean "this query is too expensive", not "ClickHouse is down".
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
@@ -175,10 +178,38 @@ def _plan_meta(plan: Any) -> dict[str, Any]:
     }
 
 
-def request_key(org_id: int, *parts: Any) -> str:
-    """The key of the last answer to one logical request (`now-1h` stays the same request as
-    time moves on, while its compiled SQL does not): the fallback when ClickHouse fails."""
-    return "cp:last:" + query_key(org_id, msgspec.json.encode(parts).decode(), None)[5:]
+def _now_offset_s(value: str | None) -> int | None:
+    """Seconds before now for `None`/`now`/`now-<n><unit>`; None for an absolute time."""
+    if value is None or value.strip() == "":
+        return 0
+    match = _RELATIVE.match(value.strip())
+    if not match:
+        return None
+    return 0 if match.group(1) is None else int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def window_of(from_: str | None, to: str | None, default_range_s: int) -> tuple[Any, ...] | None:
+    """How a request's time window moves with time, for `last_known_key`.
+
+    `None` when the window is absolute (its `to` is a fixed time). Otherwise `("now", ends
+    <n> s before now, spans <n> s)`, or `("now", ends <n> s before now, "from", <epoch>)`
+    when only the start is fixed: requests meaning the same moving window (the metric's
+    history over its default hour, a chart with `default_range: 1h`, `from=now-1h`) share it.
+    """
+    end_offset = _now_offset_s(to)
+    if end_offset is None:
+        return None
+    if from_ is None or from_.strip() == "":
+        return ("now", end_offset, default_range_s)
+    start_offset = _now_offset_s(from_)
+    if start_offset is None:
+        return ("now", end_offset, "from", parse_time(from_, "from", 0))
+    return ("now", end_offset, start_offset - end_offset)
+
+
+def fallback_key(org_id: int, compiled: Any, window: tuple[Any, ...] | None) -> str:
+    """The last-known-answer key of a compiled query (app.cache.last_known_key)."""
+    return last_known_key(org_id, compiled.sql, compiled.params, window)
 
 
 async def run_cached(
@@ -254,16 +285,29 @@ async def _query_and_store(
     cache = services.cache
     try:
         async with services.limiter.query_slot(org_id):
-            result = await asyncio.wait_for(
-                compiler.run(services.ch, compiled), services.settings.query_timeout_s
-            )
+            timeout = services.settings.query_timeout_s
+            rows_read = await asyncio.wait_for(compiler.count_rows(services.ch, compiled), timeout)
+            if rows_read > MAX_ROWS_PER_QUERY:
+                raise ApiError(
+                    422,
+                    "query_too_expensive",
+                    f"the query covers {rows_read} rows (at most {MAX_ROWS_PER_QUERY}); "
+                    "narrow the range or filters",
+                    {"rows": rows_read},
+                )
+            result = await asyncio.wait_for(compiler.run(services.ch, compiled), timeout)
     except (ClickHouseError, TimeoutError) as exc:
         if getattr(exc, "code", None) not in _LIMIT_CODES:
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # /readyz shows this to anyone: never ClickHouse's text (it can quote values).
+            message = (
+                public_error(exc.code, str(exc)).message
+                if isinstance(exc, ClickHouseError)
+                else type(exc).__name__
+            )
             services.degradation.failed("clickhouse", message)
         raise
     services.degradation.ok("clickhouse")
-    await services.limiter.record_rows(org_id, result.rows_read)
+    await services.limiter.record_rows(org_id, rows_read)
     plan = _plan_meta(getattr(compiled, "plan", None))
     # Rows as tuples of scalars: the collector stops tracking those, so thousands of cached
     # answers do not lengthen every full collection (a stall of the event loop).
@@ -274,4 +318,4 @@ async def _query_and_store(
     stored = await cache.set(key, value, ttl)
     if fallback_key is not None and fallback_key != key:
         await cache.set(fallback_key, value, ttl)
-    return value, stored, result.rows_read
+    return value, stored, rows_read

@@ -22,7 +22,14 @@ from app.api.common import (
     etag,
     expected_version,
 )
-from app.api.data import parse_compare, parse_filters, request_key, run_cached, time_range
+from app.api.data import (
+    fallback_key,
+    parse_compare,
+    parse_filters,
+    run_cached,
+    time_range,
+    window_of,
+)
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key
@@ -51,7 +58,6 @@ async def answer_series(
     compare: Any,
     default_range_s: int,
     field: str,
-    logical: tuple[Any, ...],
 ) -> SeriesOut:
     """Compile for this org, run through cache/quotas/degradation, answer the series."""
     start, end = time_range(from_, to, default_range_s, time.time())
@@ -80,9 +86,7 @@ async def answer_series(
             field=field,
         )
         _remember(memo, memo_key, (compiled, now))
-    fallback = request_key(
-        principal.org_id, *logical, from_, to, granularity, filters, group_by, compare
-    )
+    fallback = fallback_key(principal.org_id, compiled, window_of(from_, to, default_range_s))
     value, meta = await run_cached(services, principal.org_id, compiled, fallback)
     return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
 
@@ -182,7 +186,6 @@ class MetricController(Controller):
             compare=parse_compare(compare),
             default_range_s=DEFAULT_HISTORY_S,
             field="definition",
-            logical=("metric", metric_id),
         )
 
 
@@ -296,5 +299,4 @@ class QueryController(Controller):
             compare=data.compare,
             default_range_s=DEFAULT_HISTORY_S,
             field="definition",
-            logical=("query", data.definition),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -22,11 +23,13 @@ from litestar.response import Stream
 
 from app.api.common import AUTH, STORE_ERROR_HANDLERS, PrincipalDep, ServicesDep
 from app.clickhouse import ClickHouseError
+from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
 from app.querybuilder.analyst import (
     DEFAULT_LIMITS,
     OUTPUT_FORMATS,
     AnalystSqlError,
+    RowBudgetExceeded,
     compile_analyst_sql,
     run_analyst,
 )
@@ -37,9 +40,9 @@ SQL_ROLES = ("analyst", "admin")
 MAX_SQL_BODY_BYTES = 1024 * 1024
 CHUNK_BYTES = 64 * 1024
 # ClickHouse error codes that mean "this query is too expensive": rows/bytes to read, time,
-# memory, result size.
+# memory, result size. (The row budget itself is checked on the org's own rows before the
+# query runs: run.RowBudgetExceeded.)
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
-_ROWS_TO_READ_CODE = 158
 # Codes (and no code at all) that mean ClickHouse could not be reached.
 _UNAVAILABLE_CODES = {None, 209, 210}
 
@@ -56,10 +59,26 @@ def _chunks(data: bytes) -> Iterator[bytes]:
         yield data[start : start + CHUNK_BYTES]
 
 
-def _clickhouse_message(exc: ClickHouseError, database: str) -> str:
-    """ClickHouse's own first line, without our database prefix (the analyst never wrote it)."""
-    first = str(exc).strip().split("\n")[0]
-    return first.replace(f"{database}.", "")[:500]
+def _over_budget(exc: RowBudgetExceeded, per_minute: int, now: float) -> ApiError:
+    """A query over what is left of the minute's row budget: 429 until the next minute when a
+    whole minute's budget would do, else 422 (it can never run)."""
+    if exc.visible_rows <= per_minute:
+        wait = max(1, math.ceil(60 - now % 60))
+        return ApiError(
+            429,
+            "rate_limited",
+            f"the query reads {exc.visible_rows} of your org's rows and {exc.budget} are left "
+            f"of this minute's {per_minute}; retry after {wait} s",
+            {"limit": "rows_per_minute", "rows": exc.visible_rows},
+            {"Retry-After": str(wait)},
+        )
+    return ApiError(
+        422,
+        "query_too_expensive",
+        f"the query reads {exc.visible_rows} of your org's rows; the budget is {per_minute} "
+        "a minute: narrow it to fewer rows",
+        {"limit": "rows_per_minute", "rows": exc.visible_rows},
+    )
 
 
 class SqlController(Controller):
@@ -101,8 +120,10 @@ class SqlController(Controller):
                     f"the query ran longer than {DEFAULT_LIMITS.max_execution_time_s} s",
                     {"limit": "max_execution_time"},
                 ) from None
+            except RowBudgetExceeded as exc:
+                raise _over_budget(exc, limits.rows_per_minute, limiter.clock()) from None
             except ClickHouseError as exc:
-                raise await self._failed(services, org_id, exc, budget, database) from None
+                raise self._failed(services, exc, data.sql) from None
         services.degradation.ok("clickhouse")
         if result.rows_read:
             await limiter.record_rows(org_id, result.rows_read)
@@ -121,12 +142,10 @@ class SqlController(Controller):
         return Stream(_chunks(result.data), media_type=output.media_type, headers=headers)
 
     @staticmethod
-    async def _failed(
-        services: ServicesDep, org_id: int, exc: ClickHouseError, budget: int, database: str
-    ) -> ApiError:
+    def _failed(services: ServicesDep, exc: ClickHouseError, text: str) -> ApiError:
         code = exc.code
         if code in _UNAVAILABLE_CODES:
-            services.degradation.failed("clickhouse", str(exc))
+            services.degradation.failed("clickhouse", public_error(code, str(exc)).message)
             return ApiError(
                 503,
                 "clickhouse_unavailable",
@@ -134,19 +153,18 @@ class SqlController(Controller):
                 None,
                 {"Retry-After": "5"},
             )
+        # Never ClickHouse's own text: it quotes the values it failed on (public_errors).
+        shown = public_error(code, str(exc), text)
         if code in _LIMIT_CODES:
-            if code == _ROWS_TO_READ_CODE:
-                # It read the whole budget before ClickHouse stopped it.
-                await services.limiter.record_rows(org_id, budget)
             return ApiError(
                 422,
                 "query_too_expensive",
-                "the query exceeded its limits: " + _clickhouse_message(exc, database),
+                "the query exceeded its limits: " + shown.message,
                 {"clickhouse_code": code},
             )
         return ApiError(
             422,
             "query_failed",
-            _clickhouse_message(exc, database),
-            {"clickhouse_code": code, "field": "sql"},
+            shown.message,
+            {"clickhouse_code": code, "field": "sql", **shown.where},
         )

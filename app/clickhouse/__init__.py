@@ -15,9 +15,9 @@ parallel with the event loop.
 Those threads are shared by every org, fairly (app/clickhouse/fair.py): `query` and
 `query_raw` take the org the query reads for (`org_id=`), and the pool serves the org with the
 fewest running queries first and never gives one org more than its share of the threads. The org is an explicit
-parameter rather than a context variable on purpose: the two callers that run org data —
-`run_compiled_async` and `run_analyst`, through which every API, push, alert and /sql read
-goes — pass the org whose tenant guard they have just re-verified on the SQL, so the lane a
+parameter rather than a context variable on purpose: the callers that run org data —
+`run_compiled_async`, `count_visible_rows_async` and `run_analyst`, through which every API,
+push, alert and /sql read goes — pass the org whose tenant guard they have just re-verified, so the lane a
 query waits in is the org it provably reads, not whatever a surrounding task last set.
 Calls without an org (health pings, DDL, inserts) share one lane of their own.
 

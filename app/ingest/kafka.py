@@ -51,7 +51,13 @@ import msgspec
 from app.clickhouse import ClickHouse
 from app.config import Settings
 from app.ingest.columns import ARROW_SCHEMA, SCALAR_COLUMNS, Columns
-from app.ingest.writer import DEFAULT_INSERT_SETTINGS, WriterClosed, WriterError, WriterOverloaded
+from app.ingest.writer import (
+    DEFAULT_INSERT_SETTINGS,
+    WriterClosed,
+    WriterError,
+    WriterOverloaded,
+    dedup_insert_settings,
+)
 
 log = logging.getLogger("clickpulse.ingest.kafka")
 
@@ -67,16 +73,9 @@ _STRING_COLUMNS = tuple(
 CRASH_AFTER_INSERT_ENV = "CLICKPULSE_BRIDGE_CRASH_AFTER_INSERT"
 CRASH_EXIT_CODE = 86
 
-# The bridge's INSERTs pin the settings that decide how a batch is cut into blocks: the
-# deduplication token names blocks `<token>_<n>`, so a replay dedups fully only if it is cut
-# the same way (measured: a replay with 1,000-row blocks re-inserted all but the first block).
-# These are ClickHouse's defaults (one block up to ~1M rows); pinned so a profile cannot change
-# them between a crash and its replay.
-_BLOCK_SETTINGS: dict[str, Any] = {
-    "max_block_size": 65409,
-    "min_insert_block_size_rows": 1048449,
-    "min_insert_block_size_bytes": 268402944,
-}
+# The bridge's INSERTs pin the block shape and deduplication (app.ingest.writer.BLOCK_SETTINGS,
+# DEDUP_SETTINGS; shared with the WAL writer's segment INSERTs): the deduplication token names
+# blocks `<token>_<n>`, so a replay dedups fully only if it is cut the same way.
 
 # Commit attempts before the bridge restarts its consumer (which re-reads the cycle's ranges
 # from the committed offsets and re-inserts them with the same tokens: dropped as duplicates):
@@ -89,23 +88,10 @@ class _Restart(Exception):
     """Start the consumer afresh: positions from the committed offsets, ranges from the file."""
 
 
-# Deduplication itself, pinned too (both are chDB 26.9's defaults): on for this INSERT, and
-# applied to the blocks the materialized views write (every table here is fed by a view).
-_DEDUP_SETTINGS: dict[str, Any] = {
-    "deduplicate_insert": "enable",
-    "deduplicate_blocks_in_dependent_materialized_views": 1,
-}
-
-
 def bridge_insert_settings(token: str) -> dict[str, Any]:
     """The settings of one bridge INSERT: the writer's, the pinned block shape and
     deduplication, and the range's token."""
-    return {
-        **DEFAULT_INSERT_SETTINGS,
-        **_BLOCK_SETTINGS,
-        **_DEDUP_SETTINGS,
-        "insert_deduplication_token": token,
-    }
+    return {**DEFAULT_INSERT_SETTINGS, **dedup_insert_settings(token)}
 
 
 class KafkaDeliveryFailed(WriterError):
@@ -196,6 +182,8 @@ def _append_rows(rows: list[_Row], into: Columns) -> None:
             into.prop_keys.extend(r.props)
             into.prop_values.extend(r.props.values())
     into.prop_counts.extend([len(r.props) for r in rows])
+    if into.event_id:  # ids do not travel on the topic (app.ingest.columns)
+        into.event_id.extend([""] * len(rows))
 
 
 def decode_json_each_row(payload: bytes, into: Columns) -> int:
@@ -233,7 +221,7 @@ def split_by_org(cols: Columns) -> list[tuple[int, Columns]]:
         part = parts.get(org)
         if part is None:
             part = parts[org] = Columns()
-        for name in SCALAR_COLUMNS:
+        for name in SCALAR_COLUMNS:  # not event_id: ids do not travel on the topic
             getattr(part, name).append(getattr(cols, name)[i])
         n = cols.prop_counts[i]
         part.prop_keys.extend(cols.prop_keys[pos : pos + n])

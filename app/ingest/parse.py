@@ -11,6 +11,7 @@ Speed matters here (the target is ≥ 100k events/s on one core next to chDB), s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -129,6 +130,23 @@ class RequestContext:
     max_event_bytes: int
     user_agent: str  # the request's User-Agent header
     client_ip: str  # the request's client address (or forwarded-for, when trusted)
+    # Set from an Idempotency-Key: an event without an id of its own gets `<prefix><index>`,
+    # so the same request sent again carries the same ids.
+    event_id_prefix: str | None = None
+
+
+def idempotency_event_id_prefix(key: str) -> str:
+    """The prefix of the event ids derived from an Idempotency-Key (the key itself can be
+    long and is the client's text: only its hash is stored)."""
+    return "idem:" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ":"
+
+
+def _event_id(e: EventIn) -> str | None:
+    """The event's own id ('' when it has none); None when its id fields disagree."""
+    given = {v for v in (e.event_id, e.uuid, e.message_id) if v}
+    if len(given) > 1:
+        return None
+    return given.pop() if given else ""
 
 
 def _ms(ts: datetime) -> int:
@@ -161,6 +179,8 @@ def build_columns(
     pkeys_extend, pvalues_extend = cols.prop_keys.extend, cols.prop_values.extend
     pcounts_append = cols.prop_counts.append
     isfinite = math.isfinite
+    event_ids: list[str] = []
+    id_prefix = ctx.event_id_prefix
 
     for index, raw in items:
         if len(raw) > max_bytes:
@@ -207,6 +227,23 @@ def build_columns(
                 )
                 continue
 
+        if e.event_id is None and e.uuid is None and e.message_id is None:
+            event_id: str | None = ""  # the common case, without building a set
+        else:
+            event_id = _event_id(e)
+        if event_id is None:
+            errors.append(
+                EventError(
+                    index,
+                    "invalid_value",
+                    "event_id, uuid and messageId name the same id: give one, or equal ones",
+                    "event_id",
+                )
+            )
+            continue
+        if not event_id and id_prefix is not None:
+            event_id = f"{id_prefix}{index}"
+
         props = e.props
         if props:
             pkeys_extend(props)
@@ -230,8 +267,11 @@ def build_columns(
         device_append(device)
         browser_append(browser)
         os_append(os_)
+        event_ids.append(event_id)
 
     accepted = len(cols.ts)
+    if any(event_ids):  # else left empty: batches without ids cost nothing more
+        cols.event_id = event_ids
     # Constant per request: filled in one C-level step rather than per event.
     cols.org_id = [ctx.org_id] * accepted
     cols.received_at = [now_ms] * accepted

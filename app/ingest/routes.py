@@ -9,6 +9,8 @@ Status codes (the body of every non-2xx is the shared error shape, see app/error
   (code `no_valid_events`, with the full `IngestResult` in `where`).
 * 401 — missing, unknown (`invalid_api_key`) or revoked (`revoked_api_key`) key.
 * 413 — body over `ingest_max_body_bytes` or more than `ingest_max_events` events.
+* 409 — (`Idempotency-Key`) a request with the same key is being answered right now.
+* 422 — (`Idempotency-Key`) the key was used before with another body.
 * 429 — the org's rate limit (`Retry-After`).
 * 503 — the writer is overloaded (pending rows or WAL bytes over their bound), stopping, the
   WAL write failed, (WAL off) the INSERT failed, or (Kafka) the broker did not acknowledge in
@@ -18,9 +20,13 @@ Status codes (the body of every non-2xx is the shared error shape, see app/error
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
@@ -28,7 +34,20 @@ from litestar.exceptions import HTTPException
 from app.errors import ApiError
 from app.ingest.auth import ApiKeyCache
 from app.ingest.enrich import Enricher
-from app.ingest.parse import RequestContext, build_columns, is_ndjson, split_events
+from app.ingest.idempotency import (
+    LocalIdempotencyStore,
+    RedisIdempotencyStore,
+    body_hash,
+    key_hash,
+    valid_key,
+)
+from app.ingest.parse import (
+    RequestContext,
+    build_columns,
+    idempotency_event_id_prefix,
+    is_ndjson,
+    split_events,
+)
 from app.ingest.ratelimit import RateLimiter, RedisRateLimiter
 from app.ingest.schema import IngestResult
 from app.ingest.writer import (
@@ -48,6 +67,9 @@ else:
     ServicesDep = NamedDependency[Any]
 
 _STATE_KEY = "ingest"
+log = logging.getLogger("clickpulse.ingest")
+_encode_result = msgspec.json.Encoder().encode
+_decode_result = msgspec.json.Decoder(IngestResult).decode
 
 
 class IngestState:
@@ -64,6 +86,14 @@ class IngestState:
             else None
         )
         self.enricher = Enricher()
+        self.idempotency: LocalIdempotencyStore | RedisIdempotencyStore = (
+            RedisIdempotencyStore(services.redis, settings.ingest_idempotency_ttl_s)
+            if services.redis is not None
+            else LocalIdempotencyStore(
+                os.path.join(settings.data_dir, "ingest-idempotency.sqlite3"),
+                settings.ingest_idempotency_ttl_s,
+            )
+        )
 
 
 def ingest_state(services: Services) -> IngestState:
@@ -126,7 +156,69 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
     settings = services.settings
     ingest = ingest_state(services)
     key = await ingest.keys.authenticate(services.pg, request.headers.get("authorization"))
+    idem_key = request.headers.get("idempotency-key")
+    if idem_key is not None and not valid_key(idem_key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            where={"header": "Idempotency-Key"},
+        )
     body = await _read_body(request, settings.ingest_max_body_bytes)
+    if idem_key is None:
+        return await _store_events(request, services, ingest, key, body, None)
+
+    store, org_id = ingest.idempotency, key.org_id
+    hashed, digest = key_hash(idem_key), body_hash(body)
+    try:
+        begun = await store.begin(org_id, hashed, digest)
+    except Exception as exc:  # Redis down: answer anyway; the derived event ids still dedup
+        log.warning("idempotency store unavailable, answering without it: %s", exc)
+        return await _store_events(request, services, ingest, key, body, idem_key)
+    if begun.state == "done":
+        return Response(
+            _decode_result(begun.response),
+            status_code=200,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    if begun.state == "busy":
+        raise ApiError(
+            409,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is being answered; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    if begun.state == "mismatch":
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another body; use a new key for new events",
+            where={"header": "Idempotency-Key"},
+        )
+    try:
+        response = await _store_events(request, services, ingest, key, body, idem_key)
+    except BaseException:
+        try:
+            await store.abandon(org_id, hashed)
+        except Exception as exc:
+            log.warning("idempotency store: could not release a failed request's key: %s", exc)
+        raise
+    try:
+        await store.finish(org_id, hashed, digest, _encode_result(response.content))
+    except Exception as exc:  # the events are stored; a retry is deduplicated by their ids
+        log.warning("idempotency store: could not record an answer: %s", exc)
+    return response
+
+
+async def _store_events(
+    request: Request,
+    services: Services,
+    ingest: IngestState,
+    key: Any,
+    body: bytes,
+    idem_key: str | None,
+) -> Response[IngestResult]:
+    settings = services.settings
     items = split_events(
         body,
         ndjson=is_ndjson(request.headers.get("content-type", ""), body),
@@ -154,6 +246,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         max_event_bytes=settings.ingest_max_event_bytes,
         user_agent=request.headers.get("user-agent", ""),
         client_ip=_client_ip(request, settings.ingest_trust_forwarded_for),
+        event_id_prefix=None if idem_key is None else idempotency_event_id_prefix(idem_key),
     )
     columns, errors = build_columns(items, ctx, ingest.enricher)
     result = IngestResult(accepted=len(columns), rejected=len(errors), errors=errors)
@@ -162,8 +255,34 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             400, "no_valid_events", f"all {len(errors)} events were rejected", where=result
         )
 
+    writer = services.writer
+    window = getattr(writer, "event_ids", None)  # the Kafka sink has none (docs/ingest.md)
+    claim = None
+    if columns.event_id and window is not None:
+        claim = await window.claim(key.org_id, columns.event_id)
+        result.duplicates = claim.duplicates
+        if claim.duplicates:
+            columns = columns.take(claim.keep)
+    stored = False
     try:
-        await services.writer.submit(columns)
+        if len(columns):
+            await _submit(writer, columns, key.org_id)
+        stored = True
+    finally:
+        if claim is not None:
+            window.settle(claim, stored=stored)
+    return Response(result, status_code=200)
+
+
+async def _submit(writer: Any, columns: Any, org_id: int) -> None:
+    """Hand the rows to the writer; its failures become 503s (nothing of them accepted)."""
+    token = None
+    if columns.event_id and all(columns.event_id) and not getattr(writer, "wal", True):
+        # WAL off: events that all carry ids are inserted alone under a token of those ids,
+        # so a retry of a request whose INSERT a crash cut short completes it (never doubles).
+        token = insert_token(org_id, columns.event_id)
+    try:
+        await (writer.submit(columns, token=token) if token else writer.submit(columns))
     except WriterOverloaded as exc:
         raise ApiError(
             503, "ingest_overloaded", str(exc) + "; retry shortly", headers={"Retry-After": "1"}
@@ -188,4 +307,12 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             "the event stream did not confirm these events in time; retry the request",
             headers={"Retry-After": "1"},
         ) from exc
-    return Response(result, status_code=200)
+
+
+def insert_token(org_id: int, event_ids: list[str]) -> str:
+    """The deduplication token of an INSERT of exactly these events of `org_id`."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(org_id).encode())
+    for event_id in sorted(event_ids):
+        digest.update(b"\0" + event_id.encode())
+    return f"ids_{digest.hexdigest()}"

@@ -50,6 +50,11 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     props: Annotated[dict[PropKey, PropValue], msgspec.Meta(max_length=MAX_PROPS)] | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=MAX_USER_AGENT)] | None = None
     ip: Annotated[str, msgspec.Meta(max_length=MAX_IP)] | None = None
+    # The event's identity for deduplication (docs/ingest.md, "Idempotency"); PostHog's SDKs
+    # send it as `uuid`, Segment's (and RudderStack's) as `messageId`. '' means none.
+    event_id: Identifier | None = None
+    uuid: Identifier | None = None
+    message_id: Identifier | None = msgspec.field(default=None, name="messageId")
 
 
 class EventError(msgspec.Struct):
@@ -61,9 +66,12 @@ class EventError(msgspec.Struct):
     field: str | None = None
 
 
-class IngestResult(msgspec.Struct):
+class IngestResult(msgspec.Struct, omit_defaults=True):
     """The answer to a batch: how many events were stored, and why the others were not."""
 
     accepted: int
     rejected: int
     errors: list[EventError]
+    # Of the accepted events, how many were not stored again because their id (event_id /
+    # uuid / messageId, or one derived from the Idempotency-Key) was stored already.
+    duplicates: int = 0

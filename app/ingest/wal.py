@@ -21,12 +21,24 @@ segment is kept renamed `*.damaged` for inspection after its valid prefix is rep
 Durability: `append` is a `write()` into the page cache, which survives a crash of this
 process (not of the machine). With `fsync=True`, `sync()` makes appended records durable
 against power loss too; concurrent callers share one fsync (group commit).
+
+Exactly once into ClickHouse: the writer inserts each segment as one INSERT (in sequence
+order, a failed one retried alone before the next) with `token(seq)` as its
+`insert_deduplication_token`: a hash of the segment number and every record's length and
+CRC, which the replay recomputes from the file, so a segment replayed after a crash inside or
+just after its INSERT carries the same token and ClickHouse drops whatever of it was already
+stored (per table, the materialized views' tables included). On top of that,
+`CHECKPOINT` — one 16-byte record `b"CPC1" | u64 seq | u32 CRC-32`, rewritten in place —
+holds the highest segment number known to be inserted; segments at or below it are deleted at
+the next start without being replayed (e.g. one whose deletion failed). The checkpoint also
+keeps segment numbers increasing across restarts (tokens never repeat a number).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import struct
@@ -44,6 +56,9 @@ _HEADER = struct.Struct("<4sII")
 SUFFIX = ".wal"
 DAMAGED_SUFFIX = ".damaged"
 LOCK_NAME = "LOCK"
+CHECKPOINT_NAME = "CHECKPOINT"
+_CHECKPOINT = struct.Struct("<4sQI")
+CHECKPOINT_MAGIC = b"CPC1"
 
 
 class WalError(Exception):
@@ -71,6 +86,20 @@ def frame(payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def segment_token(seq: int, record_headers: list[bytes]) -> str:
+    """The `insert_deduplication_token` of segment `seq` holding records with these headers.
+
+    The headers (length and CRC-32 of each payload) identify the contents without hashing
+    the payloads again; the sequence number keeps equal contents in two segments apart. Only
+    letters, digits and underscores: the facade inlines identifier-like setting values.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(struct.pack("<Q", seq))
+    for header in record_headers:
+        digest.update(header)
+    return f"wal_{digest.hexdigest()}"
+
+
 @dataclass
 class SegmentContents:
     """What a leftover segment held: the payloads of its valid records, and whether the
@@ -85,6 +114,13 @@ class SegmentContents:
     @property
     def damaged(self) -> bool:
         return self.valid_bytes < self.total_bytes
+
+    @property
+    def token(self) -> str:
+        """The deduplication token the writer used (or would have used) for these records."""
+        return segment_token(
+            self.seq, [_HEADER.pack(MAGIC, len(p), zlib.crc32(p)) for p in self.payloads]
+        )
 
 
 def read_segment(path: str, seq: int = 0) -> SegmentContents:
@@ -116,7 +152,7 @@ def _fsync_dir(path: str) -> None:
 
 
 class _Segment:
-    __slots__ = ("dirty", "fd", "path", "seq", "size")
+    __slots__ = ("dirty", "fd", "headers", "path", "seq", "size")
 
     def __init__(self, seq: int, path: str, fd: int) -> None:
         self.seq = seq
@@ -124,6 +160,7 @@ class _Segment:
         self.fd = fd
         self.size = 0
         self.dirty = False  # appended to since the last fsync
+        self.headers: list[bytes] = []  # of the records written, for the token
 
 
 class Wal:
@@ -136,6 +173,11 @@ class Wal:
         self._next_seq = 1
         self._current: _Segment | None = None
         self._sealed: dict[int, int] = {}  # seq -> size, sealed and not yet retired
+        self._tokens: dict[int, str] = {}  # seq -> token, of sealed segments
+        self._undeleted: list[int] = []  # inserted, but deleting the file failed: retried
+        self._checkpoint_fd: int | None = None
+        self.checkpoint = 0  # every segment numbered up to this is inserted
+        self.skipped_leftovers = 0  # leftovers found inserted already (at or below checkpoint)
         self._unsynced_closed: list[_Segment] = []  # sealed but awaiting the group fsync
         self._dir_dirty = False  # a segment was created since the last fsync of the directory
         # Group commit: every append bumps _appended; a sync covers all appends made before it
@@ -164,6 +206,8 @@ class Wal:
                 "process its own CLICKPULSE_WAL_DIR (or CLICKPULSE_DATA_DIR)"
             ) from exc
         self._lock_fd = fd
+        self._open_checkpoint()
+        self._next_seq = max(self._next_seq, self.checkpoint + 1)
         if self.fsync:
             self._sync_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-fsync")
         leftovers = []
@@ -173,15 +217,74 @@ class Wal:
                 continue
             seq = int(stem)
             self._next_seq = max(self._next_seq, seq + 1)
-            leftovers.append(read_segment(os.path.join(self.directory, name), seq))
+            path = os.path.join(self.directory, name)
+            if seq <= self.checkpoint:
+                # Inserted before the last stop or crash; only its deletion did not happen.
+                self.skipped_leftovers += 1
+                log.warning(
+                    "deleting WAL segment %s: inserted already (checkpoint %d)",
+                    path,
+                    self.checkpoint,
+                )
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    log.error("could not delete inserted WAL segment %s: %s", path, exc)
+                continue
+            leftovers.append(read_segment(path, seq))
         for name in os.listdir(self.directory):  # damaged segments keep their numbers too
             stem = name.split(".", 1)[0]
             if stem.isdigit():
                 self._next_seq = max(self._next_seq, int(stem) + 1)
         return leftovers
 
+    def _open_checkpoint(self) -> None:
+        path = os.path.join(self.directory, CHECKPOINT_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        data = os.pread(fd, _CHECKPOINT.size, 0)
+        self._checkpoint_fd = fd
+        self.checkpoint = 0
+        if len(data) == _CHECKPOINT.size:
+            magic, seq, crc = _CHECKPOINT.unpack(data)
+            if magic == CHECKPOINT_MAGIC and crc == zlib.crc32(data[:12]):
+                self.checkpoint = seq
+            else:
+                # Damage (or a torn write on power loss): replay everything left; the
+                # deduplication tokens drop what was inserted already.
+                log.error("ignoring the damaged WAL checkpoint %s", path)
+        elif data:
+            log.error("ignoring the truncated WAL checkpoint %s", path)
+        if len(data) != _CHECKPOINT.size:
+            # Allocate its bytes now: later updates overwrite in place, even on a full disk.
+            self._write_checkpoint(self.checkpoint)
+
+    def _write_checkpoint(self, seq: int) -> None:
+        assert self._checkpoint_fd is not None
+        head = struct.pack("<4sQ", CHECKPOINT_MAGIC, seq)
+        record = head + struct.pack("<I", zlib.crc32(head))
+        try:
+            # One 16-byte write in place: never half-visible to a later reader after a crash of
+            # this process. Not fsynced: a stale checkpoint after a power loss only means a
+            # replay, and the tokens drop it.
+            os.pwrite(self._checkpoint_fd, record, 0)
+        except OSError as exc:
+            log.error("could not update the WAL checkpoint (to %d): %s", seq, exc)
+            return
+        self.checkpoint = seq
+
+    def mark_inserted(self, seq: int) -> None:
+        """Record that segment `seq` (and, inserts being in order, every earlier one) is in
+        ClickHouse, before its file is deleted."""
+        if seq > self.checkpoint:
+            self._write_checkpoint(seq)
+
+    def token(self, seq: int) -> str:
+        """The deduplication token of sealed segment `seq`."""
+        return self._tokens[seq]
+
     def retire_leftover(self, segment: SegmentContents) -> None:
         """A replayed leftover is in ClickHouse: delete it (keep a damaged one for inspection)."""
+        self.mark_inserted(segment.seq)
         if segment.damaged:
             log.error(
                 "WAL segment %s had %d unreadable bytes after %d valid records (a torn write "
@@ -207,6 +310,11 @@ class Wal:
             self._sync_executor.shutdown(wait=True)
             self._sync_executor = None
         self._sealed = {}  # unretired segments stay on disk: leftovers of the next open()
+        self._tokens = {}
+        self._undeleted = []
+        if self._checkpoint_fd is not None:
+            os.close(self._checkpoint_fd)
+            self._checkpoint_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -218,8 +326,9 @@ class Wal:
         current = self._current.size if self._current is not None else 0
         return current + sum(self._sealed.values())
 
-    def append(self, payload: bytes) -> None:
-        """Write one framed record to the open segment (created on first use).
+    def append(self, payload: bytes) -> int:
+        """Write one framed record to the open segment (created on first use); answer the
+        segment's number.
 
         A failed write is undone (the file truncated back) and raises WalError, so a
         half-written record never sits before later ones.
@@ -244,12 +353,18 @@ class Wal:
                 # The file cannot be repaired: seal it as is (replay stops at the torn
                 # record, whose request was refused) and start a fresh segment next time.
                 self._current = None
-                self._sealed[seg.seq] = seg.size
+                self._seal(seg)
                 os.close(seg.fd)
             raise WalError(f"writing the ingest WAL failed: {exc}") from exc
         seg.size += len(record)
         seg.dirty = True
+        seg.headers.append(record[: _HEADER.size])
         self._appended += 1
+        return seg.seq
+
+    def _seal(self, seg: _Segment) -> None:
+        self._sealed[seg.seq] = seg.size
+        self._tokens[seg.seq] = segment_token(seg.seq, seg.headers)
 
     def _create_segment(self) -> _Segment:
         seq = self._next_seq
@@ -265,13 +380,12 @@ class Wal:
     def seal(self) -> list[int]:
         """Close the open segment for appends; answer every sealed, unretired segment.
 
-        The writer calls this as it takes all buffered rows for an INSERT: the answer is
-        exactly the set of segments holding those rows (retire them once it succeeded).
+        The writer calls this as it takes all buffered rows for INSERTs (one per segment).
         """
         seg = self._current
         if seg is not None:
             self._current = None
-            self._sealed[seg.seq] = seg.size
+            self._seal(seg)
             if self.fsync:
                 # The group fsync closes it: it may have unsynced records, or an fsync of it
                 # may be running in the sync thread right now (closing it here would pull
@@ -282,17 +396,33 @@ class Wal:
         return sorted(self._sealed)
 
     def retire(self, seqs: list[int]) -> None:
-        """Delete segments whose rows are inserted."""
+        """Delete segments whose rows are inserted (the checkpoint first records them).
+
+        A deletion that fails (e.g. a read-only directory) is retried at every later call;
+        meanwhile the checkpoint keeps the next start from replaying the segment.
+        """
+        retry, self._undeleted = self._undeleted, []
         for seq in seqs:
             if self._sealed.pop(seq, None) is None:
                 continue
+            self._tokens.pop(seq, None)
+            self.mark_inserted(seq)
+            retry.append(seq)
+        for seq in retry:
             path = os.path.join(self.directory, f"{seq:020d}{SUFFIX}")
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            except OSError as exc:  # harmless now, but replay would duplicate these rows
-                log.error("could not delete inserted WAL segment %s: %s", path, exc)
+            except OSError as exc:
+                if seq not in self._undeleted:
+                    self._undeleted.append(seq)
+                log.error(
+                    "could not delete inserted WAL segment %s (retried after the next insert; "
+                    "the checkpoint keeps it from being replayed): %s",
+                    path,
+                    exc,
+                )
 
     # -- group commit -------------------------------------------------------------------------------
     async def sync(self) -> None:

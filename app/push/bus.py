@@ -10,6 +10,9 @@
 * Each process runs ONE pub/sub connection and subscribes only to the channels of keys its
   sockets need, plus one `org` channel for `send_to_org` (alerts).
 * Each node reports its writer lag in a hash; every node uses the largest fresh one.
+* Each node's writer reports the seconds per org of every INSERT on the `late` channel; every
+  other node's poller re-reads them (app/push/late.py), so rows inserted through any node
+  reach the viewers of every key's leader.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 log = logging.getLogger("clickpulse.push.bus")
 
@@ -45,6 +50,7 @@ class RedisBus:
         lease_ms: int = 5000,
         on_key_message: Callable[[str, str, str], None],
         on_org_message: Callable[[int, str], None],
+        on_late_rows: Callable[[dict[int, tuple[int, int]]], None] | None = None,
     ):
         self.redis = redis
         self.node_id = node_id
@@ -52,6 +58,7 @@ class RedisBus:
         self.lease_ms = lease_ms
         self.on_key_message = on_key_message
         self.on_org_message = on_org_message
+        self.on_late_rows = on_late_rows
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
@@ -60,6 +67,7 @@ class RedisBus:
         self._held: set[str] = set()
         self._to_release: set[str] = set()
         self._org_channel = self.prefix + "org"
+        self._late_channel = self.prefix + "late"
         self._lag_hash = self.prefix + "lag"
         self.cluster_lag_ms = 0
 
@@ -69,10 +77,10 @@ class RedisBus:
     # -- subscriber -----------------------------------------------------------------------
     async def start(self) -> None:
         self._pubsub = self.redis.pubsub()
-        waiter = self._expect(self._org_channel)
-        await self._pubsub.subscribe(self._org_channel)
+        waiters = [self._expect(self._org_channel), self._expect(self._late_channel)]
+        await self._pubsub.subscribe(self._org_channel, self._late_channel)
         self._reader = asyncio.create_task(self._read(), name="push-redis-reader")
-        await asyncio.wait_for(waiter, 5)
+        await asyncio.wait_for(asyncio.gather(*waiters), 5)
 
     async def stop(self) -> None:
         held = list(self._held | self._to_release)
@@ -137,6 +145,11 @@ class RedisBus:
                 if channel == self._org_channel:
                     org, _, payload = text.partition("\n")
                     self.on_org_message(int(org), payload)
+                elif channel == self._late_channel:
+                    node, _, payload = text.partition("\n")
+                    if node != self.node_id and self.on_late_rows is not None:
+                        ranges = msgspec.json.decode(payload, type=dict[int, tuple[int, int]])
+                        self.on_late_rows(ranges)
                 elif channel.startswith(key_prefix):
                     self.on_key_message(channel[len(key_prefix) :], text[:1], text[1:])
             except Exception:
@@ -148,6 +161,11 @@ class RedisBus:
 
     async def publish_org(self, org_id: int, text: str) -> None:
         await self.redis.publish(self._org_channel, f"{org_id}\n{text}")
+
+    async def publish_late_rows(self, ranges: dict[int, tuple[int, int]]) -> None:
+        """Tell the other nodes which seconds of which org this node's writer just inserted."""
+        payload = msgspec.json.encode(ranges).decode()
+        await self.redis.publish(self._late_channel, f"{self.node_id}\n{payload}")
 
     # -- leases ---------------------------------------------------------------------------
     def _lease(self, key: str) -> str:

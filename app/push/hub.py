@@ -63,6 +63,7 @@ class Hub:
                 lease_ms=s.push_lease_ms,
                 on_key_message=self.deliver,
                 on_org_message=self._deliver_org,
+                on_late_rows=self._note_late_rows,
             )
         self.poller = Poller(
             services.ch,
@@ -76,7 +77,9 @@ class Hub:
             on_lag=self.set_lag,
             # Phases are balanced by fan-out: a key's cost is its local subscribers.
             weight=self._viewers,
+            full_reread_s=s.push_full_reread_s,
         )
+        self._publishing: set[asyncio.Future[None]] = set()
         self._started = False
         self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
 
@@ -106,6 +109,24 @@ class Hub:
         await self.poller.stop()
         if self.bus is not None:
             await self.bus.stop()
+
+    def rows_inserted(self, ranges: dict[int, tuple[int, int]]) -> None:
+        """The writer's insert listener: this node's poller re-reads those seconds for the
+        orgs' keys at its next round, and with Redis every other node's does too."""
+        self._note_late_rows(ranges)
+        if self.bus is not None:
+            task = asyncio.ensure_future(self.bus.publish_late_rows(ranges))
+            self._publishing.add(task)
+            task.add_done_callback(self._published)
+
+    def _note_late_rows(self, ranges: dict[int, tuple[int, int]]) -> None:
+        self.poller.late.note(ranges)
+
+    def _published(self, task: asyncio.Future[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The other nodes' full re-read (push_full_reread_s) still brings those rows.
+            log.warning("publishing inserted seconds failed: %s", task.exception())
 
     def _writer_lag(self) -> float:
         writer = self.services.writer

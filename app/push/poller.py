@@ -10,8 +10,10 @@ Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls
    its keys, then hands their deltas to the sockets, then lets the event loop run once before
    the next phase reads (plus, with `spread_ms`, not before `j * spread_ms / phases` into the
    round). For each key: read rollup_1s (through `run_compiled`, guard re-verified) over
-   [watermark − reread − lag, now + 1), compare each (t, dims) row with the last emitted
-   values, and emit only the rows that changed — encoded once — to the hub (or to Redis);
+   [watermark − reread − lag, now + 1) — from earlier when rows arrived late for older
+   seconds, and over the whole range every `full_reread_s` (`self.late`, app/push/late.py) —
+   compare each (t, dims) row with the last emitted values, and emit only the rows that
+   changed — encoded once — to the hub (or to Redis);
 4. call the listeners (`watch()`ed keys and `add_tick_listener`) with every key's rows.
 
 Why phases: when every key changes in the same round (each second's first round always
@@ -44,6 +46,7 @@ from typing import Any
 from app.clickhouse import ClickHouse
 from app.push import protocol
 from app.push.keys import KeySpec
+from app.push.late import LateRows
 
 log = logging.getLogger("clickpulse.push.poller")
 
@@ -151,6 +154,7 @@ class Poller:
         max_phases: int = 8,
         spread_ms: int = 0,
         weight: Callable[[str], int] | None = None,
+        full_reread_s: int = 30,
     ):
         self.ch = ch
         self.tick_ms = tick_ms
@@ -163,6 +167,9 @@ class Poller:
         self.on_lag = on_lag
         self.keys: dict[str, _KeyState] = {}
         self.owned: set[str] = set()
+        # Seconds to re-read beyond the regular window: late rows reported by the writer(s),
+        # and every key's whole range now and then (app/push/late.py).
+        self.late = LateRows(full_reread_s=full_reread_s)
         self._tick_listeners: list[AllTicksListener] = []
         self._sem = asyncio.Semaphore(concurrency)
         self.max_phases = max(int(max_phases), 1)
@@ -202,6 +209,7 @@ class Poller:
             return False
         del self.keys[key]
         self.owned.discard(key)
+        self.late.forget(key)
         if self.bus is not None:
             self.bus.release_soon(key)
         return True
@@ -280,6 +288,7 @@ class Poller:
             else:
                 self.owned = set(self.keys)
             states = [self.keys[k] for k in self.owned if k in self.keys]
+            self.late.begin_round()
             phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
             self.phases = len(phases)
             spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
@@ -376,7 +385,11 @@ class Poller:
         now_s = int(now)
         catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
         mark = now_s if state.watermark is None else min(state.watermark, now_s)
-        lo = max(mark - self.reread_s - catch_up, now_s - self.retention_s + 1)
+        lowest = now_s - self.retention_s + 1
+        lo = max(mark - self.reread_s - catch_up, lowest)
+        late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
+        if late is not None:
+            lo = min(lo, late)
         hi = now_s + 1
         try:
             async with self._sem:

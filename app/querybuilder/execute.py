@@ -7,12 +7,15 @@ parameter is the compiled tenant, and only then hands the query to the ClickHous
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlglot
+from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from app.clickhouse import ClickHouse, QueryResult
 from app.querybuilder.errors import TenantGuardError
-from app.querybuilder.guard import verify_tenant_guard
+from app.querybuilder.guard import METRIC_POLICY, verify_tenant_guard, visible_rows_query
 from app.querybuilder.model import CompiledQuery
 
 
@@ -52,3 +55,33 @@ async def run_compiled_async(ch: ClickHouse, compiled: CompiledQuery) -> QueryRe
         settings=dict(compiled.settings),
         org_id=compiled.org_id,
     )
+
+
+def visible_rows_statement(compiled: CompiledQuery) -> tuple[str, dict[str, Any]] | None:
+    """SQL and parameters counting the rows `compiled`'s reads hand to the query (what the org
+    is told it read and is charged for; `guard.visible_rows_query`), or None if it reads no
+    table. The statement is verified like any other before it is returned."""
+    tree = sqlglot.parse_one(compiled.sql, dialect="clickhouse")
+    count = visible_rows_query(tree, compiled.database, METRIC_POLICY)
+    if count is None:
+        return None
+    sql = count.sql(dialect="clickhouse")
+    verify_tenant_guard(
+        sqlglot.parse_one(sql, dialect="clickhouse"),
+        compiled.org_id,
+        database=compiled.database,
+        params=dict(compiled.params),
+    )
+    used = {p.name for p in count.find_all(exp.Placeholder)}
+    return sql, {k: v for k, v in compiled.params.items() if k in used}
+
+
+async def count_visible_rows_async(ch: ClickHouse, compiled: CompiledQuery) -> int:
+    """How many of the org's rows `compiled`'s reads cover (0 when it reads no table)."""
+    check_compiled(compiled, ch.database)
+    statement = visible_rows_statement(compiled)
+    if statement is None:
+        return 0
+    sql, params = statement
+    result = await ch.query(sql, params=params, org_id=compiled.org_id)  # the org's lane
+    return int(result.scalar() or 0)

@@ -1,23 +1,38 @@
 """The tenant guard: added in one place, last, and proven again before execution.
 
-`apply_tenant_guard` adds `org_id = {org_id:UInt32}` to every table read, and
-`verify_tenant_guard` walks a final AST (normally re-parsed from the exact SQL text about to
-run) and fails closed on anything it cannot prove safe. Both take a `GuardPolicy`:
+`apply_tenant_guard` replaces every read of one of our tables by an *isolated read*:
 
-* `METRIC_POLICY` (the metric compiler's own SQL): the guard is the first conjunct of the WHERE
-  of every SELECT that reads a table — the planner's own subqueries (comparisons, top-N,
-  funnels) included. Refused: a table read without the guard, a table outside `<db>.events` /
-  `<db>.rollup_*`, a table function, a JOIN, an `org_id` mention outside a guard,
-  SETTINGS/FORMAT/INTO, or a function outside what the compiler emits.
-* `ANALYST_POLICY` (people's SQL, app/querybuilder/analyst): every read of one of our tables
-  becomes its own subquery `(SELECT * FROM <db>.<table> WHERE org_id = {org_id:UInt32}) AS
-  <alias>` — nothing of the user's query is inside it, so no alias, CTE or condition of theirs
-  can shadow or weaken the guard (ClickHouse resolves SELECT aliases in WHERE:
-  `SELECT 2 AS org_id … WHERE org_id = …` would otherwise rewrite it). JOINs, CTEs, UNION,
-  subqueries and window functions are allowed around those reads; every other table reference
-  must be a CTE defined in scope (renamed `__cp_cte_*`, so a reference ClickHouse would resolve
-  differently can only miss, never reach a real table); functions come from the allow-list in
-  app/querybuilder/sql_functions.py.
+    (SELECT * FROM <db>.<table> WHERE org_id = {org_id:UInt32} [AND <read bounds>]
+     LIMIT 1000000000000000000) AS <alias>
+
+and `verify_tenant_guard` walks a final AST (normally re-parsed from the exact SQL text about to
+run) and fails closed on anything it cannot prove to be of that form. Why the LIMIT: nothing a
+user wrote may ever be evaluated on another org's row (an error, a status or a timing keyed on
+that row's value would be a channel), and ClickHouse moves filters down into the read and
+reorders them (predicate push-down, PREWHERE, index analysis). A filter cannot move below a
+LIMIT without changing the query's meaning — the first n rows of a filtered stream are not the
+filtered first n rows — so every expression of the user's query runs above the LIMIT, on rows
+the guard already chose (docs/schema.md, "Why no user expression sees another org's row"). The
+limit itself is larger than any table can hold, so it never cuts a result. Inside the isolated
+read stand only the guard and *read bounds*: the compiler's own time range, a bare `ts`/`bucket`
+column compared with `toDateTime(<UInt32 parameter>, 'UTC')` — a comparison with a constant,
+which cannot fail or take longer whatever the row holds.
+
+Both policies use that one construction; they differ in what may surround it (`GuardPolicy`):
+
+* `METRIC_POLICY` (the metric compiler's own SQL): our raw and rollup tables, the compiler's
+  functions and parameters, read bounds; no JOIN, no CTE, no `org_id` outside a guard.
+* `ANALYST_POLICY` (people's SQL, app/querybuilder/analyst): also the `metrics_*` views; no
+  read bounds and no parameter but the guard's. JOINs, CTEs, UNION, subqueries and window
+  functions are allowed around the reads; every other table reference must be a CTE defined in
+  scope (renamed `__cp_cte_*`, so a reference ClickHouse would resolve differently can only
+  miss, never reach a real table); functions come from the allow-list in
+  app/querybuilder/sql_functions.py. A user alias, CTE or condition cannot shadow or weaken the
+  guard, since nothing of the user's query is inside the isolated read.
+
+`visible_rows_query` derives, from a guarded query, the statement that counts the rows its
+reads hand to the user's query: what the org is told it read and is charged for (ClickHouse's
+own `rows_read` also counts other orgs' rows sharing a granule, so it is never shown).
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from app.querybuilder.catalog import low_cardinality_columns
 from app.querybuilder.errors import TenantGuardError
 from app.querybuilder.sql_functions import analyst_function_allowed
 
@@ -35,9 +51,6 @@ ORG_PARAM = "org_id"
 ORG_TYPE = "UInt32"
 MAX_ORG_ID = 2**32 - 1
 
-_ALLOWED_TABLE = re.compile(
-    r"^(events|rollup_1s|rollup_1m|rollup_1h|rollup_1d|rollup_detail_1m|rollup_detail_1h|rollup_detail_1d)$"
-)
 #: What the metric compiler reads.
 METRIC_TABLES = frozenset(
     [
@@ -127,15 +140,17 @@ def _emitted_function(node: exp.Func) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class GuardPolicy:
-    """What a guarded query may contain, besides the guard itself.
+    """What a guarded query may contain around its isolated reads.
 
-    `isolate_tables`: each table read is its own guarded subquery (the analyst construction)
-    rather than a guard conjunct in the reading SELECT's WHERE (the metric compiler's).
+    `read_bounds`: an isolated read may carry the compiler's time range next to the guard.
+    `free_params`: parameters other than the guard's may appear (the compiler binds every value
+    it writes; analysts' SQL has none).
     """
 
     name: str
     tables: frozenset[str]
-    isolate_tables: bool
+    read_bounds: bool
+    free_params: bool
     allow_joins: bool
     allow_ctes: bool
     function_allowed: Callable[[exp.Func], bool]
@@ -144,7 +159,8 @@ class GuardPolicy:
 METRIC_POLICY = GuardPolicy(
     name="metric",
     tables=METRIC_TABLES,
-    isolate_tables=False,
+    read_bounds=True,
+    free_params=True,
     allow_joins=False,
     allow_ctes=False,
     function_allowed=_emitted_function,
@@ -152,10 +168,21 @@ METRIC_POLICY = GuardPolicy(
 ANALYST_POLICY = GuardPolicy(
     name="analyst",
     tables=ANALYST_TABLES,
-    isolate_tables=True,
+    read_bounds=False,
+    free_params=False,
     allow_joins=True,
     allow_ctes=True,
     function_allowed=analyst_function_allowed,
+)
+
+#: The LIMIT of every isolated read: the barrier no filter may cross (module docstring). Far
+#: above any table's size (ClickHouse's LIMIT is a UInt64), so it never cuts a result.
+BARRIER_LIMIT = 10**18
+
+# A read bound as sqlglot writes it: a bare time column against a UInt32 parameter made a
+# DateTime. Matched on the rendered text, so the shape is exactly what will run.
+_READ_BOUND = re.compile(
+    r"^(ts|bucket) (>=|>|<|<=) toDateTime\(\{[a-z][a-z0-9_]*: UInt32\}, 'UTC'\)$"
 )
 
 
@@ -177,23 +204,81 @@ def guard_condition() -> exp.EQ:
     )
 
 
-def _reads_table(select: exp.Select) -> bool:
-    source = select.args.get("from_")
-    return source is not None and isinstance(source.this, exp.Table)
+def is_read_bound(node: exp.Expression) -> bool:
+    """`node` is a read bound: `ts|bucket <op> toDateTime({p:UInt32}, 'UTC')`."""
+    if not isinstance(node, exp.GTE | exp.GT | exp.LT | exp.LTE):
+        return False
+    if any(isinstance(n, exp.Placeholder) and n.name == ORG_PARAM for n in node.walk()):
+        return False
+    return bool(_READ_BOUND.match(node.sql(dialect="clickhouse", comments=False)))
 
 
-def isolated_read(database: str, table: str, alias: exp.TableAlias | None) -> exp.Subquery:
-    """`(SELECT * FROM <database>.<table> WHERE org_id = {org_id:UInt32}) AS <alias>`.
+def _plain_casts(table: str) -> list[exp.Expression]:
+    """`CAST(c AS String) AS c` for each LowCardinality column of `table` (catalog.py: a
+    function over such a column runs on a dictionary holding other orgs' values)."""
+    return [
+        exp.alias_(
+            exp.Cast(this=exp.column(name), to=exp.DataType.build("String", dialect="clickhouse")),
+            name,
+        )
+        for name in low_cardinality_columns().get(table, ())
+    ]
+
+
+def isolated_read(
+    database: str,
+    table: str,
+    alias: exp.TableAlias | None,
+    bounds: list[exp.Expression] | None = None,
+) -> exp.Subquery:
+    """`(SELECT * [REPLACE (CAST(c AS String) AS c, …)] FROM <db>.<table> WHERE org_id =
+    {org_id:UInt32} [AND bounds] LIMIT <barrier>) AS <alias>`.
 
     The alias defaults to the table's name, so `events.country` keeps working around it.
     """
     source = exp.Table(this=exp.to_identifier(table), db=exp.to_identifier(database))
+    star = exp.Star(replace=_plain_casts(table) or None)
+    condition: exp.Expression = guard_condition()
+    for bound in bounds or []:
+        condition = exp.And(this=condition, expression=bound)
     select = exp.Select(
-        expressions=[exp.Star()],
+        expressions=[star],
         from_=exp.From(this=source),
-        where=exp.Where(this=guard_condition()),
+        where=exp.Where(this=condition),
+        limit=exp.Limit(expression=exp.Literal.number(BARRIER_LIMIT)),
     )
     return exp.Subquery(this=select, alias=alias or exp.TableAlias(this=exp.to_identifier(table)))
+
+
+def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+    """Top-level AND terms of a condition (through parentheses); never through OR/NOT."""
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
+
+
+def _and_all(parts: list[exp.Expression]) -> exp.Expression | None:
+    result: exp.Expression | None = None
+    for part in parts:
+        result = part if result is None else exp.And(this=result, expression=exp.Paren(this=part))
+    return result
+
+
+def _isolate_direct_read(select: exp.Select, database: str) -> None:
+    """The metric compiler's `SELECT … FROM <db>.<t> WHERE <bounds ∧ rest>`: the table becomes
+    an isolated read carrying the bounds; the rest stays above it."""
+    table = select.args["from_"].this
+    where = select.args.get("where")
+    terms = _conjuncts(where.this) if where is not None else []
+    bounds = [t.copy() for t in terms if is_read_bound(t)]
+    rest = [t for t in terms if not is_read_bound(t)]
+    alias = table.args.get("alias")
+    read = isolated_read(database, table.name, alias.copy() if alias else None, bounds)
+    table.replace(read)
+    remaining = _and_all([t.copy() for t in rest])
+    select.set("where", exp.Where(this=remaining) if remaining is not None else None)
 
 
 def apply_tenant_guard(
@@ -203,30 +288,28 @@ def apply_tenant_guard(
     policy: GuardPolicy = METRIC_POLICY,
     database: str | None = None,
 ) -> exp.Expression:
-    """Add the org guard to every table read in `ast`; returns `ast`.
+    """Replace every read of one of the policy's tables in `ast` by its `isolated_read`;
+    returns `ast`.
 
     Must be the last transformation of a query's AST. `org_id` is checked here and travels
-    as the `org_id` parameter of the compiled query. With `policy.isolate_tables`, every
-    `<database>.<table>` of the policy's tables is replaced by its `isolated_read` (the
-    caller has qualified exactly the references it resolved to our tables).
+    as the `org_id` parameter of the compiled query. The metric policy isolates every table a
+    SELECT reads directly (its database is taken from the table when not given) and moves the
+    SELECT's read bounds into the isolated read; the analyst policy replaces exactly the
+    `<database>.<table>` references the caller qualified.
     """
     check_org_id(org_id)
-    if policy.isolate_tables:
-        if database is None:
-            raise TenantGuardError("isolating table reads needs the database")
-        for table in list(ast.find_all(exp.Table)):
-            if table.db == database and table.name in policy.tables:
-                alias = table.args.get("alias")
-                table.replace(isolated_read(database, table.name, alias.copy() if alias else None))
+    if policy.read_bounds:
+        for select in list(ast.find_all(exp.Select)):
+            source = select.args.get("from_")
+            if source is not None and isinstance(source.this, exp.Table):
+                _isolate_direct_read(select, database or source.this.db)
         return ast
-    for select in list(ast.find_all(exp.Select)):
-        if not _reads_table(select):
-            continue
-        where = select.args.get("where")
-        condition = guard_condition()
-        if where is not None:
-            condition = exp.And(this=condition, expression=exp.Paren(this=where.this))
-        select.set("where", exp.Where(this=condition))
+    if database is None:
+        raise TenantGuardError("isolating table reads needs the database")
+    for table in list(ast.find_all(exp.Table)):
+        if table.db == database and table.name in policy.tables:
+            alias = table.args.get("alias")
+            table.replace(isolated_read(database, table.name, alias.copy() if alias else None))
     return ast
 
 
@@ -248,15 +331,6 @@ def _is_guard(node: exp.Expression) -> bool:
     )
 
 
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
-    """Top-level AND terms of a condition (through parentheses); never through OR/NOT."""
-    if isinstance(node, exp.Paren):
-        return _conjuncts(node.this)
-    if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
-    return [node]
-
-
 def verify_tenant_guard(
     ast: exp.Expression,
     org_id: int,
@@ -265,7 +339,8 @@ def verify_tenant_guard(
     params: dict[str, object] | None = None,
     policy: GuardPolicy = METRIC_POLICY,
 ) -> None:
-    """Raise TenantGuardError unless every table read in `ast` is provably this org's only.
+    """Raise TenantGuardError unless every table read in `ast` is provably an isolated read of
+    this org's rows and nothing else in `ast` is outside the policy.
 
     `params`, when given, must bind `org_id` to exactly `org_id`.
     """
@@ -274,52 +349,7 @@ def verify_tenant_guard(
         params.get(ORG_PARAM) != org_id or isinstance(params.get(ORG_PARAM), bool)
     ):
         raise TenantGuardError("the org_id parameter does not match the credential's org")
-    if policy.isolate_tables:
-        _verify_isolated(ast, database, policy)
-        return
-    if not isinstance(ast, exp.Select | exp.Union):
-        raise TenantGuardError(f"only SELECT queries may run, not {type(ast).__name__}")
-    guards: set[int] = set()
-    for select in ast.find_all(exp.Select):
-        for key in ("settings", "format", "into", "joins", "laterals", "sample", "prewhere"):
-            if select.args.get(key):
-                raise TenantGuardError(f"{key.upper()} is not allowed in a compiled query")
-        if not _reads_table(select):
-            source = select.args.get("from_")
-            if source is not None and not isinstance(source.this, exp.Subquery):
-                raise TenantGuardError(f"unsupported FROM source {source.this.sql()[:60]!r}")
-            continue
-        where = select.args.get("where")
-        found = [c for c in _conjuncts(where.this)] if where is not None else []
-        found_guards = [c for c in found if _is_guard(c)]
-        if not found_guards:
-            table = select.args["from_"].this
-            raise TenantGuardError(f"table {table.sql()!r} is read without the org_id guard")
-        for guard in found_guards:
-            guards.update(id(n) for n in guard.walk())
-    for node in ast.walk():
-        if isinstance(node, exp.Table):
-            parent = node.parent
-            if not isinstance(parent, exp.From) or not isinstance(parent.parent, exp.Select):
-                raise TenantGuardError(f"table {node.sql()[:60]!r} is used outside a FROM")
-            if not isinstance(node.this, exp.Identifier) or node.args.get("catalog"):
-                raise TenantGuardError(f"table function or odd table {node.sql()[:60]!r}")
-            if node.db != database or not _ALLOWED_TABLE.match(node.name):
-                raise TenantGuardError(f"table {node.sql()[:60]!r} is not one of ours")
-        elif isinstance(node, exp.Join | exp.Lateral | exp.TableFromRows | exp.Command):
-            raise TenantGuardError(f"{type(node).__name__} is not allowed in a compiled query")
-        elif (
-            isinstance(node, exp.Column)
-            and node.name.lower() == ORG_PARAM
-            and id(node) not in guards
-        ):
-            raise TenantGuardError("org_id appears outside a tenant guard")
-        elif (
-            isinstance(node, exp.Placeholder) and node.name == ORG_PARAM and id(node) not in guards
-        ):
-            raise TenantGuardError("the org_id parameter appears outside a tenant guard")
-        elif isinstance(node, exp.Func) and not policy.function_allowed(node):
-            raise TenantGuardError(f"function {node.this!r} is not one the compiler emits")
+    _verify_isolated(ast, database, policy)
 
 
 # -- the analyst construction: one guarded subquery per table read ------------------------------
@@ -363,19 +393,52 @@ def _plain_args(node: exp.Expression, allowed: set[str]) -> bool:
     return all(key in allowed for key, value in node.args.items() if value)
 
 
+def _is_barrier(limit: object) -> bool:
+    return (
+        isinstance(limit, exp.Limit)
+        and _plain_args(limit, {"expression"})
+        and isinstance(limit.expression, exp.Literal)
+        and not limit.expression.is_string
+        and limit.expression.this == str(BARRIER_LIMIT)
+    )
+
+
+def _read_condition(where: exp.Where | None, policy: GuardPolicy) -> exp.EQ | None:
+    """The guard of an isolated read's WHERE: the guard alone, or (metric policy) the guard
+    AND-ed with read bounds, left-deep as `isolated_read` builds it; None if anything else."""
+    if where is None:
+        return None
+    node = where.this
+    while isinstance(node, exp.And) and policy.read_bounds:
+        if not is_read_bound(node.expression):
+            return None
+        node = node.this
+    return node if _is_guard(node) else None
+
+
+def _casts_plain(star: exp.Star, table: str) -> bool:
+    """The star replaces exactly the table's LowCardinality columns by plain casts of
+    themselves, in catalog order — nothing else (`_plain_casts`)."""
+    expected = [c.sql(dialect="clickhouse") for c in _plain_casts(table)]
+    found = [r.sql(dialect="clickhouse") for r in star.args.get("replace") or []]
+    return found == expected
+
+
 def _is_isolated_read(select: exp.Select, database: str, policy: GuardPolicy) -> bool:
-    """`select` is exactly `SELECT * FROM <database>.<ours> WHERE <guard>` inside
-    `(…) AS <alias>` in a FROM or JOIN — the shape `isolated_read` builds, nothing more."""
-    if not _plain_args(select, {"expressions", "from_", "where"}):
+    """`select` is exactly `SELECT * FROM <database>.<ours> WHERE <guard> [AND bounds] LIMIT
+    <barrier>` inside `(…) AS <alias>` in a FROM or JOIN — the shape `isolated_read` builds,
+    nothing more."""
+    if not _plain_args(select, {"expressions", "from_", "where", "limit"}):
         return False
     star = select.expressions
-    if len(star) != 1 or not isinstance(star[0], exp.Star) or not _plain_args(star[0], set()):
+    if len(star) != 1 or not isinstance(star[0], exp.Star) or not _plain_args(star[0], {"replace"}):
         return False
     source = select.args.get("from_")
-    if source is None:
+    if source is None or not _plain_args(source, {"this"}):
         return False
     table = source.this
-    where = select.args.get("where")
+    if not isinstance(table, exp.Table) or not _casts_plain(star[0], table.name):
+        return False
     subquery = select.parent
     return (
         isinstance(table, exp.Table)
@@ -384,8 +447,8 @@ def _is_isolated_read(select: exp.Select, database: str, policy: GuardPolicy) ->
         and isinstance(table.args.get("db"), exp.Identifier)
         and table.db == database
         and table.name in policy.tables
-        and where is not None
-        and _is_guard(where.this)
+        and _read_condition(select.args.get("where"), policy) is not None
+        and _is_barrier(select.args.get("limit"))
         and isinstance(subquery, exp.Subquery)
         and _plain_args(subquery, {"this", "alias"})
         and isinstance(subquery.args.get("alias"), exp.TableAlias)
@@ -399,28 +462,66 @@ def _identifier_names(node: exp.Expression) -> str | None:
     return None
 
 
+def isolated_reads(ast: exp.Expression, database: str, policy: GuardPolicy) -> list[exp.Select]:
+    """The isolated reads of `ast` (the SELECTs inside them), in document order."""
+    return [s for s in ast.find_all(exp.Select) if _is_isolated_read(s, database, policy)]
+
+
+def visible_rows_query(
+    ast: exp.Expression, database: str, policy: GuardPolicy
+) -> exp.Select | None:
+    """The statement counting the rows `ast`'s isolated reads hand to the query around them
+    (each read counted once), or None when it reads no table.
+
+    Built from copies of the verified reads alone, so it holds nothing the user wrote; its one
+    output column `n` is what the org is shown and charged as rows read.
+    """
+    branches: list[exp.Select] = []
+    for read in isolated_reads(ast, database, policy):
+        source = exp.Subquery(this=read.copy(), alias=exp.TableAlias(this=exp.to_identifier("r")))
+        branches.append(
+            exp.Select(
+                expressions=[exp.alias_(exp.Count(this=exp.Star()), "n")],
+                from_=exp.From(this=source),
+            )
+        )
+    if not branches:
+        return None
+    if len(branches) == 1:
+        return branches[0]
+    union = exp.union(*branches, distinct=False)
+    return exp.Select(
+        expressions=[exp.alias_(exp.Sum(this=exp.column("n")), "n")],
+        from_=exp.From(this=exp.Subquery(this=union)),
+    )
+
+
 def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) -> None:
     if not isinstance(ast, exp.Select | exp.SetOperation):
         raise TenantGuardError(f"only SELECT queries may run, not {type(ast).__name__}")
     guards: set[int] = set()
     reads: set[int] = set()
-    for select in ast.find_all(exp.Select):
-        if _is_isolated_read(select, database, policy):
-            reads.add(id(select.args["from_"].this))
-            guards.update(id(n) for n in select.args["where"].this.walk())
+    for select in isolated_reads(ast, database, policy):
+        reads.add(id(select.args["from_"].this))
+        guards.update(id(n) for n in select.args["where"].this.walk())
     for node in ast.walk():
         if isinstance(node, exp.Select):
             for key in ("settings", "format", "into", "sample", "prewhere", "laterals"):
                 if node.args.get(key):
-                    raise TenantGuardError(f"{key.upper()} is not allowed in an analyst query")
+                    raise TenantGuardError(f"{key.upper()} is not allowed in a {policy.name} query")
             if node.args.get("joins") and not policy.allow_joins:
                 raise TenantGuardError("JOIN is not allowed by this policy")
+        elif isinstance(node, exp.From):
+            if not isinstance(node.this, exp.Table | exp.Subquery):
+                raise TenantGuardError(f"unsupported FROM source {node.this.sql()[:60]!r}")
         elif isinstance(node, exp.With):
             if not policy.allow_ctes or node.args.get("recursive"):
                 raise TenantGuardError("this WITH is not allowed by this policy")
         elif isinstance(node, exp.Table):
             _verify_table(node, reads)
         elif isinstance(node, exp.Join):
+            if not policy.allow_joins:
+                raise TenantGuardError("JOIN is not allowed by this policy")
             if not isinstance(node.this, exp.Subquery | exp.Table) and node.kind != "ARRAY":
                 raise TenantGuardError(f"unsupported JOIN source {node.this.sql()[:60]!r}")
         elif isinstance(node, exp.In):
@@ -437,9 +538,10 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
             | exp.Parameter
             | exp.SessionParameter,
         ):
-            raise TenantGuardError(f"{type(node).__name__} is not allowed in an analyst query")
+            raise TenantGuardError(f"{type(node).__name__} is not allowed in a {policy.name} query")
         elif isinstance(node, exp.Placeholder) and id(node) not in guards:
-            raise TenantGuardError("a query parameter appears outside a tenant guard")
+            if node.name == ORG_PARAM or not policy.free_params:
+                raise TenantGuardError("a query parameter appears outside a tenant guard")
         elif (name := _identifier_names(node)) is not None:
             if name.lower() == ORG_PARAM and id(node) not in guards:
                 raise TenantGuardError("org_id appears outside a tenant guard")

@@ -94,7 +94,12 @@ MAX_RANGE = 20 * 365 * DAY
 MAX_WINDOW = 31 * DAY
 RESULT_LIMIT = 100_000
 #: Execution limits for raw plans (rollup plans read few rows by construction).
-RAW_SETTINGS = {"max_execution_time": 10, "max_rows_to_read": 200_000_000}
+# No `max_rows_to_read`: ClickHouse counts the other orgs' rows that share a granule with the
+# org's, so its answer would depend on their data; callers that charge rows count the org's own
+# (`execute.count_visible_rows_async`) and refuse above `MAX_ROWS_PER_QUERY`.
+RAW_SETTINGS = {"max_execution_time": 10}
+#: The most of an org's rows one metric query may cover (checked on the org's own rows).
+MAX_ROWS_PER_QUERY = 200_000_000
 
 _UINT32 = exp.DataType.build("UInt32", dialect=DIALECT)
 _STRING = exp.DataType.build("String", dialect=DIALECT)

@@ -32,7 +32,7 @@ from app.api.common import (
     ServicesDep,
     check_id,
 )
-from app.api.data import request_key, run_cached, time_range
+from app.api.data import fallback_key, run_cached, time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
 from app.errors import ApiError
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
@@ -106,8 +106,9 @@ async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any
     return definition
 
 
-async def _answer(services: Any, principal: Any, compiled: Any, logical: Any) -> SeriesOut:
-    fallback = request_key(principal.org_id, "web", *logical)
+async def _answer(services: Any, principal: Any, compiled: Any, data: Any) -> SeriesOut:
+    window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
+    fallback = fallback_key(principal.org_id, compiled, window)
     value, meta = await run_cached(services, principal.org_id, compiled, fallback)
     return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
 
@@ -116,7 +117,6 @@ async def _chart(
     services: Any,
     principal: Any,
     data: Any,
-    kind: str,
     field: str,
     compile_chart: Callable[..., Any],
     *args: Any,
@@ -136,7 +136,7 @@ async def _chart(
         )
     except MetricError as exc:
         raise _unprocessable(exc, field) from None
-    return await _answer(services, principal, compiled, (kind, msgspec.to_builtins(data)))
+    return await _answer(services, principal, compiled, data)
 
 
 class ChartDataController(Controller):
@@ -152,7 +152,7 @@ class ChartDataController(Controller):
     ) -> SeriesOut:
         """Users reaching each ordered step within `window_seconds`, with step conversion."""
         return await _chart(
-            services, principal, data, "funnel", "funnel", compile_funnel, data.steps,
+            services, principal, data, "funnel", compile_funnel, data.steps,
             window_seconds=data.window_seconds, breakdown=data.breakdown, filters=data.filters,
         )  # fmt: skip
 
@@ -163,7 +163,7 @@ class ChartDataController(Controller):
         """The metric over weekday × hour (all 168 cells) or a dimension × time grid."""
         metric = await _metric(services, principal, data.definition, data.metric_id)
         return await _chart(
-            services, principal, data, "heatmap", "definition", compile_heatmap, metric,
+            services, principal, data, "definition", compile_heatmap, metric,
             axes=data.axes, granularity=data.granularity, filters=data.filters,
         )  # fmt: skip
 
@@ -174,6 +174,6 @@ class ChartDataController(Controller):
         """The top `n` values of a dimension by the metric's first output, plus `other`."""
         metric = await _metric(services, principal, data.definition, data.metric_id)
         return await _chart(
-            services, principal, data, "top", "definition", compile_top_n, metric,
+            services, principal, data, "definition", compile_top_n, metric,
             dimension=data.dimension, n=data.n, filters=data.filters,
         )  # fmt: skip

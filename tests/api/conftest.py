@@ -182,6 +182,13 @@ def seed_events(ch: Any, rows: list[dict[str, Any]]) -> None:
     ch.insert_sync("events_queue", pa.table(arrays))
 
 
+#: How the statements counting an answer's rows read begin (not the answers' own queries).
+ROW_COUNT_PREFIXES = (
+    "SELECT COUNT(*) AS n FROM (SELECT * ",
+    "SELECT SUM(n) AS n FROM (SELECT COUNT(*)",
+)
+
+
 class FlakyClickHouse:
     """The real facade, which a test can make fail like an unreachable server."""
 
@@ -189,16 +196,25 @@ class FlakyClickHouse:
         self.inner = inner
         self.down = False
         self.queries = 0
+        self.row_counts = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    @property
+    def query_count(self) -> int:
+        """Answers' own queries sent (not the rows-read counts beside them)."""
+        return self.queries
 
     async def query(self, sql: str, params: Any = None, settings: Any = None, **kwargs: Any) -> Any:
         from app.clickhouse import ClickHouseError
 
         if self.down:
             raise ClickHouseError("Code: 210. Connection refused (simulated outage)", code=210)
-        self.queries += 1
+        if sql.startswith(ROW_COUNT_PREFIXES):
+            self.row_counts += 1  # the rows-read count of an answer (guard.visible_rows_query)
+        else:
+            self.queries += 1
         return await self.inner.query(sql, params, settings, **kwargs)
 
 

@@ -3,6 +3,7 @@ PostgreSQL down → dashboards already read come from cache; readyz says what is
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -59,7 +60,7 @@ async def test_relative_range_falls_back_to_the_last_answer(api, api_services, o
     url = f"/metrics/{m['id']}/history?from=now-1h&granularity=1m"
     assert (await api.get(url, headers=org.h("viewer"))).json()["meta"]["stale"] is False
     api_services.ch.down = True
-    # the compiled SQL of `now-1h` moves with time; the fallback is the same logical request
+    # the compiled SQL of `now-1h` moves with time; the fallback is the same moving window
     api_services.cache.clock = FakeClock(time.time() + 120)
     r = await api.get(url, headers=org.h("viewer"))
     assert r.status_code == 200 and r.json()["meta"]["stale"] is True
@@ -138,3 +139,120 @@ async def test_postgres_down_serves_dashboards_already_read(api, api_services, o
     assert "postgres" in ready.json()["degraded"]
     set_pg_down(api_services, False)
     assert (await api.get("/dashboards", headers=org.h("viewer"))).status_code == 200
+
+
+class _MovingTime:
+    """Stands in for the `time` module of app.api.metrics: its wall clock moves when the test
+    says (a relative range compiles to new SQL each bucket); monotonic time is the real one."""
+
+    def __init__(self, now: float):
+        self.now = now
+        self.monotonic = time.monotonic
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("failure", ["down", "timeout"])
+async def test_chart_falls_back_on_the_answer_history_stored_for_the_same_sql(
+    api, api_services, org, monkeypatch, failure
+):
+    import app.api.metrics
+
+    clock = _MovingTime(time.time())
+    monkeypatch.setattr(app.api.metrics, "time", clock)
+    now = int(clock.now)
+    seed_events(api_services.ch.inner, [{"org_id": org.id, "ts": now - 600}] * 3)
+    m = await create_metric(api, org)
+    d = await api.post(
+        "/dashboards",
+        json={
+            "name": "d",
+            "charts": [
+                {"chart_type": "line", "metric_id": m["id"], "granularity": "1m"},
+            ],
+        },
+        headers=org.h("editor"),
+    )
+    assert d.status_code == 201, d.text
+    # The metric's history page (its default hour at 1 m) runs the query and stores the answer.
+    history_url = f"/metrics/{m['id']}/history?granularity=1m"
+    history = await api.get(history_url, headers=org.h("viewer"))
+    assert history.status_code == 200 and history.json()["meta"]["cached"] is False
+    assert sum(row[1] for row in history.json()["rows"]) == 3
+    # The chart compiles to the same SQL: answered from that entry, it never ran the query.
+    data_url = f"/dashboards/{d.json()['id']}/data"
+    chart = (await api.get(data_url, headers=org.h("viewer"))).json()["charts"][0]
+    assert chart["meta"]["cached"] is True and chart["rows"] == history.json()["rows"]
+
+    if failure == "down":
+        api_services.ch.down = True
+    else:  # ClickHouse hangs: the query times out
+        api_services.settings.query_timeout_s = 0.2
+
+        async def hang(*args, **kwargs):
+            await asyncio.Event().wait()  # never answers
+
+        monkeypatch.setattr(api_services.ch, "query", hang)
+    clock.now += 180  # a few buckets later: "the last hour" compiles to new SQL
+    r = await api.get(history_url, headers=org.h("viewer"))
+    assert r.status_code == 200 and r.json()["meta"]["stale"] is True
+    r = await api.get(data_url, headers=org.h("viewer"))
+    assert r.status_code == 200, r.text
+    chart = r.json()["charts"][0]
+    assert chart.get("error") is None, chart  # before: clickhouse_unavailable for the chart
+    assert chart["meta"]["stale"] is True and r.json()["stale"] is True
+    assert chart["rows"] == history.json()["rows"]
+
+
+def test_last_known_key_is_shared_by_requests_meaning_the_same_query():
+    from app.api.data import window_of
+    from app.cache import last_known_key
+
+    sql = "SELECT 1 WHERE org_id = {org_id: UInt32} AND t >= {time_from: UInt32}"
+    hour_ago = {"org_id": 7, "time_from": 1_000, "time_to": 4_600}
+    later = {"org_id": 7, "time_from": 1_060, "time_to": 4_660}
+    # the default hour, `from=now-1h` and `from=now-1h&to=now` are one moving window
+    assert window_of(None, None, 3600) == window_of("now-1h", None, 60) == ("now", 0, 3600)
+    assert window_of("now-1h", "now", 60) == ("now", 0, 3600)
+    assert window_of("now-2h", "now-1h", 60) == ("now", 3600, 3600)
+    assert window_of("1000", None, 60) == ("now", 0, "from", 1000)
+    assert window_of(None, "4600", 3600) is None and window_of("1000", "4600", 60) is None
+    moving = window_of(None, None, 3600)
+    key = last_known_key(7, sql, hour_ago, moving)
+    assert last_known_key(7, sql, later, moving) == key  # time moved on: same last answer
+    assert last_known_key(8, sql, {**hour_ago, "org_id": 8}, moving) != key  # never across orgs
+    assert last_known_key(7, sql, hour_ago, ("now", 0, 1800)) != key
+    assert last_known_key(7, sql + " LIMIT 1", hour_ago, moving) != key
+    # an absolute window keys on its exact parameters
+    assert last_known_key(7, sql, hour_ago, None) != last_known_key(7, sql, later, None)
+
+
+def test_degradation_logs_each_change_of_state_once():
+    import logging
+
+    from app.cache import Degradation
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("clickpulse.degradation")
+    logger.addHandler(handler)
+    try:
+        clock = FakeClock()
+        degradation = Degradation(clock=clock)
+        for _ in range(5):  # five requests see ClickHouse fail: one line
+            clock.advance(1)
+            degradation.failed("clickhouse", "Connection refused")
+        clock.advance(1)
+        degradation.ok("clickhouse")
+        degradation.ok("clickhouse")  # still fine: nothing more
+        clock.advance(1)
+        degradation.failed("clickhouse", "timed out")  # a new failing period
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", "clickhouse is failing (seen by requests): Connection refused"),
+        ("WARNING", "clickhouse answers requests again"),
+        ("ERROR", "clickhouse is failing (seen by requests): timed out"),
+    ]

@@ -222,14 +222,24 @@ async def test_quota_rows_per_minute_caps_and_charges_analyst_queries(api, seede
     headers = await _analyst(pg_url, org.id)
     r = await api.put("/org/limits", json={"rows_per_minute": 30}, headers=org.h("admin"))
     assert r.status_code == 200
-    # 40 rows to read, 30 left this minute: ClickHouse stops it, the budget is spent.
+    # The org has 40 rows: more than a whole minute's budget, so it can never run (422), and
+    # nothing is charged — the count is of the org's own rows, made before the query runs.
     r = await _sql(api, headers, "SELECT sum(value) FROM events")
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "query_too_expensive"
-    assert r.json()["error"]["where"]["clickhouse_code"] == 158
+    assert r.json()["error"]["where"] == {"limit": "rows_per_minute", "rows": 40}
     r = await _sql(api, headers, "SELECT 1")
-    assert r.status_code == 429
-    assert r.json()["error"]["where"]["limit"] == "rows_per_minute"
+    assert r.status_code == 200 and r.headers["x-rows-read"] == "0"
+    r = await api.put("/org/limits", json={"rows_per_minute": 100}, headers=org.h("admin"))
+    assert r.status_code == 200
+    for _ in range(2):
+        r = await _sql(api, headers, "SELECT sum(value) FROM events")
+        assert r.status_code == 200 and r.headers["x-rows-read"] == "40"
+    # 80 charged, 20 left: this one fits a whole minute, so it may retry then.
+    r = await _sql(api, headers, "SELECT count() FROM events")
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["where"] == {"limit": "rows_per_minute", "rows": 40}
+    assert 1 <= int(r.headers["retry-after"]) <= 60
 
 
 async def test_the_openapi_document_describes_the_endpoint(api):
@@ -238,3 +248,63 @@ async def test_the_openapi_document_describes_the_endpoint(api):
     operation = r.json()["paths"]["/sql"]["post"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body.get("$ref", "").endswith("SqlIn") or "sql" in str(body)
+
+
+async def test_oracle_answers_over_http_do_not_change_when_another_org_gets_a_marker(
+    api, ch, org, other_org, pg_url
+):
+    """Org A's /sql and /query answers — status, body, X-Rows-Read, meta.rows_read — are the
+    same before and after org B inserts rows that would make A's expressions fail
+    (tests/querybuilder/test_oracles.py has the full corpus)."""
+    _seed(ch, org.id, 40)
+    _seed(ch, other_org.id, 25)
+    headers = await _analyst(pg_url, org.id)
+    probes = [
+        "SELECT count() AS n FROM events WHERE toUInt64(replaceAll(path, '/p', '')) >= 0",
+        "SELECT sum(intDiv(100, toUInt64(value) + 1)) AS s FROM events",
+        "SELECT count() AS n FROM events WHERE match('abc', event)",
+        "SELECT count() AS n FROM metrics_1m WHERE toUInt64(if(country = 'ZZ', event, '1')) > 0",
+        "SELECT count() AS n FROM events WHERE toUInt64(if(user_id = 'zz((SECRET', user_id, '1')) > 0",
+    ]
+    metric = {
+        "definition": {"text": "SELECT count() AS n WHERE country = 'DE'"},
+        "from": "now-10m",
+        "to": "now",
+        "granularity": "1m",
+    }
+
+    async def answers(since: str) -> list[tuple]:
+        out = []
+        for sql in probes:
+            r = await _sql(api, headers, sql)
+            out.append((r.status_code, r.text, r.headers.get("x-rows-read")))
+        # A new range each time (not cached): the answer and its rows_read are computed again.
+        r = await api.post("/query", json={**metric, "from": since}, headers=org.h("viewer"))
+        body = r.json()
+        assert body["meta"]["cached"] is False
+        nonzero = [row for row in body["rows"] if row[1]]
+        out.append((r.status_code, body["meta"]["rows_read"], nonzero))
+        return out
+
+    before = await answers("now-10m")
+    marker = "zz((SECRET"
+    ch.insert_sync(
+        "events_queue",
+        queue_batch(
+            [
+                {
+                    "org_id": other_org.id,
+                    "ts": (int(time.time()) - 120) * 1000,
+                    "event": marker,
+                    "user_id": marker,
+                    "path": "/" + marker,
+                    "country": "ZZ",
+                    "value": -1.0,
+                }
+            ]
+        ),
+    )
+    after = await answers("now-11m")
+    assert after == before
+    assert "SECRET" not in repr(after)
+    assert all(status == 200 for status, *_ in before), before

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.ingest.wal import LOCK_NAME, read_segment
+from app.ingest.wal import CHECKPOINT_NAME, LOCK_NAME, read_segment
 from app.ingest.writer import EventWriter, WalWriteFailed, WriterOverloaded
 from tests.ingest.helpers import make_columns, rows, scalar
 
@@ -30,7 +30,7 @@ def _settings(wal_dir: Path, **overrides) -> Settings:
 
 
 def _segments(wal_dir: Path) -> list[Path]:
-    return sorted(p for p in wal_dir.iterdir() if p.name != LOCK_NAME)
+    return sorted(p for p in wal_dir.iterdir() if p.name not in (LOCK_NAME, CHECKPOINT_NAME))
 
 
 async def _until(predicate) -> None:

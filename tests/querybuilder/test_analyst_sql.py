@@ -26,6 +26,7 @@ from app.querybuilder import guard
 from app.querybuilder.analyst import (
     AnalystLimits,
     AnalystSqlError,
+    RowBudgetExceeded,
     check_analyst_query,
     compile_analyst_sql,
     execution_settings,
@@ -41,7 +42,15 @@ from app.querybuilder.sql_functions import (
 from .test_hostile import REJECTED as METRIC_HOSTILE_CORPUS
 
 ORG = 1
-ISOLATED = "(SELECT * FROM {db}.{table} WHERE org_id = {{org_id: UInt32}}) AS {alias}"
+PLAIN_CASTS = (
+    "REPLACE (CAST(event AS String) AS event, CAST(country AS String) AS country, "
+    "CAST(device AS String) AS device, CAST(browser AS String) AS browser, "
+    "CAST(os AS String) AS os)"
+)
+ISOLATED = (
+    "(SELECT * " + PLAIN_CASTS + " FROM {db}.{table} WHERE org_id = {{org_id: UInt32}} "
+    "LIMIT 1000000000000000000) AS {alias}"
+)
 
 
 def compile_for(dataset: Any, sql: str, org_id: int = ORG):
@@ -64,8 +73,10 @@ def canonical(rows: list[dict[str, Any]]) -> list[str]:
 def test_simple_select_is_guarded_and_counts_only_this_org(loaded):
     query = compile_for(loaded, "SELECT count() AS n FROM events")
     isolated = ISOLATED.format(db=loaded.database, table="events", alias="events")
-    assert query.sql == f"SELECT count() AS n FROM {isolated}"
+    assert query.sql == f"SELECT * FROM (SELECT count() AS n FROM {isolated})"
     assert query.params == {"org_id": ORG} and query.tables == ["events"]
+    read = ISOLATED.format(db=loaded.database, table="events", alias="r")
+    assert query.visible_rows_sql == f"SELECT COUNT(*) AS n FROM {read}"
     assert run_json(loaded, "SELECT count() AS n FROM events") == [{"n": len(loaded.rows)}]
     assert run_json(loaded, "SELECT count() AS n FROM events", org_id=2) == [{"n": 90}]
     assert run_json(loaded, "SELECT count() AS n FROM events", org_id=3) == [{"n": 0}]
@@ -216,10 +227,12 @@ def test_quoted_and_aliased_table_names_are_still_guarded(loaded):
 
 
 def test_execution_settings_are_read_only_and_throw_on_overflow():
-    settings = execution_settings(AnalystLimits(), "csv", max_rows_to_read=1000)
+    settings = execution_settings(AnalystLimits(), "csv")
     assert settings["readonly"] == 1 and list(settings)[-1] == "readonly"
-    assert settings["result_overflow_mode"] == "throw" and settings["read_overflow_mode"] == "throw"
-    assert settings["max_rows_to_read"] == 1000 and settings["max_execution_time"] == 30
+    assert settings["result_overflow_mode"] == "throw" and settings["max_execution_time"] == 30
+    # ClickHouse's rows_read counts other orgs' rows in shared granules: neither a limit on it
+    # nor its figure in the output may reach the user.
+    assert "max_rows_to_read" not in settings and settings["output_format_write_statistics"] == 0
     assert "output_format_json_quote_64bit_integers" not in settings
     assert (
         execution_settings(AnalystLimits(), "json")["output_format_json_quote_64bit_integers"] == 0
@@ -227,14 +240,14 @@ def test_execution_settings_are_read_only_and_throw_on_overflow():
 
 
 def test_the_facade_runs_queries_with_those_settings(loaded):
-    settings = execution_settings(AnalystLimits(max_result_rows=7), "csv", max_rows_to_read=99)
+    settings = execution_settings(AnalystLimits(max_result_rows=7), "csv")
     result = loaded.ch.query_raw_sync(
         "SELECT getSetting('readonly'), getSetting('max_result_rows'), "
-        "getSetting('max_rows_to_read')",
+        "getSetting('output_format_write_statistics')",
         settings=settings,
         fmt="CSV",
     )
-    assert result.data.decode().strip() == "1,7,99"
+    assert result.data.decode().strip() == "1,7,false"
 
 
 def test_result_rows_over_the_limit_throw_also_for_a_union(loaded):
@@ -251,13 +264,45 @@ def test_result_rows_over_the_limit_throw_also_for_a_union(loaded):
     assert len(run_json(loaded, union, limits=AnalystLimits(max_result_rows=6))) == 6
 
 
-def test_rows_read_over_the_budget_throw(loaded):
-    with pytest.raises(ClickHouseError) as info:
-        run_json(loaded, "SELECT sum(value) AS s FROM events", max_rows_to_read=10)
-    assert info.value.code == 158
-    assert run_json(loaded, "SELECT sum(value) AS s FROM events", max_rows_to_read=10_000) == [
+def test_rows_over_the_budget_are_refused_before_the_query_runs(loaded):
+    # The budget is checked against the org's own rows (1 .. len(rows)), never ClickHouse's
+    # rows_read; nothing of the query itself runs when it is over.
+    own = len(loaded.rows)
+    before = loaded.ch.query_count
+    with pytest.raises(RowBudgetExceeded) as info:
+        run_json(loaded, "SELECT sum(value) AS s FROM events", max_rows_to_read=own - 1)
+    assert (info.value.visible_rows, info.value.budget) == (own, own - 1)
+    assert loaded.ch.query_count == before + 1  # the count only
+    assert run_json(loaded, "SELECT sum(value) AS s FROM events", max_rows_to_read=own) == [
         {"s": sum(r["value"] for r in loaded.rows)}
     ]
+
+
+def test_rows_read_is_the_orgs_own_rows_each_read_counted_once(loaded):
+    own = len(loaded.rows)
+    query = compile_for(
+        loaded, "SELECT count() AS n FROM events AS a JOIN events AS b USING (user_id)"
+    )
+    result = run_analyst_sync(loaded.ch, query, "json")
+    assert result.rows_read == 2 * own
+    body = json.loads(result.data)
+    assert "statistics" not in body  # ClickHouse's rows_read would count other orgs' rows
+    nothing = run_analyst_sync(loaded.ch, compile_for(loaded, "SELECT 1 AS x"), "json")
+    assert nothing.rows_read == 0
+
+
+def test_a_query_without_from_is_held_to_the_result_limit(loaded):
+    # ClickHouse applied no result limit to a query without FROM: 2M rows under a limit of 1k.
+    small = AnalystLimits(max_result_rows=1_000)
+    for sql in (
+        "SELECT arrayJoin(range(2000000)) AS x",
+        "SELECT number FROM (SELECT arrayJoin(range(5000)) AS number)",
+        "SELECT arrayJoin(range(1001)) AS x UNION ALL SELECT 1 AS x",
+    ):
+        with pytest.raises(ClickHouseError) as info:
+            run_json(loaded, sql, limits=small)
+        assert info.value.code == 396, sql
+    assert len(run_json(loaded, "SELECT arrayJoin(range(1000)) AS x", limits=small)) == 1000
 
 
 # -- hostile SQL: refused with a code and a position --------------------------------------------
@@ -603,7 +648,33 @@ TAMPERINGS = {
     "guard-widened": lambda q, db: msgspec.structs.replace(
         q,
         sql=q.sql.replace(
-            "WHERE org_id = {org_id: UInt32})", "WHERE org_id = {org_id: UInt32} OR 1 = 1)", 1
+            "WHERE org_id = {org_id: UInt32} LIMIT",
+            "WHERE org_id = {org_id: UInt32} OR 1 = 1 LIMIT",
+            1,
+        ),
+    ),
+    # The LIMIT is the barrier no user predicate may cross (guard.py): without it, or with a
+    # user condition inside the read, ClickHouse may evaluate user text on other orgs' rows.
+    "barrier-removed": lambda q, db: msgspec.structs.replace(
+        q, sql=q.sql.replace(" LIMIT 1000000000000000000)", ")", 1)
+    ),
+    "barrier-lowered": lambda q, db: msgspec.structs.replace(
+        q, sql=q.sql.replace(" LIMIT 1000000000000000000)", " LIMIT 1000)", 1)
+    ),
+    "user-condition-inside-read": lambda q, db: msgspec.structs.replace(
+        q,
+        sql=q.sql.replace(
+            "WHERE org_id = {org_id: UInt32} LIMIT",
+            "WHERE org_id = {org_id: UInt32} AND toUInt64(user_id) > 0 LIMIT",
+            1,
+        ),
+    ),
+    "read-bound-in-analyst-sql": lambda q, db: msgspec.structs.replace(
+        q,
+        sql=q.sql.replace(
+            "WHERE org_id = {org_id: UInt32} LIMIT",
+            "WHERE org_id = {org_id: UInt32} AND ts >= toDateTime({org_id: UInt32}, 'UTC') LIMIT",
+            1,
         ),
     ),
     "settings": lambda q, db: msgspec.structs.replace(q, sql=q.sql + " SETTINGS readonly = 0"),

@@ -301,16 +301,15 @@ def test_corpus_compiles_to_guarded_sql_on_the_right_table(text, table, dims, or
     sql = compiled.sql
     assert compiled.plan.table == table
     assert compiled.plan.raw == (table == "events")
-    assert f"FROM {loaded.database}.{table} WHERE org_id = {{org_id: UInt32}}" in sql
+    assert f"FROM {loaded.database}.{table} WHERE org_id = {{org_id: UInt32}} AND " in sql
     assert sql.count("org_id") == 2 and sql.count("org_id = {org_id: UInt32}") == 1
+    assert sql.count(" LIMIT 1000000000000000000) AS ") == 1
     assert compiled.params["org_id"] == 1
     assert "WITH FILL FROM {time_from: UInt32} TO {time_to: UInt32} STEP 60" in sql
     # user strings travel as parameters only
     for value in ("purchase", "signup", "'DE'", "/p1", "'pro'", "--", "/*"):
         assert value not in sql
-    assert compiled.settings == (
-        {"max_execution_time": 10, "max_rows_to_read": 200_000_000} if table == "events" else {}
-    )
+    assert compiled.settings == ({"max_execution_time": 10} if table == "events" else {})
     assert result.columns[0] == "t" and result.columns[-1] == "v"
     assert result.types[0] == "UInt32"
 

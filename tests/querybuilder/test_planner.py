@@ -72,7 +72,7 @@ def test_raw_columns_force_raw_with_limits():
     )
     assert compiled.plan.raw and compiled.plan.table == "events"
     assert "props" in compiled.plan.reason
-    assert compiled.settings == {"max_execution_time": 10, "max_rows_to_read": 200_000_000}
+    assert compiled.settings == {"max_execution_time": 10}
     assert compiled.sql.endswith("LIMIT 100000")
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from app.querybuilder import compile_metric, run_compiled
+from app.querybuilder import compile_metric, guard, run_compiled
 from app.querybuilder.model import Agg, Binary, Col, Func, InList, Lit, Metric, Output, Prop, Unary
 
 STRING_COLUMNS = [
@@ -134,10 +134,20 @@ def _tables_all_guarded(sql: str, database: str) -> None:
     for table in tables:
         assert table.db == database
         select = table.find_ancestor(exp.Select)
+        # An isolated read: the guard, then only read bounds, behind the LIMIT barrier.
         where = select.args["where"].this
-        assert isinstance(where, exp.And | exp.EQ)
-        guard = where.this if isinstance(where, exp.And) else where
-        assert guard.sql(dialect="clickhouse") == "org_id = {org_id: UInt32}"
+        while isinstance(where, exp.And):
+            assert guard.is_read_bound(where.expression), where.sql(dialect="clickhouse")
+            where = where.this
+        assert where.sql(dialect="clickhouse") == "org_id = {org_id: UInt32}"
+        assert select.args["limit"].sql(dialect="clickhouse") == "LIMIT 1000000000000000000"
+        extra = {k for k, v in select.args.items() if v} - {
+            "expressions",
+            "from_",
+            "where",
+            "limit",
+        }
+        assert not extra
 
 
 def _normalise(rows):

@@ -48,6 +48,7 @@ from app.querybuilder.analyst.run import (
     AnalystLimits,
     AnalystQuery,
     OutputFormat,
+    RowBudgetExceeded,
     check_analyst_query,
     execution_settings,
     run_analyst,
@@ -55,7 +56,13 @@ from app.querybuilder.analyst.run import (
 )
 from app.querybuilder.analyst.text import check_text, check_tokens, tokenize
 from app.querybuilder.errors import TenantGuardError
-from app.querybuilder.guard import ANALYST_POLICY, ORG_PARAM, apply_tenant_guard, check_org_id
+from app.querybuilder.guard import (
+    ANALYST_POLICY,
+    ORG_PARAM,
+    apply_tenant_guard,
+    check_org_id,
+    visible_rows_query,
+)
 
 log = logging.getLogger("clickpulse.analyst")
 
@@ -66,6 +73,7 @@ __all__ = [
     "AnalystQuery",
     "AnalystSqlError",
     "OutputFormat",
+    "RowBudgetExceeded",
     "check_analyst_query",
     "compile_analyst_sql",
     "execution_settings",
@@ -111,16 +119,19 @@ def compile_analyst_sql(text: str, org_id: int, *, database: str) -> AnalystQuer
     check_functions(text, tree)
     tables = resolve_tables(text, tree, database)
     tree = apply_tenant_guard(tree, org_id, policy=ANALYST_POLICY, database=database)
-    if isinstance(tree, exp.SetOperation):
-        # ClickHouse applies max_result_rows to a top-level UNION's branches, not its result
-        # (measured: 11 rows passed a limit of 5); one SELECT around it is limited as a whole.
-        tree = exp.Select(expressions=[exp.Star()], from_=exp.From(this=exp.Subquery(this=tree)))
+    # ClickHouse applies max_result_rows to a top-level UNION's branches, not its result
+    # (measured: 11 rows passed a limit of 5), and not at all to a query without FROM
+    # (`SELECT arrayJoin(range(2000000))` returned every row under a limit of 1,000): one
+    # SELECT around every query is limited as a whole.
+    tree = exp.Select(expressions=[exp.Star()], from_=exp.From(this=exp.Subquery(this=tree)))
+    count = visible_rows_query(tree, database, ANALYST_POLICY)
     query = AnalystQuery(
         sql=_render(tree),
         params={ORG_PARAM: org_id},
         org_id=org_id,
         database=database,
         tables=tables,
+        visible_rows_sql=_render(count) if count is not None else None,
     )
     try:
         check_analyst_query(query, database)

@@ -62,6 +62,13 @@ def check_clauses(text: str, tree: exp.Expression) -> None:
                     )
         elif isinstance(node, exp.In):
             _check_in(text, node)
+        elif isinstance(node, exp.From):
+            if not isinstance(node.this, exp.Subquery | exp.Table):
+                raise AnalystSqlError(
+                    "unsupported",
+                    "FROM a table, a CTE or a parenthesised subquery",
+                    **at_node(text, node.this),
+                )
         elif isinstance(node, exp.Join):
             source = node.this
             if not isinstance(source, exp.Subquery | exp.Table) and node.kind != "ARRAY":

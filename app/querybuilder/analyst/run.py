@@ -33,6 +33,9 @@ class AnalystQuery(msgspec.Struct, frozen=True):
     org_id: int
     database: str
     tables: list[str]
+    #: Counts the org's rows the query's reads cover (`guard.visible_rows_query`): what the
+    #: org is told it read and is charged for; None when it reads no table.
+    visible_rows_sql: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +75,38 @@ _JSON_NUMBERS = {
 }
 
 
-def execution_settings(
-    limits: AnalystLimits, output: str, *, max_rows_to_read: int | None = None
-) -> dict[str, Any]:
-    """The ClickHouse settings one analyst query runs with."""
+def execution_settings(limits: AnalystLimits, output: str) -> dict[str, Any]:
+    """The ClickHouse settings one analyst query runs with.
+
+    No `max_rows_to_read`: ClickHouse counts every row of a granule it reads, other orgs' rows
+    sharing the org's first and last granules included, so a limit on it would answer
+    differently depending on another org's data. The row budget is checked against the
+    org's own rows instead (`RowBudgetExceeded`). The output carries no statistics for the
+    same reason (its `rows_read` is ClickHouse's count).
+    """
     settings: dict[str, Any] = {
         "max_execution_time": limits.max_execution_time_s,
         "max_result_rows": limits.max_result_rows,
         "max_result_bytes": limits.max_result_bytes,
         "result_overflow_mode": "throw",
         "max_memory_usage": limits.max_memory_usage,
+        "output_format_write_statistics": 0,
     }
-    if max_rows_to_read is not None:
-        settings["max_rows_to_read"] = max(1, int(max_rows_to_read))
-        settings["read_overflow_mode"] = "throw"
     if output == "json":
         settings.update(_JSON_NUMBERS)
     # Last, so a server applying settings in order accepts the limits above before
     # read-only mode forbids changing settings.
     settings["readonly"] = 1
     return settings
+
+
+class RowBudgetExceeded(Exception):
+    """The query's reads cover more of the org's rows than it may read now."""
+
+    def __init__(self, visible_rows: int, budget: int):
+        super().__init__(f"the query reads {visible_rows} rows; {budget} are left")
+        self.visible_rows = visible_rows
+        self.budget = budget
 
 
 def check_analyst_query(query: AnalystQuery, database: str) -> None:
@@ -113,6 +128,24 @@ def check_analyst_query(query: AnalystQuery, database: str) -> None:
     )
     if set(query.params) != {"org_id"}:
         raise TenantGuardError("analyst SQL binds parameters other than org_id")
+    if query.visible_rows_sql is not None:
+        verify_tenant_guard(
+            sqlglot.parse_one(query.visible_rows_sql, dialect="clickhouse"),
+            query.org_id,
+            database=database,
+            params=dict(query.params),
+            policy=ANALYST_POLICY,
+        )
+
+
+def _count_settings(limits: AnalystLimits) -> dict[str, Any]:
+    return {"max_execution_time": limits.max_execution_time_s, "readonly": 1}
+
+
+def _within_budget(visible: int, budget: int | None) -> int:
+    if budget is not None and visible > budget:
+        raise RowBudgetExceeded(visible, budget)
+    return visible
 
 
 def run_analyst_sync(
@@ -123,16 +156,25 @@ def run_analyst_sync(
     limits: AnalystLimits = DEFAULT_LIMITS,
     max_rows_to_read: int | None = None,
 ) -> RawResult:
-    """Verify the guard on the final SQL, then run it read-only with `limits`; the output is
-    in `output` (json, csv or parquet)."""
+    """Verify the guard on the final SQL, count the org's rows its reads cover (refused with
+    `RowBudgetExceeded` above `max_rows_to_read`), then run it read-only with `limits`; the
+    output is in `output` (json, csv or parquet) and its `rows_read` is that count."""
     fmt = OUTPUT_FORMATS[output]
     check_analyst_query(query, ch.database)
-    return ch.query_raw_sync(
+    visible = 0
+    if query.visible_rows_sql is not None:
+        counted = ch.query_sync(
+            query.visible_rows_sql, params=dict(query.params), settings=_count_settings(limits)
+        )
+        visible = _within_budget(int(counted.scalar() or 0), max_rows_to_read)
+    result = ch.query_raw_sync(
         query.sql,
         params=dict(query.params),
-        settings=execution_settings(limits, output, max_rows_to_read=max_rows_to_read),
+        settings=execution_settings(limits, output),
         fmt=fmt.clickhouse,
     )
+    result.rows_read = visible
+    return result
 
 
 async def run_analyst(
@@ -146,10 +188,21 @@ async def run_analyst(
     """`run_analyst_sync` off the event loop (verification is cheap and runs inline)."""
     fmt = OUTPUT_FORMATS[output]
     check_analyst_query(query, ch.database)
-    return await ch.query_raw(
+    visible = 0
+    if query.visible_rows_sql is not None:
+        counted = await ch.query(
+            query.visible_rows_sql,
+            params=dict(query.params),
+            settings=_count_settings(limits),
+            org_id=query.org_id,  # the verified tenant: its lane in the fair pool
+        )
+        visible = _within_budget(int(counted.scalar() or 0), max_rows_to_read)
+    result = await ch.query_raw(
         query.sql,
         params=dict(query.params),
-        settings=execution_settings(limits, output, max_rows_to_read=max_rows_to_read),
+        settings=execution_settings(limits, output),
         fmt=fmt.clickhouse,
         org_id=query.org_id,  # the verified tenant: its lane in the fair pool
     )
+    result.rows_read = visible
+    return result

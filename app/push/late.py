@@ -1,0 +1,73 @@
+"""Late rows: which seconds of which org changed after the poller's re-read window passed them.
+
+Each round the poller re-reads a key's last `reread_s` seconds (plus the pipeline lag). Rows
+for older seconds — the WAL draining after an outage, a client sending events from an hour
+ago — would otherwise never reach a live viewer while history shows them. Two ways in:
+
+* **told**: the ingest writer reports, after each successful INSERT, the first and last second
+  of the batch per org (`note`); with Redis, every node publishes its reports to the others
+  (app.push.hub). The next round re-reads, for every key of that org, from the first such
+  second on; the diff against what was emitted sends only the seconds that changed.
+* **fallback**: every `full_reread_s` each key is re-read over its whole range (staggered by
+  key, so keys do not all do it in the same round), for rows nobody reported (another node
+  without Redis, a report lost with a Redis hiccup, a round that failed).
+
+Kept apart from the poller (which only asks `reread_from` for each key it polls), so a new
+poller can call the same thing.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+
+class LateRows:
+    """The seconds each org's keys must re-read beyond the regular window, round by round."""
+
+    def __init__(self, *, full_reread_s: int = 30) -> None:
+        self.full_reread_s = max(int(full_reread_s), 0)
+        self._pending: dict[int, tuple[int, int]] = {}  # org -> (first, last) second reported
+        self._round: dict[int, tuple[int, int]] = {}  # what this round re-reads
+        self._full_at: dict[str, int] = {}  # key -> second of its last whole-range re-read
+        self.reported = 0  # reports received (tests, introspection)
+        self.full_rereads = 0
+        self.late_rereads = 0
+
+    def note(self, ranges: dict[int, tuple[int, int]]) -> None:
+        """Rows were inserted for these orgs between these seconds (inclusive, epoch s)."""
+        for org_id, (first, last) in ranges.items():
+            org_id, first, last = int(org_id), int(first), int(last)
+            seen = self._pending.get(org_id)
+            self._pending[org_id] = (
+                (first, last) if seen is None else (min(seen[0], first), max(seen[1], last))
+            )
+            self.reported += 1
+
+    def begin_round(self) -> None:
+        """Take what was reported since the last round: this round's keys re-read it."""
+        self._round, self._pending = self._pending, {}
+
+    def reread_from(self, key: str, org_id: int, now_s: int, lowest: int) -> int | None:
+        """The first second `key` must re-read this round beyond its regular window (never
+        before `lowest`, the oldest second it serves), or None."""
+        start = None
+        reported = self._round.get(org_id)
+        if reported is not None:
+            start = max(reported[0], lowest)
+            self.late_rereads += 1
+        period = self.full_reread_s
+        if period:
+            last = self._full_at.get(key)
+            if last is None:
+                # Stagger: a key's first whole re-read comes 1..period s after it appeared,
+                # at a point fixed by its hash, so keys spread over the period.
+                self._full_at[key] = now_s - zlib.crc32(key.encode()) % period
+            elif now_s - last >= period:
+                self._full_at[key] = now_s
+                start = lowest
+                self.full_rereads += 1
+        return start
+
+    def forget(self, key: str) -> None:
+        """The key is no longer polled here."""
+        self._full_at.pop(key, None)
