@@ -293,14 +293,17 @@ class Limiter:
             # The shared ClickHouse pool had no worker for this org within its bound: the org
             # already holds its share (app/clickhouse/fair.py). Its own queries wait, not
             # other orgs'.
+            # Retry-After is as long as it waited: a worker is no likelier to be free for it
+            # sooner, and each retry costs this process a compile (fewer, later retries).
             self.rejected["query_pool"] += 1
+            seconds = max(1, math.ceil(exc.waited_s))
             raise ApiError(
                 429,
                 "rate_limited",
                 f"the ClickHouse pool had no worker free for this org within "
                 f"{exc.waited_s:.1f} s; this org's other queries hold its share",
-                {"limit": "query_pool", "retry_after_s": 1},
-                headers={"Retry-After": "1"},
+                {"limit": "query_pool", "retry_after_s": seconds},
+                headers={"Retry-After": str(seconds)},
             ) from None
         finally:
             semaphore.release()
