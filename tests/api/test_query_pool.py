@@ -156,3 +156,21 @@ async def test_an_org_over_its_pool_share_gets_429_not_the_others(two_worker_app
     assert b_sql.status_code == 200, b_sql.text
     assert b_sql.json()["data"] == [{"n": 0}]
     assert a_first.status_code == 200
+
+
+async def test_query_pool_429_retry_after_is_the_time_waited():
+    from app.clickhouse import PoolBusy
+    from app.errors import ApiError
+    from app.limits import Limiter, OrgLimits
+
+    limiter = Limiter(OrgLimits(rate_per_s=1, burst=1, concurrent_queries=1, rows_per_minute=10))
+    for waited, expected in ((0.2, 1), (2.3, 3), (5.0, 5)):
+        with pytest.raises(ApiError) as exc:
+            async with limiter.query_slot(7):
+                raise PoolBusy(7, waited)
+        assert exc.value.status == 429
+        assert exc.value.headers == {"Retry-After": str(expected)}
+        assert exc.value.where == {"limit": "query_pool", "retry_after_s": expected}
+    assert limiter.rejected["query_pool"] == 3
+    async with limiter.query_slot(7):  # the org's concurrency slot was given back each time
+        pass
