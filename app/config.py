@@ -38,6 +38,11 @@ def _env(name: str, default: T, kind: type[T]) -> T:
         raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
 
 
+def _env_optional(name: str, kind: type[T]) -> T | None:
+    """The variable parsed as `kind`, None when unset or empty."""
+    return _env(name, None, kind)  # type: ignore[arg-type]
+
+
 def _env_int(name: str, default: int) -> int:
     return _env(name, default, int)
 
@@ -95,6 +100,16 @@ class Settings(msgspec.Struct, kw_only=True):
     clickhouse_url: str | None = None
     clickhouse_database: str = "clickpulse"
     clickhouse_cluster: str | None = None
+    # The facade's worker threads (every ClickHouse call of this process runs on one), shared
+    # fairly between orgs (app/clickhouse/fair.py); how long a call may wait for one → 429.
+    # A waiting query costs nothing; each retry after a 429 costs the event loop a compile, so a
+    # longer wait means an org over its share churns less (bench/fairness.py: at 2 s its retries
+    # stalled the loop for seconds; at 5-8 s not). Below the query timeout, so it ends as a 429.
+    clickhouse_workers: int = 8
+    clickhouse_queue_wait_s: float = 5.0
+    # The most of those threads one org may hold at once; None = half of them (at least 1),
+    # with embedded chDB also at most the CPU count (app/clickhouse/__init__.py).
+    clickhouse_org_workers: int | None = None
     database_url: str | None = None
     redis_url: str | None = None
     kafka_brokers: str | None = None  # env KAFKA_BOOTSTRAP (alias CLICKPULSE_KAFKA_BROKERS)
@@ -177,6 +192,13 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_burst: int = 100
     limit_concurrent_queries: int = 4
     limit_rows_per_minute: int = 500_000_000
+    # Operator ceilings (app/limits.py): no org's effective limit goes above them, whatever
+    # orgs.limits says; PUT /org/limits refuses more (422). None = the default above, so by
+    # default an org admin can only lower its limits.
+    limit_max_rate_per_s: float | None = None
+    limit_max_burst: int | None = None
+    limit_max_concurrent_queries: int | None = None
+    limit_max_rows_per_minute: int | None = None
     # Live push (issue 5, app/push): poller tick (0 = ticks only when driven, for tests),
     # seconds re-read each tick for late updates, pipeline lag that makes a view stale,
     # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
@@ -216,6 +238,26 @@ class Settings(msgspec.Struct, kw_only=True):
                 "CLICKPULSE_CLICKHOUSE_CLUSTER needs CLICKPULSE_CLICKHOUSE_URL "
                 "(embedded chDB is one process, not a cluster)"
             )
+        for name in ("rate_per_s", "burst", "concurrent_queries", "rows_per_minute"):
+            ceiling = getattr(self, f"limit_max_{name}")
+            default = getattr(self, f"limit_{name}")
+            if ceiling is not None and (ceiling <= 0 or ceiling < default):
+                raise ValueError(
+                    f"CLICKPULSE_LIMIT_MAX_{name.upper()} ({ceiling}) must be positive and at "
+                    f"least CLICKPULSE_LIMIT_{name.upper()} ({default})"
+                )
+        if self.clickhouse_workers < 1 or self.clickhouse_queue_wait_s <= 0:
+            raise ValueError(
+                "CLICKPULSE_CLICKHOUSE_WORKERS must be >= 1 and "
+                "CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S > 0"
+            )
+        if self.clickhouse_org_workers is not None and not (
+            1 <= self.clickhouse_org_workers <= self.clickhouse_workers
+        ):
+            raise ValueError(
+                "CLICKPULSE_CLICKHOUSE_ORG_WORKERS must be between 1 and "
+                "CLICKPULSE_CLICKHOUSE_WORKERS"
+            )
         if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
             raise ValueError(
                 "CLICKPULSE_KAFKA_NUM_CONSUMERS and CLICKPULSE_KAFKA_FLUSH_INTERVAL_MS must be >= 1"
@@ -242,6 +284,9 @@ class Settings(msgspec.Struct, kw_only=True):
             "clickhouse_url": env.get("CLICKPULSE_CLICKHOUSE_URL") or None,
             "clickhouse_database": env.get("CLICKPULSE_CLICKHOUSE_DATABASE", "clickpulse"),
             "clickhouse_cluster": env.get("CLICKPULSE_CLICKHOUSE_CLUSTER") or None,
+            "clickhouse_workers": _env_int("CLICKPULSE_CLICKHOUSE_WORKERS", 8),
+            "clickhouse_queue_wait_s": _env_float("CLICKPULSE_CLICKHOUSE_QUEUE_WAIT_S", 5.0),
+            "clickhouse_org_workers": _env_optional("CLICKPULSE_CLICKHOUSE_ORG_WORKERS", int),
             "database_url": env.get("DATABASE_URL") or None,
             "redis_url": env.get("REDIS_URL") or None,
             "kafka_brokers": _kafka_bootstrap(env),
@@ -290,6 +335,12 @@ class Settings(msgspec.Struct, kw_only=True):
             "limit_burst": _env_int("CLICKPULSE_LIMIT_BURST", 100),
             "limit_concurrent_queries": _env_int("CLICKPULSE_LIMIT_CONCURRENT_QUERIES", 4),
             "limit_rows_per_minute": _env_int("CLICKPULSE_LIMIT_ROWS_PER_MINUTE", 500_000_000),
+            "limit_max_rate_per_s": _env_optional("CLICKPULSE_LIMIT_MAX_RATE_PER_S", float),
+            "limit_max_burst": _env_optional("CLICKPULSE_LIMIT_MAX_BURST", int),
+            "limit_max_concurrent_queries": _env_optional(
+                "CLICKPULSE_LIMIT_MAX_CONCURRENT_QUERIES", int
+            ),
+            "limit_max_rows_per_minute": _env_optional("CLICKPULSE_LIMIT_MAX_ROWS_PER_MINUTE", int),
             "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
             "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
             "push_full_reread_s": _env_int("CLICKPULSE_PUSH_FULL_REREAD_S", 30),

@@ -4,14 +4,23 @@ read per minute. Over a limit → `ApiError(429, "rate_limited", …)` with `Ret
 * Request rate: a token bucket per org (`rate_per_s` refill, `burst` capacity). With Redis the
   bucket lives in Redis (one Lua script, atomic, shared by every node); without, in process.
 * Concurrent ClickHouse queries: a semaphore per org in this process. A query waits up to
-  `queue_wait_s` for a slot, then gets 429. Per node on purpose: it protects this node's
-  ClickHouse worker threads, so one org can never hold all of them.
+  `queue_wait_s` for a slot, then gets 429. Per node on purpose. Beneath it, the facade's
+  worker threads are shared fairly between orgs whatever these limits say
+  (app/clickhouse/fair.py); a query that found no worker in time (`PoolBusy`) is a 429 too.
 * Rows read per minute: a fixed one-minute window per org, charged with `QueryResult.rows_read`
   after each query; once the window's budget is spent, queries get 429 until the next minute.
   In Redis with Redis (shared), else in process.
 
 Defaults come from Settings; `orgs.limits` (jsonb) overrides any of
 `rate_per_s`, `burst`, `concurrent_queries`, `rows_per_minute` for one org.
+
+Ceilings: the operator's `CLICKPULSE_LIMIT_MAX_*` settings (default: the defaults themselves,
+so out of the box an org's limits can only be lowered). `PUT /org/limits` refuses a value above
+its ceiling (422), and the effective limits are always clamped to the ceilings, whoever wrote
+`orgs.limits` (an override stored before ceilings existed, or one an operator wrote into the
+database): there is no per-org exception above the ceiling. Raising the ceiling raises what
+every org's admin may choose; the ClickHouse pool stays shared fairly whatever the limits say
+(app/clickhouse/fair.py).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.clickhouse.fair import PoolBusy
 from app.errors import ApiError
 
 LIMIT_FIELDS = ("rate_per_s", "burst", "concurrent_queries", "rows_per_minute")
@@ -62,8 +72,9 @@ class OrgLimits:
     rows_per_minute: int
 
 
-def validate_overrides(raw: Any) -> dict[str, float | int]:
-    """Check an `orgs.limits` document; raises ApiError 422 naming the bad field."""
+def validate_overrides(raw: Any, ceilings: OrgLimits | None = None) -> dict[str, float | int]:
+    """Check an `orgs.limits` document; raises ApiError 422 naming the bad field (and the
+    ceiling, for a value above the operator's ceiling)."""
     if not isinstance(raw, dict):
         raise ApiError(422, "invalid_limits", "limits must be an object", {"field": "limits"})
     clean: dict[str, float | int] = {}
@@ -82,8 +93,27 @@ def validate_overrides(raw: Any) -> dict[str, float | int]:
                 f"limit {name} must be a positive number",
                 {"field": f"limits.{name}"},
             )
+        if ceilings is not None and value > getattr(ceilings, name):
+            ceiling = getattr(ceilings, name)
+            raise ApiError(
+                422,
+                "invalid_limits",
+                f"limit {name} may be at most {ceiling:g} (the operator's ceiling, "
+                f"CLICKPULSE_LIMIT_MAX_{name.upper()})",
+                {"field": f"limits.{name}", "ceiling": ceiling},
+            )
         clean[name] = float(value) if name == "rate_per_s" else int(value)
     return clean
+
+
+def clamp(limits: OrgLimits, ceilings: OrgLimits) -> OrgLimits:
+    """`limits` with every field lowered to its ceiling where it is above it."""
+    return OrgLimits(
+        rate_per_s=min(limits.rate_per_s, ceilings.rate_per_s),
+        burst=min(limits.burst, ceilings.burst),
+        concurrent_queries=min(limits.concurrent_queries, ceilings.concurrent_queries),
+        rows_per_minute=min(limits.rows_per_minute, ceilings.rows_per_minute),
+    )
 
 
 def _too_many(message: str, retry_after: float, limit: str, org_limits: OrgLimits) -> ApiError:
@@ -104,6 +134,7 @@ class Limiter:
         self,
         defaults: OrgLimits,
         *,
+        ceilings: OrgLimits | None = None,
         redis: Any = None,
         load_overrides: Callable[[int], Awaitable[dict[str, Any] | None]] | None = None,
         overrides_ttl_s: float = 30.0,
@@ -111,6 +142,8 @@ class Limiter:
         clock: Callable[[], float] = time.time,
     ):
         self.defaults = defaults
+        # No ceilings given: the defaults are the ceilings (an override can only lower).
+        self.ceilings = ceilings or defaults
         self.redis = redis
         self.load_overrides = load_overrides
         self.overrides_ttl_s = overrides_ttl_s
@@ -121,7 +154,12 @@ class Limiter:
         self._rows: dict[int, tuple[int, int]] = {}  # org -> (minute, rows)
         self._slots: dict[int, tuple[int, asyncio.Semaphore]] = {}
         self._script: Any = None
-        self.rejected = {"rate_per_s": 0, "concurrent_queries": 0, "rows_per_minute": 0}
+        self.rejected = {
+            "rate_per_s": 0,
+            "concurrent_queries": 0,
+            "rows_per_minute": 0,
+            "query_pool": 0,
+        }
 
     # -- limits of one org ---------------------------------------------------------------
     async def limits_for(self, org_id: int) -> OrgLimits:
@@ -141,6 +179,9 @@ class Limiter:
             if overrides:
                 known = {k: v for k, v in overrides.items() if k in LIMIT_FIELDS}
                 limits = replace(self.defaults, **known)
+        # Whoever wrote orgs.limits (an admin before ceilings existed, an operator in the
+        # database), nothing above the operator's ceilings takes effect.
+        limits = clamp(limits, self.ceilings)
         self._limits[org_id] = (limits, now + self.overrides_ttl_s)
         return limits
 
@@ -248,14 +289,44 @@ class Limiter:
             ) from None
         try:
             yield limits
+        except PoolBusy as exc:
+            # The shared ClickHouse pool had no worker for this org within its bound: the org
+            # already holds its share (app/clickhouse/fair.py). Its own queries wait, not
+            # other orgs'.
+            # Retry-After is as long as it waited: a worker is no likelier to be free for it
+            # sooner, and each retry costs this process a compile (fewer, later retries).
+            self.rejected["query_pool"] += 1
+            seconds = max(1, math.ceil(exc.waited_s))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"the ClickHouse pool had no worker free for this org within "
+                f"{exc.waited_s:.1f} s; this org's other queries hold its share",
+                {"limit": "query_pool", "retry_after_s": seconds},
+                headers={"Retry-After": str(seconds)},
+            ) from None
         finally:
             semaphore.release()
 
 
 def default_limits(settings: Any) -> OrgLimits:
+    """The limits of an org without overrides (CLICKPULSE_LIMIT_*)."""
     return OrgLimits(
         rate_per_s=float(settings.limit_rate_per_s),
         burst=int(settings.limit_burst),
         concurrent_queries=int(settings.limit_concurrent_queries),
         rows_per_minute=int(settings.limit_rows_per_minute),
+    )
+
+
+def limit_ceilings(settings: Any) -> OrgLimits:
+    """The operator's ceilings (CLICKPULSE_LIMIT_MAX_*); an unset one is its default."""
+    defaults = default_limits(settings)
+    return OrgLimits(
+        rate_per_s=float(settings.limit_max_rate_per_s or defaults.rate_per_s),
+        burst=int(settings.limit_max_burst or defaults.burst),
+        concurrent_queries=int(
+            settings.limit_max_concurrent_queries or defaults.concurrent_queries
+        ),
+        rows_per_minute=int(settings.limit_max_rows_per_minute or defaults.rows_per_minute),
     )

@@ -20,6 +20,9 @@ def open_clickhouse(settings: Settings) -> ClickHouse:
         database=settings.clickhouse_database,
         data_dir=settings.chdb_path,
         url=settings.clickhouse_url,
+        max_workers=settings.clickhouse_workers,
+        queue_wait_s=settings.clickhouse_queue_wait_s,
+        org_workers=settings.clickhouse_org_workers,
     )
 
 

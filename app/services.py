@@ -36,7 +36,7 @@ class Services:
     def __post_init__(self) -> None:
         from app.auth import Authenticator, FailureThrottle
         from app.cache import Degradation, make_cache
-        from app.limits import Limiter, default_limits
+        from app.limits import Limiter, default_limits, limit_ceilings
         from app.store import Store
 
         s = self.settings
@@ -48,7 +48,10 @@ class Services:
             )
         if self.limiter is None:
             self.limiter = Limiter(
-                default_limits(s), redis=self.redis, load_overrides=self.store.orgs.get_limits
+                default_limits(s),
+                ceilings=limit_ceilings(s),
+                redis=self.redis,
+                load_overrides=self.store.orgs.get_limits,
             )
         if self.auth is None:
             self.auth = Authenticator(

@@ -66,21 +66,30 @@ class OrgController(Controller):
         principal.require("admin")
         overrides = await services.store.orgs.get_limits(principal.org_id)
         effective = await services.limiter.limits_for(principal.org_id)
-        return LimitsOut(overrides=overrides, effective=asdict(effective))
+        return LimitsOut(
+            overrides=overrides,
+            effective=asdict(effective),
+            ceilings=asdict(services.limiter.ceilings),
+        )
 
     @put("/limits")
     async def set_limits(
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[LimitsIn]
     ) -> LimitsOut:
-        """Replace the org's quota overrides (fields left out use the defaults)."""
+        """Replace the org's quota overrides (fields left out use the defaults). A value above
+        the operator's ceiling → 422 `invalid_limits` with `where.field` and `where.ceiling`."""
         principal.require("admin")
+        limiter = services.limiter
         overrides = validate_overrides(
-            {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+            {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None},
+            limiter.ceilings,
         )
         saved = await services.store.orgs.set_limits(principal.org_id, overrides)
-        services.limiter.forget(principal.org_id)
-        effective = await services.limiter.limits_for(principal.org_id)
-        return LimitsOut(overrides=saved, effective=asdict(effective))
+        limiter.forget(principal.org_id)
+        effective = await limiter.limits_for(principal.org_id)
+        return LimitsOut(
+            overrides=saved, effective=asdict(effective), ceilings=asdict(limiter.ceilings)
+        )
 
 
 @get("/me", tags=["admin"], dependencies=AUTH)

@@ -194,13 +194,15 @@ class ApiKeyOut(msgspec.Struct):
 class LimitsIn(msgspec.Struct, forbid_unknown_fields=True):
     rate_per_s: Annotated[float, Meta(gt=0)] | None = None
     burst: Annotated[int, Meta(gt=0)] | None = None
-    concurrent_queries: Annotated[int, Meta(gt=0, le=64)] | None = None
+    # Upper bounds are the operator's ceilings (422 naming the ceiling), not schema bounds.
+    concurrent_queries: Annotated[int, Meta(gt=0)] | None = None
     rows_per_minute: Annotated[int, Meta(gt=0)] | None = None
 
 
 class LimitsOut(msgspec.Struct):
     overrides: dict[str, Any]  # what orgs.limits sets for this org
-    effective: dict[str, Any]  # with the defaults filled in
+    effective: dict[str, Any]  # with the defaults filled in, clamped to the ceilings
+    ceilings: dict[str, Any]  # the operator's ceilings: the most an override can take effect
 
 
 class Me(msgspec.Struct):

@@ -9,16 +9,25 @@ Both run a query with bound parameters and answer the same `QueryResult` (parsed
 same JSONCompact output, so values have the same Python types whichever engine ran them),
 run a query for its raw output in a ClickHouse format (`query_raw`: JSON, CSV, Parquet … as
 bytes, for analysts' SQL), insert an Arrow batch, and run DDL. The async methods run the
-blocking driver call in a thread pool: chDB releases the GIL, so queries proceed in parallel
-with the event loop.
+blocking driver call on `max_workers` threads: chDB releases the GIL, so queries proceed in
+parallel with the event loop.
+
+Those threads are shared by every org, fairly (app/clickhouse/fair.py): `query` and
+`query_raw` take the org the query reads for (`org_id=`), and the pool serves the org with the
+fewest running queries first and never gives one org more than its share of the threads. The org is an explicit
+parameter rather than a context variable on purpose: the callers that run org data —
+`run_compiled_async`, `count_visible_rows_async` and `run_analyst`, through which every API,
+push, alert and /sql read goes — pass the org whose tenant guard they have just re-verified, so the lane a
+query waits in is the org it provably reads, not whatever a surrounding task last set.
+Calls without an org (health pings, DDL, inserts) share one lane of their own.
 
 No other module imports chdb or clickhouse_connect.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import os
 import re
 import threading
 import time
@@ -30,12 +39,14 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from app.clickhouse.fair import FairPool, PoolBusy
 from app.clickhouse.params import ParameterError, bind_params
 
 __all__ = [
     "ClickHouse",
     "ClickHouseError",
     "ParameterError",
+    "PoolBusy",
     "EmbeddedClickHouse",
     "QueryResult",
     "RAW_FORMATS",
@@ -159,14 +170,32 @@ class ClickHouse:
 
     database: str
     max_workers: int = 8
-    _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    # The longest a call waits for a worker before PoolBusy (None: no bound).
+    queue_wait_s: float | None = None
+    # The most workers one org may hold (None: half of max_workers, see fair.py).
+    org_workers: int | None = None
+    _pool: FairPool = field(init=False, repr=False)
     query_count: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         _check_identifier(self.database)
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.max_workers, thread_name_prefix=f"ch-{self.database}"
+        self._pool = FairPool(
+            self.max_workers,
+            max_wait_s=self.queue_wait_s,
+            max_per_tenant=self.org_workers or self._default_org_workers(),
+            executor=ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix=f"ch-{self.database}"
+            ),
         )
+
+    def _default_org_workers(self) -> int | None:
+        """The most workers one org holds unless configured; None: half the pool (fair.py)."""
+        return None
+
+    @property
+    def pool(self) -> FairPool:
+        """The worker threads, shared fairly between orgs (app/clickhouse/fair.py)."""
+        return self._pool
 
     # -- the interface -------------------------------------------------------------------
     def query_sync(
@@ -180,11 +209,16 @@ class ClickHouse:
         return _parse_json_compact(payload, time.perf_counter() - start)
 
     async def query(
-        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        *,
+        org_id: int | None = None,
     ) -> QueryResult:
-        """`query_sync` off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.query_sync, sql, params, settings)
+        """`query_sync` on a worker thread, queued in `org_id`'s lane of the fair pool (raises
+        PoolBusy after `queue_wait_s` without a worker)."""
+        return await self._pool.run(org_id, self.query_sync, sql, params, settings)
 
     def query_raw_sync(
         self,
@@ -213,11 +247,11 @@ class ClickHouse:
         settings: dict[str, Any] | None = None,
         *,
         fmt: str,
+        org_id: int | None = None,
     ) -> RawResult:
-        """`query_raw_sync` off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, lambda: self.query_raw_sync(sql, params, settings, fmt=fmt)
+        """`query_raw_sync` on a worker thread, queued in `org_id`'s lane (as `query`)."""
+        return await self._pool.run(
+            org_id, lambda: self.query_raw_sync(sql, params, settings, fmt=fmt)
         )
 
     def command_sync(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -225,8 +259,8 @@ class ClickHouse:
         self._command(sql, params or {})
 
     async def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self.command_sync, sql, params)
+        """`command_sync` on a worker thread (the process's own lane of the pool)."""
+        await self._pool.run(None, self.command_sync, sql, params)
 
     def insert_sync(
         self, table: str, batch: pa.Table, settings: dict[str, Any] | None = None
@@ -244,9 +278,8 @@ class ClickHouse:
     async def insert(
         self, table: str, batch: pa.Table, settings: dict[str, Any] | None = None
     ) -> int:
-        """`insert_sync` off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.insert_sync, table, batch, settings)
+        """`insert_sync` on a worker thread (the process's own lane of the pool)."""
+        return await self._pool.run(None, self.insert_sync, table, batch, settings)
 
     def table(self, name: str) -> str:
         """The qualified name of one of our tables."""
@@ -257,7 +290,7 @@ class ClickHouse:
         raise NotImplementedError
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.close()
 
     # -- driver primitives ------------------------------------------------------------------
     def _query_json(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> bytes:
@@ -364,9 +397,20 @@ class EmbeddedClickHouse(ClickHouse):
         super().__post_init__()
         _chdb_connection(self.data_dir)  # opens the engine, or checks it is on this path
 
+    def _default_org_workers(self) -> int | None:
+        # chDB runs in this process and each query already uses every core (max_threads): more
+        # of one org's queries at once than cores only slows everyone else, the event loop
+        # included. bench/fairness.py on 2 cores: with 2 instead of 4, the saturating org
+        # finished as many queries and the other org's p99 fell ~5x (docs/benchmarks.md).
+        return max(1, min(self.max_workers // 2, os.cpu_count() or 1))
+
     def with_database(self, database: str) -> EmbeddedClickHouse:
         return EmbeddedClickHouse(
-            database=database, max_workers=self.max_workers, data_dir=self.data_dir
+            database=database,
+            max_workers=self.max_workers,
+            queue_wait_s=self.queue_wait_s,
+            org_workers=self.org_workers,
+            data_dir=self.data_dir,
         )
 
     def _query_json(self, sql: str, params: dict[str, Any], settings: dict[str, Any]) -> bytes:
@@ -431,7 +475,13 @@ class ServerClickHouse(ClickHouse):
         self._driver_error: type[Exception] = clickhouse_connect.driver.exceptions.Error
 
     def with_database(self, database: str) -> ServerClickHouse:
-        return ServerClickHouse(database=database, max_workers=self.max_workers, url=self.url)
+        return ServerClickHouse(
+            database=database,
+            max_workers=self.max_workers,
+            queue_wait_s=self.queue_wait_s,
+            org_workers=self.org_workers,
+            url=self.url,
+        )
 
     @property
     def _client(self) -> Any:
@@ -481,11 +531,16 @@ class ServerClickHouse(ClickHouse):
 
 
 def connect(
-    *, database: str, data_dir: str | None = None, url: str | None = None, max_workers: int = 8
+    *,
+    database: str,
+    data_dir: str | None = None,
+    url: str | None = None,
+    max_workers: int = 8,
+    queue_wait_s: float | None = None,
+    org_workers: int | None = None,
 ) -> ClickHouse:
     """The facade for the configured engine: a server when `url` is given, chDB otherwise."""
+    pool = {"max_workers": max_workers, "queue_wait_s": queue_wait_s, "org_workers": org_workers}
     if url:
-        return ServerClickHouse(database=database, url=url, max_workers=max_workers)
-    return EmbeddedClickHouse(
-        database=database, data_dir=data_dir or "data/clickhouse", max_workers=max_workers
-    )
+        return ServerClickHouse(database=database, url=url, **pool)
+    return EmbeddedClickHouse(database=database, data_dir=data_dir or "data/clickhouse", **pool)

@@ -47,8 +47,13 @@ def run_compiled(ch: ClickHouse, compiled: CompiledQuery) -> QueryResult:
 async def run_compiled_async(ch: ClickHouse, compiled: CompiledQuery) -> QueryResult:
     """`run_compiled` off the event loop (verification is cheap and runs inline)."""
     check_compiled(compiled, ch.database)
+    # The verified tenant names the lane this query waits in on the shared pool (fairness
+    # between orgs, app/clickhouse/fair.py).
     return await ch.query(
-        compiled.sql, params=dict(compiled.params), settings=dict(compiled.settings)
+        compiled.sql,
+        params=dict(compiled.params),
+        settings=dict(compiled.settings),
+        org_id=compiled.org_id,
     )
 
 
@@ -78,5 +83,5 @@ async def count_visible_rows_async(ch: ClickHouse, compiled: CompiledQuery) -> i
     if statement is None:
         return 0
     sql, params = statement
-    result = await ch.query(sql, params=params)
+    result = await ch.query(sql, params=params, org_id=compiled.org_id)  # the org's lane
     return int(result.scalar() or 0)

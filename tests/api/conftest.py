@@ -206,7 +206,7 @@ class FlakyClickHouse:
         """Answers' own queries sent (not the rows-read counts beside them)."""
         return self.queries
 
-    async def query(self, sql: str, params: Any = None, settings: Any = None) -> Any:
+    async def query(self, sql: str, params: Any = None, settings: Any = None, **kwargs: Any) -> Any:
         from app.clickhouse import ClickHouseError
 
         if self.down:
@@ -215,7 +215,7 @@ class FlakyClickHouse:
             self.row_counts += 1  # the rows-read count of an answer (guard.visible_rows_query)
         else:
             self.queries += 1
-        return await self.inner.query(sql, params, settings)
+        return await self.inner.query(sql, params, settings, **kwargs)
 
 
 class DownPool:

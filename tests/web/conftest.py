@@ -59,10 +59,10 @@ class SwitchableClickHouse:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def query(self, sql: str, params: Any = None, settings: Any = None) -> Any:
+    async def query(self, sql: str, params: Any = None, settings: Any = None, **kwargs: Any) -> Any:
         if self.down:
             raise ClickHouseError("Code: 210. Connection refused (simulated outage)", code=210)
-        return await self.inner.query(sql, params, settings)
+        return await self.inner.query(sql, params, settings, **kwargs)
 
 
 @dataclass

@@ -191,7 +191,10 @@ async def run_analyst(
     visible = 0
     if query.visible_rows_sql is not None:
         counted = await ch.query(
-            query.visible_rows_sql, params=dict(query.params), settings=_count_settings(limits)
+            query.visible_rows_sql,
+            params=dict(query.params),
+            settings=_count_settings(limits),
+            org_id=query.org_id,  # the verified tenant: its lane in the fair pool
         )
         visible = _within_budget(int(counted.scalar() or 0), max_rows_to_read)
     result = await ch.query_raw(
@@ -199,6 +202,7 @@ async def run_analyst(
         params=dict(query.params),
         settings=execution_settings(limits, output),
         fmt=fmt.clickhouse,
+        org_id=query.org_id,  # the verified tenant: its lane in the fair pool
     )
     result.rows_read = visible
     return result
