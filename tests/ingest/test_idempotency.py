@@ -213,7 +213,14 @@ async def test_wal_off_a_retry_completes_an_insert_cut_short_instead_of_doubling
             f"ALTER TABLE {ch.database}.rollup_1h ADD CONSTRAINT no CHECK events > 1e12"
         )
         body = _batch(12, id_field=None)
+        # The views run one after the other for this attempt: with parallel_view_processing,
+        # which views commit before rollup_1h's refusal depends on thread timing (under load
+        # `events` had not), and the half-way state is what this test is about.
+        writer = _services.writer
+        production = writer.insert_settings
+        writer.insert_settings = {**production, "parallel_view_processing": 0}
         failed = await _post(client, org, body, **{"Idempotency-Key": "w1"})
+        writer.insert_settings = production
         assert failed.status_code == 503
         partial = _counts(ch, org.id)
         assert partial["events"] == 12 and partial["rollup_1h"] == 0
