@@ -16,8 +16,12 @@ before the engine reads the log: ClickHouse takes a table's parts lock around "l
 rename the part", so per table at most the *last* logged part can be missing, and only after a
 crash. If that part is not on disk (nor covered by a merged part), a `DROP` record is appended
 for its block ids (ClickHouse's own record for "forget this block"), and the replay stores the
-block in that table. Only run while no process has the data directory open (the repair takes
-ClickHouse's lock on `<data dir>/status` and gives up if it is held).
+block in that table. A last part that is gone for another reason (a TTL merge emptied it) is
+forgotten too, harmlessly: its rows are gone anyway, and only the WAL's not yet retired
+segments are ever replayed. Only run while no process has the data directory open (the repair
+takes ClickHouse's lock on `<data dir>/status` and gives up if it is held). If a later chDB
+commits the part before logging its block, the last part is always on disk and this does
+nothing (a kill in between would then store the block twice instead).
 """
 
 from __future__ import annotations
@@ -142,11 +146,12 @@ def repair_deduplication_logs(data_dir: str | os.PathLike[str]) -> list[Forgotte
                 fixed = _repair_table(f"{database.name}.{table.name}", table_dir)
                 if fixed is not None:
                     log.warning(
-                        "%s: the last insert was cut by a crash after logging block(s) %s and "
-                        "before writing part %s; forgetting them so that a replay stores them",
+                        "%s: part %s of the last logged block(s) %s is not on disk (a crash "
+                        "between logging them and committing it, or the part was dropped "
+                        "since); forgetting them so that a replay stores them",
                         fixed.table,
-                        ", ".join(fixed.block_ids),
                         fixed.part,
+                        ", ".join(fixed.block_ids),
                     )
                     forgotten.append(fixed)
     finally:
