@@ -180,6 +180,8 @@ def test_a_real_sigkill_on_a_part_rename_is_completed_by_the_replay(tmp_path, nt
             f"inject=rename:error=EIO:signal=KILL:when={nth}",
         ),
     )
+    if killed.returncode == 0 and nth > 1:
+        pytest.skip(f"no chDB thread renamed {nth} parts in this INSERT (many cores)")
     assert killed.returncode in (-9, 137), (killed.returncode, killed.stderr[-3000:])
 
     replay = _child(tmp_path, submit=False)
