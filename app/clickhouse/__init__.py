@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from app.clickhouse.dedup_log import repair_deduplication_logs
 from app.clickhouse.fair import FairPool, PoolBusy
 from app.clickhouse.params import ParameterError, bind_params
 
@@ -330,6 +331,9 @@ def _chdb_connection(path: str) -> Any:
         if _chdb_conn is None:
             import chdb
 
+            # Before the engine reads the deduplication logs: a crash may have left a block id
+            # there whose part never reached the disk (app/clickhouse/dedup_log.py).
+            repair_deduplication_logs(path)
             _chdb_conn = chdb.connect(path)
             _chdb_path = path
         elif path != _chdb_path:
