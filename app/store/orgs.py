@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 from app.credentials import (
     API_KEY_PREFIX,
-    USER_TOKEN_PREFIX,
+    create_user_token,
     display_prefix,
     hash_secret,
     new_secret,
@@ -114,41 +114,14 @@ class TokenRepo(Repo):
         """A new token for the user `email` in the org, who becomes (or stays) a member with
         `role`; it expires after `ttl_days` (0 = never). The row and the secret (returned
         once, never stored)."""
-        secret = new_secret(USER_TOKEN_PREFIX)
         async with self.conn() as conn, conn.transaction():
-            user = await (
-                await conn.execute(
-                    "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) "
-                    "DO UPDATE SET email = EXCLUDED.email RETURNING id",
-                    (email,),
-                )
-            ).fetchone()
-            await conn.execute(
-                "INSERT INTO org_members (org_id, user_id, role) VALUES (%s, %s, %s) "
-                "ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role",
-                (org_id, user["id"], role),
-            )
-            row = await (
-                await conn.execute(
-                    "INSERT INTO user_tokens (org_id, user_id, prefix, token_hash, expires_at) "
-                    "VALUES (%s, %s, %s, %s, CASE WHEN %s > 0 "
-                    "THEN now() + make_interval(days => %s) END) RETURNING id",
-                    (
-                        org_id,
-                        user["id"],
-                        display_prefix(secret),
-                        hash_secret(secret),
-                        ttl_days,
-                        ttl_days,
-                    ),
-                )
-            ).fetchone()
+            secret = await create_user_token(conn, org_id, email, role, ttl_days)
             created = await (
                 await conn.execute(
                     f"SELECT {self._COLUMNS} FROM user_tokens t JOIN users u ON u.id = t.user_id "
                     "LEFT JOIN org_members m ON m.org_id = t.org_id AND m.user_id = t.user_id "
-                    "WHERE t.id = %s",
-                    (row["id"],),
+                    "WHERE t.token_hash = %s",
+                    (hash_secret(secret),),
                 )
             ).fetchone()
         assert created is not None
