@@ -19,12 +19,9 @@ from msgspec import Meta
 
 from app.alerts.netguard import check_url as check_webhook_url
 from app.api.common import (
-    AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
     IfMatch,
-    PrincipalDep,
-    ServicesDep,
     check_id,
     etag,
     exactly_one_metric,
@@ -35,6 +32,7 @@ from app.api.data import parse_time
 from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.jsondepth import check_depth
 from app.openapi import api_doc

@@ -13,12 +13,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.api import compiler
 from app.api.common import (
-    AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
     IfMatch,
-    PrincipalDep,
-    ServicesDep,
     check_id,
     etag,
     expected_version,
@@ -34,6 +31,7 @@ from app.api.data import (
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.openapi import api_doc
 from app.store import NotFound, StoreUnavailable
 

@@ -20,8 +20,8 @@ import msgspec
 from litestar import Request, asgi, get, post
 from litestar.types import Receive, Scope, Send
 
-from app.api.common import AUTH, PrincipalDep, ServicesDep
 from app.credentials import hash_secret
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.push.hub import Hub
 from app.push.keys import KeySpec, make_key
 from app.push.poller import KeyTick, Poller, Watch

@@ -24,16 +24,10 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from app.api.common import (
-    AUTH,
-    MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
-    PrincipalDep,
-    ServicesDep,
-    check_id,
-)
+from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
 from app.api.data import fallback_key, run_cached, time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
