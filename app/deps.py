@@ -13,7 +13,7 @@ from litestar import Request
 from litestar.di import NamedDependency, Provide
 
 from app.auth import Principal, unauthorized
-from app.credentials import USER_TOKEN_PREFIX
+from app.credentials import USER_TOKEN_PREFIX, bearer_token
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -37,9 +37,8 @@ async def provide_principal(request: Request, services: NamedDependency[Any]) ->
     header = request.headers.get("authorization")
     if not header:
         raise unauthorized("missing Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith(USER_TOKEN_PREFIX) or len(token) > 200:
+    token = bearer_token(header)
+    if token is None or not token.startswith(USER_TOKEN_PREFIX) or len(token) > 200:
         raise unauthorized("expected Authorization: Bearer cpt_<token>")
     principal = await services.auth.principal(token, client_address(request))
     await services.limiter.check_rate(principal.org_id)

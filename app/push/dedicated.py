@@ -36,6 +36,7 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from app.credentials import bearer_token
 from app.push import protocol
 from app.push.connection import Connection, _DeltaSlot
 from app.push.hub import Intake
@@ -193,12 +194,7 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
     ticket = query["ticket"][0].strip() if query.get("ticket") else None
     if query.get("token"):
         return query["token"][0].strip(), ticket
-    value = request.headers.get("Authorization")
-    if value:
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() == "bearer":
-            return token.strip(), ticket
-    return None, ticket
+    return bearer_token(request.headers.get("Authorization")), ticket
 
 
 class DedicatedServer:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 
 from websockets.asyncio.server import broadcast
 
-from app.credentials import USER_TOKEN_PREFIX, hash_secret
+from app.credentials import USER_TOKEN_PREFIX, bearer_token, hash_secret
 from app.errors import ApiError
 from app.push import protocol
 from app.push.connection import Connection
@@ -654,7 +654,5 @@ def _credentials(scope: Any) -> tuple[str | None, str | None]:
         return query["token"][0].strip(), ticket
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip(), ticket
+            return bearer_token(value.decode("latin-1")), ticket
     return None, ticket

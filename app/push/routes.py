@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, asgi, get, post
 from litestar.types import Receive, Scope, Send
 
-from app.credentials import hash_secret
+from app.credentials import bearer_token, hash_secret
 from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.push.hub import Hub
 
@@ -52,7 +52,7 @@ async def ws_ticket(request: Request, services: ServicesDep, principal: Principa
     """A single-use ticket for `/ws/subscribe?ticket=…`, valid `expires_in` seconds: the
     preferred way to open a socket (the long-lived token stays out of URLs and logs). The
     socket it opens is bound to the calling token and closed if that token is revoked."""
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    token = bearer_token(request.headers.get("authorization")) or ""
     push: Hub = services.push
     ticket = await push.tickets.issue(hash_secret(token))
     return WsTicket(ticket=ticket, expires_in=push.tickets.ttl_s)
