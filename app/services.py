@@ -32,6 +32,8 @@ class Services:
     degradation: Any = None  # app.cache.Degradation: what is failing, for readyz
     push: Any = None  # app.push.Hub: live push (issue 5), built from the above
     alerts: Any = None  # app.alerts.Evaluator: alerts on the push ticks (issue 6)
+    # app.push.dedicated.DedicatedServer: the `websockets` transport, when push_port is set
+    dedicated: Any = None
 
     def __post_init__(self) -> None:
         from app.auth import Authenticator, FailureThrottle
@@ -73,6 +75,10 @@ class Services:
             from app.alerts import Evaluator
 
             self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
+        if self.dedicated is None and s.push_port is not None:
+            from app.push.dedicated import DedicatedServer
+
+            self.dedicated = DedicatedServer(self.push)
 
     def _postgres_outcome(self, ok: bool, error: str) -> None:
         """The store breaker's outcomes, for readyz (`degraded.postgres`)."""
@@ -96,6 +102,8 @@ class Services:
                 await self.writer.start()
             if "push" in roles:
                 await self.push.start()
+                if self.dedicated is not None:
+                    await self.dedicated.start()
                 await self.alerts.start()
         except BaseException:
             # A failed start must not leave a part running (the pool's connection workers
@@ -109,7 +117,11 @@ class Services:
         if "push" in roles:
             # Alerts first: no evaluation (or webhook) outlives the poller and the store.
             await self.alerts.stop()
-            # Sockets close first (1001), so no poll runs while the writer drains.
+            # Sockets close first (1001), so no poll runs while the writer drains; the dedicated
+            # server's handlers drop theirs while the poller and bus still run.
+            await self.push.close_sockets()
+            if self.dedicated is not None:
+                await self.dedicated.stop()
             await self.push.stop()
         if "ingest" in roles:
             # The writer flushes what it has acknowledged before anything else goes away.

@@ -2,15 +2,15 @@
 
 Public API:
 
-* `Hub` (one per process, `services.push`): `handle` (the ASGI socket), `deliver`,
-  `send_to_org(org_id, message)` (alerts), `key_for(org_id, metric, filters=, group_by=,
+* `Hub` (one per process, `services.push`; transport-free): `deliver`, `send_to_org(org_id, message)` (alerts), `key_for(org_id, metric, filters=, group_by=,
   window_s=)` → `KeySpec`, `poller`;
 * `Poller`: `tick()`, `watch(spec, listener)` → `Watch` (the alerts hook: a key without
   sockets, its rows every tick), `add_tick_listener(fn)`;
 * `route_handlers` (app.push.routes): mounted by `app.server.create_app` (`/ws/subscribe`,
   `GET /push/stats`, `POST /ws/ticket`);
-* `app.push.dedicated`: the optional `websockets`-served `/ws/subscribe` on
-  `CLICKPULSE_PUSH_PORT` (started/stopped by `Hub.start`/`stop`; `hub.dedicated.port`).
+* transports, each over the hub: `app.push.asgi` (the route's sockets) and `app.push.dedicated`
+  (the optional `websockets` server on `CLICKPULSE_PUSH_PORT`, `services.dedicated`, started
+  and stopped by `Services.start`/`stop`).
 """
 
 from app.push.hub import Hub

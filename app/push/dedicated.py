@@ -39,7 +39,8 @@ from websockets.http11 import Request, Response
 from app.credentials import bearer_token
 from app.push import protocol
 from app.push.connection import Connection, _DeltaSlot
-from app.push.hub import Intake
+from app.push.hub import Hub
+from app.push.intake import Intake
 
 log = logging.getLogger("clickpulse.push.dedicated")
 
@@ -113,6 +114,12 @@ class DirectConnection(Connection):
             and (key is None or key not in self.pending)
             and self._transport.get_write_buffer_size() <= self._write_limit
         )
+
+    @staticmethod
+    def send_all(conns: list[DirectConnection], text: str) -> None:
+        """Write `text` to caught-up sockets (`writable`) in one `websockets.broadcast()`: the
+        frame is built once per socket and written synchronously (the hub's fanout)."""
+        broadcast([conn.ws for conn in conns], text)
 
     def send_text(self, text: str) -> None:
         if self.close_code is not None:
@@ -200,7 +207,7 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
 class DedicatedServer:
     """`websockets.serve` on (settings.host, settings.push_port) for the hub's sockets."""
 
-    def __init__(self, hub: Any):
+    def __init__(self, hub: Hub):
         self.hub = hub
         self.settings = hub.settings
         self._server: Server | None = None
@@ -256,7 +263,7 @@ class DedicatedServer:
             token_hash=token_hash,
             max_queue=s.push_max_queue,
             slow_s=s.push_slow_consumer_s,
-            id_columns=hub._id_columns,
+            id_columns=hub.id_columns,
         )
         hub.register(conn)
         intake = Intake(s)

@@ -1,7 +1,8 @@
-"""The Hub: the push tier of one process — sockets, the subscription registry, fanout.
+"""The Hub: the push tier of one process, whatever the transport — the subscription
+registry, keys, the poller's wiring, fanout to connections, credential checks.
 
-* `Hub.handle(scope, receive, send)` serves one `/ws/subscribe` socket (raw ASGI: one writer
-  task per socket, no per-message framework overhead).
+* Transports (app/push/asgi.py, app/push/dedicated.py) accept a socket, `authorise` it,
+  `register` a connection, pass each client message to `on_message` and `drop` it at the end.
 * `deliver(key, kind, text)` hands one already-encoded message to every local socket
   subscribed to `key` (the same str object to all of them).
 * `send_to_org(org_id, message)` reaches every socket of that org on every node (alerts).
@@ -17,17 +18,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import broadcast
-
-from app.credentials import USER_TOKEN_PREFIX, bearer_token, hash_secret
+from app.credentials import USER_TOKEN_PREFIX, hash_secret
 from app.errors import ApiError
 from app.push import protocol
-from app.push.connection import Connection
 from app.push.keys import KeySpec, make_key
 from app.push.poller import Poller, run_guarded
+
+if TYPE_CHECKING:
+    from app.push.connection import Connection
 
 log = logging.getLogger("clickpulse.push")
 
@@ -82,7 +82,6 @@ class Hub:
         )
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False
-        self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
         from app.tickets import TicketStore
 
         self.tickets = TicketStore(
@@ -98,18 +97,13 @@ class Hub:
         if self.bus is not None:
             await self.bus.start()
         self.poller.start()
-        if self.settings.push_port is not None:
-            from app.push.dedicated import DedicatedServer
-
-            self.dedicated = DedicatedServer(self)
-            await self.dedicated.start()
         self._revalidator = asyncio.create_task(self._revalidate_loop(), name="push-revalidate")
         self._started = True
 
-    async def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
+    async def close_sockets(self) -> None:
+        """Close every socket (1001) and stop re-checking credentials: the first half of
+        `stop`, which the runtime calls first when a transport server must stop in between
+        (its handlers still drop their sockets while the poller and bus run)."""
         if self._revalidator is not None:
             self._revalidator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -117,9 +111,12 @@ class Hub:
             self._revalidator = None
         for conn in list(self.conns):
             conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        if self.dedicated is not None:
-            await self.dedicated.stop()
-            self.dedicated = None
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.close_sockets()
         await self.poller.stop()
         if self.bus is not None:
             await self.bus.stop()
@@ -170,7 +167,8 @@ class Hub:
     def _viewers(self, key: str) -> int:
         return len(self.by_key.get(key, ()))
 
-    def _id_columns(self, key: str) -> tuple[str, ...]:
+    def id_columns(self, key: str) -> tuple[str, ...]:
+        """What identifies a row of `key`'s deltas (t + its dims): how queued deltas merge."""
         spec = self.specs.get(key)
         return ("t", *spec.dims) if spec else ("t",)
 
@@ -204,20 +202,19 @@ class Hub:
     def deliver(self, key: str, kind: str, text: str) -> None:
         """Hand one encoded message to every local socket subscribed to `key`.
 
-        Sockets of the dedicated transport that are caught up (nothing queued, kernel/transport
-        buffer under its write limit) get the delta in one `websockets.broadcast()` call (the
-        frame is built once per socket and written synchronously); the others go through their
-        coalescing queue (`send_delta`)."""
+        Sockets of a transport that writes to many at once (`conn.direct`: the dedicated one)
+        and are caught up (`conn.writable(key)`) get the delta in one `send_all` call; the
+        others go through their coalescing queue (`send_delta`)."""
         direct: list[Any] | None = None
         for conn in self.by_key.get(key, ()):
             if conn.direct and kind == "d" and conn.writable(key):
                 if direct is None:
                     direct = []
-                direct.append(conn.ws)
+                direct.append(conn)
             else:
                 conn.send_delta(key, kind, text)
         if direct:
-            broadcast(direct, text)
+            direct[0].send_all(direct, text)  # one direct transport: all of the same class
 
     async def send_to_org(self, org_id: int, message: dict[str, Any] | str) -> None:
         """Send `message` (e.g. `{"type": "alert", ...}`) to every socket of `org_id`, on
@@ -304,61 +301,7 @@ class Hub:
                 del self._snapshots[k]
         return await asyncio.shield(task)
 
-    # -- the socket -----------------------------------------------------------------------
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve one `/ws/subscribe` socket."""
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        token, ticket = _credentials(scope)
-        await send({"type": "websocket.accept"})
-        client = (scope.get("client") or ("",))[0]
-        principal, token_hash, code, reason = await self.authorise(token, ticket, client)
-        if principal is None:
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
-        s = self.settings
-        conn = Connection(
-            send,
-            org_id=principal.org_id,
-            user_id=principal.user_id,
-            token_hash=token_hash,
-            max_queue=s.push_max_queue,
-            slow_s=s.push_slow_consumer_s,
-            id_columns=self._id_columns,
-        )
-        self.register(conn)
-        intake = Intake(s)
-        closed_wait = asyncio.ensure_future(conn.closed.wait())
-        try:
-            while conn.close_code is None:
-                recv = asyncio.ensure_future(receive())
-                done, _ = await asyncio.wait(
-                    {recv, closed_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if recv not in done:
-                    recv.cancel()
-                    break
-                message = recv.result()
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""
-                if not intake.admit(conn, data):
-                    break
-                await self._on_message(conn, data)
-        finally:
-            closed_wait.cancel()
-            await self.drop(conn)
-            if conn.close_code is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(conn.closed.wait(), 6)
-            else:
-                conn.close_code = 1000
-                conn._writer.cancel()
-                await conn.wait_writer()
-
+    # -- authorisation (every transport) -------------------------------------------------
     async def authorise(
         self, token: str | None, ticket: str | None = None, client: str | None = None
     ) -> tuple[Any, str, int, str]:
@@ -617,42 +560,3 @@ class Hub:
         if self.stale:
             conn.stale = True
             conn.send_text(protocol.encode({"type": "stale", "lag_ms": self.lag_ms}))
-
-
-class Intake:
-    """Per-socket inbound limits: frame size (1009) and a token bucket of messages (4429)."""
-
-    __slots__ = ("burst", "last", "max_bytes", "rate", "tokens")
-
-    def __init__(self, s: Any):
-        self.rate = s.push_max_msgs_per_s
-        self.burst = max(s.push_max_msgs_per_s * 2, 1.0)
-        self.max_bytes = s.push_max_message_bytes
-        self.tokens, self.last = self.burst, time.monotonic()
-
-    def admit(self, conn: Any, data: str | bytes) -> bool:
-        """False (and `conn` closing) when `data` breaks a limit."""
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > self.max_bytes:
-            conn.close(protocol.CLOSE_TOO_BIG, "message too big")
-            return False
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1:
-            conn.close(protocol.CLOSE_FLOOD, "too many messages")
-            return False
-        self.tokens -= 1
-        return True
-
-
-def _credentials(scope: Any) -> tuple[str | None, str | None]:
-    """(token, ticket) of a socket: `?ticket=` (preferred), `?token=` or `Authorization`."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    ticket = query["ticket"][0].strip() if query.get("ticket") else None
-    if query.get("token"):
-        return query["token"][0].strip(), ticket
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            return bearer_token(value.decode("latin-1")), ticket
-    return None, ticket

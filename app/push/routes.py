@@ -11,6 +11,7 @@ from litestar.types import Receive, Scope, Send
 
 from app.credentials import bearer_token, hash_secret
 from app.deps import AUTH, PrincipalDep, ServicesDep
+from app.push.asgi import serve_socket
 from app.push.hub import Hub
 
 _NOT_WS = b'{"error":{"code":"websocket_only","message":"connect with WebSocket","where":null}}'
@@ -30,7 +31,7 @@ async def ws_subscribe(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": _NOT_WS})
         return
     hub: Hub = scope["litestar_app"].state.services.push
-    await hub.handle(scope, receive, send)
+    await serve_socket(hub, scope, receive, send)
 
 
 @get("/push/stats", tags=["push"], dependencies=AUTH, sync_to_thread=False)

@@ -106,7 +106,7 @@ def make_node(ch, pg_url: str, push_settings: Settings):
             import redis.asyncio as aioredis
 
             services.redis = aioredis.Redis.from_url(redis_url)
-            services.push = None
+            services.push = services.dedicated = None
             services.__post_init__()  # rebuild the hub (and friends) with Redis
         async with serve(services) as node:
             yield node
