@@ -28,6 +28,7 @@ from app.push.poller import Poller, run_guarded
 
 if TYPE_CHECKING:
     from app.push.connection import Connection
+    from app.services import Services
 
 log = logging.getLogger("clickpulse.push")
 
@@ -39,7 +40,7 @@ class _Snapshot:
 
 
 class Hub:
-    def __init__(self, services: Any):
+    def __init__(self, services: Services):
         self.services = services
         s = services.settings
         self.settings = s
