@@ -27,7 +27,7 @@ async def serve_socket(hub: Hub, scope: Any, receive: Any, send: Any) -> None:
     token, ticket = _credentials(scope)
     await send({"type": "websocket.accept"})
     client = (scope.get("client") or ("",))[0]
-    principal, token_hash, code, reason = await hub.authorise(token, ticket, client)
+    principal, token_hash, code, reason = await hub.access.authorise(token, ticket, client)
     if principal is None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return

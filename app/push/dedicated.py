@@ -252,7 +252,7 @@ class DedicatedServer:
                 message.headers.clear()
         peer = ws.remote_address
         client = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        principal, token_hash, code, reason = await hub.authorise(token, ticket, client)
+        principal, token_hash, code, reason = await hub.access.authorise(token, ticket, client)
         if principal is None:
             await ws.close(code, reason)
             return

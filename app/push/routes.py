@@ -55,8 +55,8 @@ async def ws_ticket(request: Request, services: ServicesDep, principal: Principa
     socket it opens is bound to the calling token and closed if that token is revoked."""
     token = bearer_token(request.headers.get("authorization")) or ""
     push: Hub = services.push
-    ticket = await push.tickets.issue(hash_secret(token))
-    return WsTicket(ticket=ticket, expires_in=push.tickets.ttl_s)
+    ticket = await push.access.tickets.issue(hash_secret(token))
+    return WsTicket(ticket=ticket, expires_in=push.access.tickets.ttl_s)
 
 
 route_handlers = [ws_subscribe, push_stats, ws_ticket]

@@ -61,9 +61,9 @@ async def test_revalidate_closes_revoked_sockets_on_both_transports_with_one_que
             return await real(hashes)
 
         node.services.store.tokens.live_hashes = counting
-        assert await node.hub.revalidate() == 0  # nothing revoked yet: nothing closed
+        assert await node.hub.access.revalidate() == 0  # nothing revoked yet: nothing closed
         await _revoke(pg_url, org.admin_token)
-        assert await node.hub.revalidate() == 3
+        assert await node.hub.access.revalidate() == 3
         # One query per round for every distinct token, not one per socket.
         assert [sorted(x) for x in lookups] == [
             sorted({hash_secret(org.admin_token), hash_secret(other.admin_token)})
@@ -104,7 +104,7 @@ async def test_store_outage_during_recheck_closes_nothing(make_node, make_org):
             raise StoreUnavailable("down")
 
         node.services.store.tokens.live_hashes = down
-        assert await node.hub.revalidate() == 0
+        assert await node.hub.access.revalidate() == 0
         await send(ws, {"type": "ping"})
         assert (await recv_type(ws, "pong"))["type"] == "pong"
         await ws.close()
@@ -160,7 +160,7 @@ async def test_a_ticket_socket_closes_when_its_token_is_revoked(make_node, make_
         ticket = (await _ticket(node, org.admin_token))["ticket"]
         ws = await _subscribed(f"ws://127.0.0.1:{node.port}/ws/subscribe?ticket={ticket}")
         await _revoke(pg_url, org.admin_token)
-        assert await node.hub.revalidate() == 1
+        assert await node.hub.access.revalidate() == 1
         assert await _close_code(ws) == 4401
 
 
