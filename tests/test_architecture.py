@@ -172,3 +172,40 @@ def test_no_module_over_500_lines_without_a_reason():
     for name, lines in sorted(over.items()):
         print(f"{name}: {lines} lines", "(known)" if name in KNOWN_LONG else "")
     assert sorted(set(over) - KNOWN_LONG) == []
+
+
+def _imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_push_hub_is_transport_free():
+    """The transports depend on the hub, never the reverse: the hub imports neither of them,
+    nor a WebSocket or web library."""
+    graph = import_graph()
+    assert {"app.push.asgi", "app.push.dedicated", "app.push.routes"} & graph[
+        "app.push.hub"
+    ] == set()
+    assert (
+        "app.push.hub" in graph["app.push.asgi"] and "app.push.hub" in graph["app.push.dedicated"]
+    )
+    libraries = {name.partition(".")[0] for name in _imported_names(APP / "push" / "hub.py")}
+    assert {"websockets", "litestar", "uvicorn"} & libraries == set()
+
+
+def test_http_dependencies_come_from_app_deps():
+    """AUTH, PrincipalDep and ServicesDep are imported from app.deps only (below every tier),
+    so no tier imports another for them."""
+    wrong = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "app.deps":
+                for alias in node.names:
+                    if alias.name in {"AUTH", "PrincipalDep", "ServicesDep"}:
+                        wrong.append((name, node.module, alias.name))
+    assert wrong == []
