@@ -23,9 +23,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
-from litestar.di import NamedDependency
-
 from app.credentials import USER_TOKEN_PREFIX, hash_secret
 from app.errors import ApiError
 from app.store import StoreUnavailable
@@ -141,7 +138,7 @@ class Principal:
             )
 
 
-def _unauthorized(message: str) -> ApiError:
+def unauthorized(message: str) -> ApiError:
     return ApiError(
         401, "unauthorized", message, {"header": "Authorization"}, {"WWW-Authenticate": "Bearer"}
     )
@@ -192,7 +189,7 @@ class Authenticator:
                 unknown_until = None
             if unknown_until is not None or not well_formed(token, USER_TOKEN_PREFIX):
                 self.throttle.failed(keys)
-                raise _unauthorized("the token is unknown, revoked or expired")
+                raise unauthorized("the token is unknown, revoked or expired")
             try:
                 return await self.for_hash(token_hash)
             except ApiError as exc:
@@ -225,7 +222,7 @@ class Authenticator:
         if row is None:
             self._cache.pop(token_hash, None)
             self._remember_unknown(token_hash, now)
-            raise _unauthorized("the token is unknown, revoked or expired")
+            raise unauthorized("the token is unknown, revoked or expired")
         principal = Principal(org_id=row["org_id"], user_id=row["user_id"], role=row["role"])
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
@@ -296,22 +293,3 @@ class Authenticator:
             return
         principal = Principal(org_id=row["org_id"], user_id=row["user_id"], role=row["role"])
         self._cache[token_hash] = (principal, started)
-
-
-def client_address(request: Request) -> str:
-    """The caller's address for the failed-attempt throttle (the socket peer)."""
-    return request.client.host if request.client else ""
-
-
-async def provide_principal(request: Request, services: NamedDependency[Any]) -> Principal:
-    """The Litestar dependency: authenticate, then charge the org's request-rate bucket."""
-    header = request.headers.get("authorization")
-    if not header:
-        raise _unauthorized("missing Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith(USER_TOKEN_PREFIX) or len(token) > 200:
-        raise _unauthorized("expected Authorization: Bearer cpt_<token>")
-    principal = await services.auth.principal(token, client_address(request))
-    await services.limiter.check_rate(principal.org_id)
-    return principal

@@ -118,7 +118,7 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
     services = build_services(settings)
     credentials = None
     if demo:
-        credentials = await _ensure_demo_org(services.extras["database_url"], settings.data_dir)
+        credentials = await _ensure_demo_org(services.database_url, settings.data_dir)
     server = _server_class()(
         uvicorn.Config(
             create_app(services),

@@ -13,6 +13,17 @@ API_KEY_PREFIX = "cpk_"
 USER_TOKEN_PREFIX = "cpt_"
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer <token>` value (scheme in any case, spaces
+    around the token dropped); None when absent, empty or of another scheme. HTTP auth and both
+    WebSocket transports read the header through this."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def new_secret(prefix: str) -> str:
     """A fresh secret such as `cpk_<43 url-safe chars>`."""
     return prefix + secrets.token_urlsafe(32)

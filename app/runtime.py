@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from app.clickhouse import ClickHouse, connect
 from app.config import Settings
@@ -10,6 +12,12 @@ from app.db import migrate as migrate_pg
 from app.db import open_pool, resolve_database_url
 from app.migrate import Migration, MigrationReport, migrate_clickhouse, render_clickhouse
 from app.services import Services
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+    from redis.asyncio import Redis
+
+    from app.cache import Degradation
 
 log = logging.getLogger("clickpulse")
 
@@ -60,24 +68,86 @@ def migrate_all(settings: Settings, ch: ClickHouse, pg_url: str) -> dict[str, Mi
     return reports
 
 
-def build_services(settings: Settings, *, migrate: bool = True) -> Services:
-    """Open every dependency named by `settings` and return the process's Services."""
-    from app.ingest import make_writer
+def build_services(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    ch: ClickHouse | None = None,
+    pg: AsyncConnectionPool | None = None,
+    writer: Any = None,
+    redis: Redis | None = None,
+) -> Services:
+    """The process's Services, every part built and wired here (not started: `start` does).
 
-    ch = open_clickhouse(settings)
-    pg_url = resolve_database_url(settings)
+    Parts not given are opened from `settings` (ClickHouse, the PostgreSQL pool, the writer,
+    Redis when `redis_url` is set); tests pass the ones they already have. `migrate` applies
+    the ClickHouse and PostgreSQL migrations first."""
+    from app.alerts import Evaluator
+    from app.auth import Authenticator, FailureThrottle
+    from app.cache import Degradation, make_cache
+    from app.ingest import make_writer
+    from app.limits import Limiter, default_limits, limit_ceilings
+    from app.push.hub import Hub
+    from app.store import Store
+
+    s = settings
+    if ch is None:
+        ch = open_clickhouse(s)
+    # A given pool is on settings.database_url (tests): never start an embedded server for it.
+    given_pool = pg is not None and not migrate
+    database_url = s.database_url if given_pool else resolve_database_url(s)
     if migrate:
-        migrate_all(settings, ch, pg_url)
-    redis_client = None
-    if settings.redis_url:
+        migrate_all(s, ch, database_url)
+    if pg is None:
+        pg = open_pool(database_url, timeout_s=s.pg_timeout_s)
+    if writer is None:
+        writer = make_writer(ch, s)
+    if redis is None and s.redis_url:
         import redis.asyncio as aioredis
 
-        redis_client = aioredis.Redis.from_url(settings.redis_url)
-    return Services(
-        settings=settings,
+        redis = aioredis.Redis.from_url(s.redis_url)
+    store = Store(pg, s.pg_timeout_s, breaker_open_s=s.pg_breaker_s)
+    degradation = Degradation()
+    store.breaker.listener = _reports_postgres_to(degradation)
+    services = Services(
+        settings=s,
         ch=ch,
-        pg=open_pool(pg_url, timeout_s=settings.pg_timeout_s),
-        writer=make_writer(ch, settings),
-        redis=redis_client,
-        extras={"database_url": pg_url},
+        pg=pg,
+        writer=writer,
+        store=store,
+        cache=make_cache(redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s),
+        limiter=Limiter(
+            default_limits(s),
+            ceilings=limit_ceilings(s),
+            redis=redis,
+            load_overrides=store.orgs.get_limits,
+        ),
+        auth=Authenticator(
+            store,
+            fresh_s=s.auth_cache_s,
+            negative_s=s.auth_negative_cache_s,
+            throttle=FailureThrottle(s.auth_fail_max, s.auth_fail_window_s),
+        ),
+        degradation=degradation,
+        redis=redis,
+        database_url=database_url,
     )
+    services.push = Hub(services)
+    services.alerts = Evaluator(services)  # reads services.push / services.pg when it runs
+    if s.push_port is not None:
+        from app.push.dedicated import DedicatedServer
+
+        services.dedicated = DedicatedServer(services.push)
+    return services
+
+
+def _reports_postgres_to(degradation: Degradation) -> Callable[[bool, str], None]:
+    """The store breaker's listener: its outcomes, for readyz (`degraded.postgres`)."""
+
+    def outcome(ok: bool, error: str) -> None:
+        if ok:
+            degradation.ok("postgres")
+        else:
+            degradation.failed("postgres", error)
+
+    return outcome

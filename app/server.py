@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request
-from litestar.di import Provide
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import Empty
 
 from app import api, ingest, logredact, push, web
+from app.deps import provide_services
 from app.errors import exception_handlers
 from app.httpheaders import security_headers
 from app.jsondepth import check_depth
@@ -117,7 +117,7 @@ def create_app(services: Services) -> Litestar:
                 *push.route_handlers,
             ],
         ),
-        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        dependencies={"services": provide_services(services)},
         exception_handlers=exception_handlers,
         request_class=BoundedRequest,
         lifespan=[lifespan],

@@ -1,17 +1,28 @@
-"""The long-lived parts of one app process, built once and handed to handlers via `Provide`."""
+"""The long-lived parts of one app process, handed to handlers via `Provide`: what they are,
+and `start`/`stop` for the background ones. `app.runtime.build_services` builds and wires them."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from psycopg_pool import AsyncConnectionPool
-
-from app.clickhouse import ClickHouse
-from app.config import Settings
+from app.cache import SingleFlight
 
 if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+    from redis.asyncio import Redis
+
+    from app.alerts import Evaluator
+    from app.auth import Authenticator
+    from app.cache import Cache, Degradation
+    from app.clickhouse import ClickHouse
+    from app.config import Settings
     from app.ingest.writer import EventWriter
+    from app.limits import Limiter
+    from app.push.dedicated import DedicatedServer
+    from app.push.hub import Hub
+    from app.store import Store
 
 
 @dataclass
@@ -21,65 +32,25 @@ class Services:
     settings: Settings
     ch: ClickHouse
     pg: AsyncConnectionPool
-    writer: EventWriter
-    redis: Any = None  # redis.asyncio.Redis when REDIS_URL is set
+    writer: EventWriter  # or app.ingest.kafka.KafkaEventSink (app.ingest.make_writer)
+    store: Store  # the configuration repositories over `pg`
+    cache: Cache  # Redis when `redis` is set, else in process
+    limiter: Limiter  # per-org quotas
+    auth: Authenticator  # user tokens -> Principal
+    degradation: Degradation  # what is failing, for readyz
+    redis: Redis | None = None  # when REDIS_URL is set
+    database_url: str = ""  # the PostgreSQL `pg` is on (the demo creates its org there)
+    # Built over this object by `build_services` (they read its parts when they run).
+    push: Hub = field(init=False)  # live push
+    alerts: Evaluator = field(init=False)  # alerts on the push ticks
+    dedicated: DedicatedServer | None = None  # the `websockets` transport, when push_port is set
+    # app/api/metrics.py's memos: compiled metrics and saved definitions (with the one read in
+    # flight per definition).
+    compiled_memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+    definition_memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+    definition_flights: SingleFlight = field(default_factory=SingleFlight)
+    # app/ingest/routes.py keeps its IngestState here (a typed field once that module moves).
     extras: dict[str, Any] = field(default_factory=dict)
-    # The HTTP API's parts (issue 4); built from the above when not given.
-    store: Any = None  # app.store.Store over `pg`
-    cache: Any = None  # app.cache.Cache: Redis when `redis` is set, else in process
-    limiter: Any = None  # app.limits.Limiter: per-org quotas
-    auth: Any = None  # app.auth.Authenticator: user tokens -> Principal
-    degradation: Any = None  # app.cache.Degradation: what is failing, for readyz
-    push: Any = None  # app.push.Hub: live push (issue 5), built from the above
-    alerts: Any = None  # app.alerts.Evaluator: alerts on the push ticks (issue 6)
-
-    def __post_init__(self) -> None:
-        from app.auth import Authenticator, FailureThrottle
-        from app.cache import Degradation, make_cache
-        from app.limits import Limiter, default_limits, limit_ceilings
-        from app.store import Store
-
-        s = self.settings
-        if self.store is None:
-            self.store = Store(self.pg, s.pg_timeout_s, breaker_open_s=s.pg_breaker_s)
-        if self.cache is None:
-            self.cache = make_cache(
-                self.redis, max_entries=s.cache_max_entries, keep_s=s.cache_keep_s
-            )
-        if self.limiter is None:
-            self.limiter = Limiter(
-                default_limits(s),
-                ceilings=limit_ceilings(s),
-                redis=self.redis,
-                load_overrides=self.store.orgs.get_limits,
-            )
-        if self.auth is None:
-            self.auth = Authenticator(
-                self.store,
-                fresh_s=s.auth_cache_s,
-                negative_s=s.auth_negative_cache_s,
-                throttle=FailureThrottle(s.auth_fail_max, s.auth_fail_window_s),
-            )
-        if self.degradation is None:
-            self.degradation = Degradation()
-        breaker = getattr(self.store, "breaker", None)
-        if breaker is not None and breaker.listener is None:
-            breaker.listener = self._postgres_outcome
-        if self.push is None:
-            from app.push import Hub
-
-            self.push = Hub(self)
-        if self.alerts is None:
-            from app.alerts import Evaluator
-
-            self.alerts = Evaluator(self)  # reads self.push / self.pg when it runs
-
-    def _postgres_outcome(self, ok: bool, error: str) -> None:
-        """The store breaker's outcomes, for readyz (`degraded.postgres`)."""
-        if ok:
-            self.degradation.ok("postgres")
-        else:
-            self.degradation.failed("postgres", error)
 
     async def start(self) -> None:
         """Start the background parts of this process's roles (`settings.roles`): the writer
@@ -96,6 +67,8 @@ class Services:
                 await self.writer.start()
             if "push" in roles:
                 await self.push.start()
+                if self.dedicated is not None:
+                    await self.dedicated.start()
                 await self.alerts.start()
         except BaseException:
             # A failed start must not leave a part running (the pool's connection workers
@@ -109,7 +82,11 @@ class Services:
         if "push" in roles:
             # Alerts first: no evaluation (or webhook) outlives the poller and the store.
             await self.alerts.stop()
-            # Sockets close first (1001), so no poll runs while the writer drains.
+            # Sockets close first (1001), so no poll runs while the writer drains; the dedicated
+            # server's handlers drop theirs while the poller and bus still run.
+            await self.push.close_sockets()
+            if self.dedicated is not None:
+                await self.dedicated.stop()
             await self.push.stop()
         if "ingest" in roles:
             # The writer flushes what it has acknowledged before anything else goes away.

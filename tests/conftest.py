@@ -107,16 +107,21 @@ def redis_url() -> str:
 # an org with an ingest API key and an admin user token.
 
 
-def build_test_services(ch: ClickHouse, pg_url: str, settings: Settings) -> Services:
-    """Services over `ch` and `pg_url` (not started: the app's lifespan starts them)."""
+def build_test_services(
+    ch: ClickHouse, pg_url: str, settings: Settings, *, redis: Any = None
+) -> Services:
+    """Services over `ch` and `pg_url` (not started: the app's lifespan starts them); `redis`
+    an asyncio client when the test runs with Redis."""
     from app.ingest.writer import EventWriter
+    from app.runtime import build_services
 
-    return Services(
-        settings=settings,
+    return build_services(
+        settings,  # names `pg_url` as its database_url
+        migrate=False,
         ch=ch,
         pg=open_pool(pg_url, min_size=1, max_size=4),
         writer=EventWriter(ch, settings),
-        extras={"database_url": pg_url},
+        redis=redis,
     )
 
 

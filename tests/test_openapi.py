@@ -12,7 +12,8 @@ from litestar import Litestar, get, put
 from litestar.params import FromPath
 from litestar.routes import HTTPRoute
 
-from app.api.common import AUTH, IfMatch, PrincipalDep
+from app.api.common import IfMatch
+from app.deps import AUTH, PrincipalDep
 from app.openapi import ApiOpenAPIConfig, api_doc
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}

@@ -15,7 +15,7 @@ per second, so a backtest and the live evaluator agree by construction on the sa
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.push.poller import run_guarded
 from app.querybuilder import MetricError, compile_metric
@@ -23,12 +23,15 @@ from app.querybuilder import MetricError, compile_metric
 from .machine import Machine
 from .rules import rule_of, value_of, watched_metric
 
+if TYPE_CHECKING:
+    from app.services import Services
+
 RETENTION_1S = 600
 MAX_POINTS = 10_000
 
 
 async def read_series(
-    services: Any,
+    services: Services,
     org_id: int,
     definition: dict[str, Any],
     filters: list[dict[str, Any]],
@@ -59,14 +62,14 @@ async def read_series(
     return points, compiled.plan
 
 
-def completed_until(services: Any, now: float) -> int:
+def completed_until(services: Services, now: float) -> int:
     """The end (exclusive) of the complete seconds at `now`, as the live evaluator sees it."""
     lag_ms = getattr(services.push, "lag_ms", 0) or 0
     return services.alerts.horizon(now, lag_ms) + 1
 
 
 async def backtest(
-    services: Any,
+    services: Services,
     org_id: int,
     alert: dict[str, Any],
     definition: dict[str, Any],
@@ -147,7 +150,7 @@ def _pure(definition: dict[str, Any]) -> bool:
 
 
 async def evaluate_now(
-    services: Any,
+    services: Services,
     org_id: int,
     row: dict[str, Any],
     definition: dict[str, Any],

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.push.keys import KeySpec
 from app.push.poller import KeyTick, Watch, run_guarded
@@ -33,6 +33,9 @@ from .machine import Machine, Transition
 from .rules import Watched, fingerprint, rule_of, value_of, watched_metric
 from .store import AlertStateRepo, Change, to_second
 from .webhook import WebhookSender
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 log = logging.getLogger("clickpulse.alerts")
 
@@ -82,7 +85,7 @@ def definition_of(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Evaluator:
-    def __init__(self, services: Any):
+    def __init__(self, services: Services):
         self.services = services
         s = services.settings
         self.settle_ms = s.alert_settle_ms

@@ -8,15 +8,9 @@ import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, JSONBody
 
-from app.api.common import (
-    AUTH,
-    MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
-    PrincipalDep,
-    ServicesDep,
-    check_id,
-)
+from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
 from app.api.schemas import ApiKeyIn, ApiKeyOut, LimitsIn, LimitsOut, Me
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.limits import validate_overrides
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
@@ -19,12 +19,9 @@ from msgspec import Meta
 
 from app.alerts.netguard import check_url as check_webhook_url
 from app.api.common import (
-    AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
     IfMatch,
-    PrincipalDep,
-    ServicesDep,
     check_id,
     etag,
     exactly_one_metric,
@@ -35,11 +32,15 @@ from app.api.data import parse_time
 from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.jsondepth import check_depth
 from app.openapi import api_doc
 from app.querybuilder import MetricError
 from app.store import NotFound
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 log = logging.getLogger("clickpulse.api.alerts")
 
@@ -104,7 +105,7 @@ def _check_fields(data: Any, settings: Any) -> None:
             )
 
 
-async def _definition(services: Any, org_id: int, data: Any) -> dict[str, Any]:
+async def _definition(services: Services, org_id: int, data: Any) -> dict[str, Any]:
     """The metric definition an alert watches (inline, or the org's saved metric)."""
     if data.metric_inline is not None:
         return data.metric_inline
@@ -117,7 +118,7 @@ async def _definition(services: Any, org_id: int, data: Any) -> dict[str, Any]:
     return row["definition"]
 
 
-async def _check_watchable(services: Any, org_id: int, data: Any) -> dict[str, Any]:
+async def _check_watchable(services: Services, org_id: int, data: Any) -> dict[str, Any]:
     """Compile exactly what the evaluator will watch: 422 when it cannot (GROUP BY, topK,
     a bad filter)."""
     from app.alerts.rules import watched_metric
@@ -135,7 +136,7 @@ async def _check_watchable(services: Any, org_id: int, data: Any) -> dict[str, A
     return definition
 
 
-async def _validated(services: Any, org_id: int, data: AlertIn) -> dict[str, Any]:
+async def _validated(services: Services, org_id: int, data: AlertIn) -> dict[str, Any]:
     _check_fields(data, services.settings)
     await _check_watchable(services, org_id, data)
     values = msgspec.structs.asdict(data)
@@ -143,7 +144,7 @@ async def _validated(services: Any, org_id: int, data: AlertIn) -> dict[str, Any
     return values
 
 
-async def _sync(services: Any, org_id: int, alert_id: int) -> None:
+async def _sync(services: Services, org_id: int, alert_id: int) -> None:
     """Tell this node's evaluator at once (other nodes pick it up within alert_sync_s)."""
     evaluator = getattr(services, "alerts", None)
     if evaluator is None:
@@ -158,7 +159,7 @@ def _out(row: dict[str, Any]) -> AlertOut:
     return msgspec.convert(row, AlertOut)
 
 
-async def _run(services: Any, org_id: int, work: Any) -> Any:
+async def _run(services: Services, org_id: int, work: Any) -> Any:
     """A query-running request under the org's quotas and the query timeout."""
     try:
         async with services.limiter.query_slot(org_id):

@@ -1,28 +1,15 @@
-"""What every API controller shares: auth dependency, store errors → the error shape,
-ETag / If-Match handling, and id checks."""
+"""What every API controller shares: store errors → the error shape, ETag / If-Match handling,
+and id checks (the auth and services dependencies are in app/deps.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from litestar import Request, Response
-from litestar.di import NamedDependency, Provide
 from litestar.params import HeaderParameter
 
-from app.auth import Principal, provide_principal
 from app.errors import ApiError, error_response
 from app.store.base import Conflict, Invalid, NotFound, StoreUnavailable, VersionConflict
-
-if TYPE_CHECKING:
-    from app.services import Services
-
-    ServicesDep = Services
-    PrincipalDep = Principal
-else:
-    # Named dependencies typed Any for Litestar: its signature model would otherwise try to
-    # resolve every field of the Services dataclass (some only exist under TYPE_CHECKING).
-    ServicesDep = NamedDependency[Any]
-    PrincipalDep = NamedDependency[Any]
 
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 MAX_BODY_BYTES = 256 * 1024  # config bodies (dashboards, metrics, alerts); larger → 413
@@ -70,8 +57,6 @@ STORE_ERROR_HANDLERS: dict[Any, Any] = {
     Invalid: _invalid,
     StoreUnavailable: _unavailable,
 }
-
-AUTH = {"principal": Provide(provide_principal)}
 
 # A handler that changes a versioned object declares this parameter (and passes the request to
 # `expected_version`, which reads it): the OpenAPI document then shows the header and, by

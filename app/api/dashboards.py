@@ -10,12 +10,9 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.common import (
-    AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
     IfMatch,
-    PrincipalDep,
-    ServicesDep,
     check_id,
     etag,
     exactly_one_metric,
@@ -33,6 +30,7 @@ from app.api.schemas import (
 )
 from app.auth import Principal
 from app.cache import config_key
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.openapi import api_doc
 from app.store import StoreUnavailable

@@ -17,7 +17,7 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,6 +29,9 @@ from app.clickhouse.public_errors import public_error
 from app.errors import ApiError
 from app.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 from app.querybuilder.planner import MAX_ROWS_PER_QUERY
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 # ClickHouse error codes that mean "this query is too expensive", not "ClickHouse is down".
 _LIMIT_CODES = {158, 159, 160, 241, 307, 396}
@@ -218,7 +221,7 @@ def fallback_key(org_id: int, compiled: Any, window: tuple[Any, ...] | None) -> 
 
 
 async def run_cached(
-    services: Any, org_id: int, compiled: Any, fallback_key: str | None = None
+    services: Services, org_id: int, compiled: Any, fallback_key: str | None = None
 ) -> tuple[dict[str, Any], Meta_]:
     """The answer to one compiled query of `org_id`: {columns, rows, plan} and its meta.
 
@@ -272,7 +275,7 @@ async def run_cached(
 
 
 def _flight(
-    services: Any, org_id: int, compiled: Any, key: str, fallback_key: str | None
+    services: Services, org_id: int, compiled: Any, key: str, fallback_key: str | None
 ) -> tuple[asyncio.Task, bool]:
     """The running query for `key` in this process, or a new one: (task, started here)."""
     return services.cache.flights.run(
@@ -281,7 +284,7 @@ def _flight(
 
 
 async def _query_and_store(
-    services: Any, org_id: int, compiled: Any, key: str, fallback_key: str | None
+    services: Services, org_id: int, compiled: Any, key: str, fallback_key: str | None
 ) -> tuple[dict[str, Any], Entry, int]:
     """Run one compiled query under the org's quotas and a timeout, cache the answer (TTL by
     range and granularity, jittered down) under its key and the request's fallback key.

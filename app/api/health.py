@@ -9,7 +9,7 @@ import msgspec
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from app.api.common import ServicesDep
+from app.deps import ServicesDep
 from app.services import Services
 
 

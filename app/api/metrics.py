@@ -13,12 +13,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.api import compiler
 from app.api.common import (
-    AUTH,
     MAX_BODY_BYTES,
     STORE_ERROR_HANDLERS,
     IfMatch,
-    PrincipalDep,
-    ServicesDep,
     check_id,
     etag,
     expected_version,
@@ -33,7 +30,8 @@ from app.api.data import (
 )
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
-from app.cache import GRANULARITY_S, SingleFlight, config_key
+from app.cache import GRANULARITY_S, config_key
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.openapi import api_doc
 from app.store import NotFound, StoreUnavailable
 
@@ -69,7 +67,7 @@ async def answer_series(
     memo_key = msgspec.json.encode(
         (principal.org_id, definition, start, end, granularity, filters, group_by, compare)
     )
-    memo = _memo(services, "compiled")
+    memo = services.compiled_memo
     hit = memo.get(memo_key)
     now = time.monotonic()
     if hit is not None and now - hit[1] < 60:
@@ -199,13 +197,6 @@ DEFINITION_FRESH_S = 2.0  # how long this process reuses a saved definition it r
 DEFINITION_REFRESH_S = 1.5
 
 
-def _memo(services: Services, name: str) -> OrderedDict:
-    memo = services.extras.get(name)
-    if memo is None:
-        memo = services.extras[name] = OrderedDict()
-    return memo
-
-
 def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> None:
     memo[key] = value
     memo.move_to_end(key)
@@ -213,25 +204,18 @@ def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> Non
         memo.popitem(last=False)
 
 
-def _definition_flights(services: Services) -> SingleFlight:
-    flights = services.extras.get("definition_flights")
-    if flights is None:
-        flights = services.extras["definition_flights"] = SingleFlight()
-    return flights
-
-
 def forget_definition(services: Services, org_id: int, metric_id: int) -> None:
     """After a PUT/DELETE on this node: the next request reads PostgreSQL (a read already
     running started before the change, so neither it nor its answer is used)."""
-    _memo(services, "definitions").pop((org_id, metric_id), None)
-    _definition_flights(services).forget(f"{org_id}:{metric_id}")
+    services.definition_memo.pop((org_id, metric_id), None)
+    services.definition_flights.forget(f"{org_id}:{metric_id}")
 
 
 async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
     """The saved definition: reused for 2 s in this process (re-read in the background from
     1.5 s while in use), remembered in the hot cache so history keeps working through a
     PostgreSQL outage. Concurrent requests share one read."""
-    memo = _memo(services, "definitions")
+    memo = services.definition_memo
     key = (principal.org_id, metric_id)
     now = time.monotonic()
     hit = memo.get(key)
@@ -252,13 +236,13 @@ async def _definition(services: Services, principal: Principal, metric_id: int) 
 
 def _read_definition(services: Services, org_id: int, metric_id: int) -> tuple[Any, bool]:
     """The running read of this definition in this process, or a new one."""
-    return _definition_flights(services).run(
+    return services.definition_flights.run(
         f"{org_id}:{metric_id}", lambda: _fetch_definition(services, org_id, metric_id)
     )
 
 
 async def _fetch_definition(services: Services, org_id: int, metric_id: int) -> dict[str, Any]:
-    memo = _memo(services, "definitions")
+    memo = services.definition_memo
     key = (org_id, metric_id)
     started = time.monotonic()  # the memo's age counts from before the read
     try:
@@ -270,7 +254,7 @@ async def _fetch_definition(services: Services, org_id: int, metric_id: int) -> 
         memo.pop(key, None)  # deleted through another node
         raise
     definition = row["definition"]
-    if not _definition_flights(services).is_current(f"{org_id}:{metric_id}"):
+    if not services.definition_flights.is_current(f"{org_id}:{metric_id}"):
         return definition  # changed on this node meanwhile: answer the waiters, keep nothing
     hit = memo.get(key)
     if hit is None or hit[0] != definition:

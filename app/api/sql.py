@@ -21,9 +21,10 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from app.api.common import AUTH, STORE_ERROR_HANDLERS, PrincipalDep, ServicesDep
+from app.api.common import STORE_ERROR_HANDLERS
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.openapi import api_doc
 from app.querybuilder.analyst import (

@@ -9,16 +9,10 @@ import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
 
-from app.api.common import (
-    AUTH,
-    MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
-    PrincipalDep,
-    ServicesDep,
-    check_id,
-)
+from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
 from app.api.schemas import TokenIn, TokenOut
 from app.credentials import hash_secret
+from app.deps import AUTH, PrincipalDep, ServicesDep
 
 
 class TokenController(Controller):

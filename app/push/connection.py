@@ -49,7 +49,9 @@ def merge_deltas(key: str, parts: list[str], id_columns: tuple[str, ...]) -> str
 class Connection:
     """A subscriber socket. `send` is the ASGI send callable."""
 
-    direct = False  # True for app.push.dedicated.DirectConnection (broadcast fast path)
+    # True for app.push.dedicated.DirectConnection: the hub hands caught-up ones (`writable`)
+    # a delta in one `send_all` call instead of queueing it per socket.
+    direct = False
 
     def __init__(
         self,

@@ -36,9 +36,11 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from app.credentials import bearer_token
 from app.push import protocol
 from app.push.connection import Connection, _DeltaSlot
-from app.push.hub import Intake
+from app.push.hub import Hub
+from app.push.intake import Intake
 
 log = logging.getLogger("clickpulse.push.dedicated")
 
@@ -112,6 +114,12 @@ class DirectConnection(Connection):
             and (key is None or key not in self.pending)
             and self._transport.get_write_buffer_size() <= self._write_limit
         )
+
+    @staticmethod
+    def send_all(conns: list[DirectConnection], text: str) -> None:
+        """Write `text` to caught-up sockets (`writable`) in one `websockets.broadcast()`: the
+        frame is built once per socket and written synchronously (the hub's fanout)."""
+        broadcast([conn.ws for conn in conns], text)
 
     def send_text(self, text: str) -> None:
         if self.close_code is not None:
@@ -193,18 +201,13 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
     ticket = query["ticket"][0].strip() if query.get("ticket") else None
     if query.get("token"):
         return query["token"][0].strip(), ticket
-    value = request.headers.get("Authorization")
-    if value:
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() == "bearer":
-            return token.strip(), ticket
-    return None, ticket
+    return bearer_token(request.headers.get("Authorization")), ticket
 
 
 class DedicatedServer:
     """`websockets.serve` on (settings.host, settings.push_port) for the hub's sockets."""
 
-    def __init__(self, hub: Any):
+    def __init__(self, hub: Hub):
         self.hub = hub
         self.settings = hub.settings
         self._server: Server | None = None
@@ -249,7 +252,7 @@ class DedicatedServer:
                 message.headers.clear()
         peer = ws.remote_address
         client = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        principal, token_hash, code, reason = await hub.authorise(token, ticket, client)
+        principal, token_hash, code, reason = await hub.access.authorise(token, ticket, client)
         if principal is None:
             await ws.close(code, reason)
             return
@@ -260,7 +263,7 @@ class DedicatedServer:
             token_hash=token_hash,
             max_queue=s.push_max_queue,
             slow_s=s.push_slow_consumer_s,
-            id_columns=hub._id_columns,
+            id_columns=hub.id_columns,
         )
         hub.register(conn)
         intake = Intake(s)

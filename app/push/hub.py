@@ -1,7 +1,8 @@
-"""The Hub: the push tier of one process — sockets, the subscription registry, fanout.
+"""The Hub: the push tier of one process, whatever the transport — the subscription
+registry, keys, the poller's wiring, fanout to connections (credentials: app/push/access.py).
 
-* `Hub.handle(scope, receive, send)` serves one `/ws/subscribe` socket (raw ASGI: one writer
-  task per socket, no per-message framework overhead).
+* Transports (app/push/asgi.py, app/push/dedicated.py) accept a socket, authorise it (`hub.access`),
+  `register` a connection, pass each client message to `on_message` and `drop` it at the end.
 * `deliver(key, kind, text)` hands one already-encoded message to every local socket
   subscribed to `key` (the same str object to all of them).
 * `send_to_org(org_id, message)` reaches every socket of that org on every node (alerts).
@@ -12,22 +13,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import broadcast
-
-from app.credentials import USER_TOKEN_PREFIX, hash_secret
-from app.errors import ApiError
 from app.push import protocol
-from app.push.connection import Connection
+from app.push.access import SocketAccess
 from app.push.keys import KeySpec, make_key
 from app.push.poller import Poller, run_guarded
+
+if TYPE_CHECKING:
+    from app.push.connection import Connection
+    from app.services import Services
 
 log = logging.getLogger("clickpulse.push")
 
@@ -39,7 +38,7 @@ class _Snapshot:
 
 
 class Hub:
-    def __init__(self, services: Any):
+    def __init__(self, services: Services):
         self.services = services
         s = services.settings
         self.settings = s
@@ -82,14 +81,7 @@ class Hub:
         )
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False
-        self.dedicated: Any = None  # app.push.dedicated.DedicatedServer when push_port is set
-        from app.tickets import TicketStore
-
-        self.tickets = TicketStore(
-            services.redis, ttl_s=s.ws_ticket_ttl_s, namespace=services.ch.database
-        )
-        self._revalidator: asyncio.Task[None] | None = None
-        self.revalidations = 0  # credential re-check rounds that reached PostgreSQL
+        self.access = SocketAccess(services, lambda: self.conns)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,28 +90,22 @@ class Hub:
         if self.bus is not None:
             await self.bus.start()
         self.poller.start()
-        if self.settings.push_port is not None:
-            from app.push.dedicated import DedicatedServer
-
-            self.dedicated = DedicatedServer(self)
-            await self.dedicated.start()
-        self._revalidator = asyncio.create_task(self._revalidate_loop(), name="push-revalidate")
+        self.access.start()
         self._started = True
+
+    async def close_sockets(self) -> None:
+        """Close every socket (1001) and stop re-checking credentials: the first half of
+        `stop`, which the runtime calls first when a transport server must stop in between
+        (its handlers still drop their sockets while the poller and bus run)."""
+        await self.access.stop()
+        for conn in list(self.conns):
+            conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        if self._revalidator is not None:
-            self._revalidator.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._revalidator
-            self._revalidator = None
-        for conn in list(self.conns):
-            conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        if self.dedicated is not None:
-            await self.dedicated.stop()
-            self.dedicated = None
+        await self.close_sockets()
         await self.poller.stop()
         if self.bus is not None:
             await self.bus.stop()
@@ -170,7 +156,8 @@ class Hub:
     def _viewers(self, key: str) -> int:
         return len(self.by_key.get(key, ()))
 
-    def _id_columns(self, key: str) -> tuple[str, ...]:
+    def id_columns(self, key: str) -> tuple[str, ...]:
+        """What identifies a row of `key`'s deltas (t + its dims): how queued deltas merge."""
         spec = self.specs.get(key)
         return ("t", *spec.dims) if spec else ("t",)
 
@@ -204,20 +191,19 @@ class Hub:
     def deliver(self, key: str, kind: str, text: str) -> None:
         """Hand one encoded message to every local socket subscribed to `key`.
 
-        Sockets of the dedicated transport that are caught up (nothing queued, kernel/transport
-        buffer under its write limit) get the delta in one `websockets.broadcast()` call (the
-        frame is built once per socket and written synchronously); the others go through their
-        coalescing queue (`send_delta`)."""
+        Sockets of a transport that writes to many at once (`conn.direct`: the dedicated one)
+        and are caught up (`conn.writable(key)`) get the delta in one `send_all` call; the
+        others go through their coalescing queue (`send_delta`)."""
         direct: list[Any] | None = None
         for conn in self.by_key.get(key, ()):
             if conn.direct and kind == "d" and conn.writable(key):
                 if direct is None:
                     direct = []
-                direct.append(conn.ws)
+                direct.append(conn)
             else:
                 conn.send_delta(key, kind, text)
         if direct:
-            broadcast(direct, text)
+            direct[0].send_all(direct, text)  # one direct transport: all of the same class
 
     async def send_to_org(self, org_id: int, message: dict[str, Any] | str) -> None:
         """Send `message` (e.g. `{"type": "alert", ...}`) to every socket of `org_id`, on
@@ -304,142 +290,10 @@ class Hub:
                 del self._snapshots[k]
         return await asyncio.shield(task)
 
-    # -- the socket -----------------------------------------------------------------------
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve one `/ws/subscribe` socket."""
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        token, ticket = _credentials(scope)
-        await send({"type": "websocket.accept"})
-        client = (scope.get("client") or ("",))[0]
-        principal, token_hash, code, reason = await self.authorise(token, ticket, client)
-        if principal is None:
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
-        s = self.settings
-        conn = Connection(
-            send,
-            org_id=principal.org_id,
-            user_id=principal.user_id,
-            token_hash=token_hash,
-            max_queue=s.push_max_queue,
-            slow_s=s.push_slow_consumer_s,
-            id_columns=self._id_columns,
-        )
-        self.register(conn)
-        intake = Intake(s)
-        closed_wait = asyncio.ensure_future(conn.closed.wait())
-        try:
-            while conn.close_code is None:
-                recv = asyncio.ensure_future(receive())
-                done, _ = await asyncio.wait(
-                    {recv, closed_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if recv not in done:
-                    recv.cancel()
-                    break
-                message = recv.result()
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""
-                if not intake.admit(conn, data):
-                    break
-                await self._on_message(conn, data)
-        finally:
-            closed_wait.cancel()
-            await self.drop(conn)
-            if conn.close_code is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(conn.closed.wait(), 6)
-            else:
-                conn.close_code = 1000
-                conn._writer.cancel()
-                await conn.wait_writer()
-
-    async def authorise(
-        self, token: str | None, ticket: str | None = None, client: str | None = None
-    ) -> tuple[Any, str, int, str]:
-        """(principal, token hash, 0, "") for a valid ticket or user token, else
-        (None, "", close code, reason). A ticket is redeemed (used up) here, and the socket
-        is then bound to the token that asked for the ticket. `client` is the peer address,
-        for the failed-attempt throttle."""
-        code, reason = protocol.CLOSE_UNAUTHORIZED, "unauthorized"
-        auth = self.services.auth
-        try:
-            if ticket:
-                token_hash = await self.tickets.redeem(ticket)
-                if token_hash is None:
-                    return None, "", code, "unknown, used or expired ticket"
-                return await auth.for_hash(token_hash), token_hash, 0, ""
-            if token and token.startswith(USER_TOKEN_PREFIX) and len(token) <= 200:
-                return await auth.principal(token, client), hash_secret(token), 0, ""
-        except Exception as exc:  # ApiError: 401 unknown/revoked, 429 throttled, 503 store down
-            status = getattr(exc, "status", 401)
-            if status == 503:
-                code, reason = protocol.CLOSE_TRY_LATER, "config store unavailable"
-            elif status == 429:
-                code, reason = protocol.CLOSE_FLOOD, "too many failed attempts"
-            elif not isinstance(exc, ApiError):
-                log.warning("push authorisation failed: %s", exc)
-                code, reason = protocol.CLOSE_TRY_LATER, "could not check the credential"
-        return None, "", code, reason
-
-    # -- revocation -----------------------------------------------------------------------
-    async def revalidate(self) -> int:
-        """Re-check the credential of every open socket (one PostgreSQL query for all distinct
-        tokens) and close those whose token was revoked, expired or lost its membership with
-        4401. Returns how many sockets were closed. If PostgreSQL cannot answer, nothing is
-        closed (revocations apply once it is back)."""
-        by_hash: dict[str, list[Any]] = {}
-        for conn in self.conns:
-            if conn.close_code is None and conn.token_hash:
-                by_hash.setdefault(conn.token_hash, []).append(conn)
-        if not by_hash:
-            return 0
-        live = await self.services.auth.live_hashes(set(by_hash))
-        if live is None:
-            return 0
-        self.revalidations += 1
-        closed = 0
-        for token_hash, conns in by_hash.items():
-            if token_hash not in live:
-                for conn in conns:
-                    conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
-                    closed += 1
-        return closed
-
     def close_token(self, token_hash: str) -> int:
         """Close this process's sockets opened with the token `token_hash` (it was just
-        revoked here); other nodes close theirs at their next `revalidate`."""
-        closed = 0
-        for conn in list(self.conns):
-            if conn.token_hash == token_hash and conn.close_code is None:
-                conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
-                closed += 1
-        return closed
-
-    async def _revalidate_loop(self) -> None:
-        # As often as the auth cache is trusted: a revoked token's socket lives no longer than
-        # one of its HTTP requests would be answered.
-        interval = max(self.settings.auth_cache_s, 0.1)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.revalidate()
-            except Exception:
-                log.exception("push: re-checking socket credentials failed")
-
-    async def _credential_live(self, conn: Any) -> bool:
-        """Whether the socket's token still authenticates (through the auth cache; a store
-        outage keeps it, as for HTTP requests)."""
-        try:
-            await self.services.auth.for_hash(conn.token_hash)
-        except ApiError as exc:
-            return exc.status != 401
-        return True
+        revoked here); see `SocketAccess.close_token`."""
+        return self.access.close_token(token_hash)
 
     def register(self, conn: Any) -> None:
         """Track an authorised socket (any transport: `Connection` or `DirectConnection`)."""
@@ -542,7 +396,7 @@ class Hub:
         from app.querybuilder import MetricError
 
         s = self.settings
-        if not await self._credential_live(conn):
+        if not await self.access.credential_live(conn):
             conn.close(protocol.CLOSE_UNAUTHORIZED, "token revoked")
             return
         if msg.id in conn.subs:
@@ -617,44 +471,3 @@ class Hub:
         if self.stale:
             conn.stale = True
             conn.send_text(protocol.encode({"type": "stale", "lag_ms": self.lag_ms}))
-
-
-class Intake:
-    """Per-socket inbound limits: frame size (1009) and a token bucket of messages (4429)."""
-
-    __slots__ = ("burst", "last", "max_bytes", "rate", "tokens")
-
-    def __init__(self, s: Any):
-        self.rate = s.push_max_msgs_per_s
-        self.burst = max(s.push_max_msgs_per_s * 2, 1.0)
-        self.max_bytes = s.push_max_message_bytes
-        self.tokens, self.last = self.burst, time.monotonic()
-
-    def admit(self, conn: Any, data: str | bytes) -> bool:
-        """False (and `conn` closing) when `data` breaks a limit."""
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > self.max_bytes:
-            conn.close(protocol.CLOSE_TOO_BIG, "message too big")
-            return False
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1:
-            conn.close(protocol.CLOSE_FLOOD, "too many messages")
-            return False
-        self.tokens -= 1
-        return True
-
-
-def _credentials(scope: Any) -> tuple[str | None, str | None]:
-    """(token, ticket) of a socket: `?ticket=` (preferred), `?token=` or `Authorization`."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    ticket = query["ticket"][0].strip() if query.get("ticket") else None
-    if query.get("token"):
-        return query["token"][0].strip(), ticket
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip(), ticket
-    return None, ticket

@@ -219,25 +219,3 @@ async def owned_metric_ids(conn: Any, org_id: int, ids: set[int]) -> set[int]:
         )
     ).fetchall()
     return {r["id"] for r in rows}
-
-
-class Store:
-    """Every repository, over one pool."""
-
-    def __init__(
-        self, pool: AsyncConnectionPool, timeout_s: float = 2.0, *, breaker_open_s: float = 2.0
-    ):
-        from app.store.alerts import AlertRepo
-        from app.store.dashboards import DashboardRepo
-        from app.store.metrics import MetricRepo
-        from app.store.orgs import ApiKeyRepo, OrgRepo, TokenRepo
-
-        self.pool = pool
-        self.breaker = Breaker(breaker_open_s)
-        b = self.breaker
-        self.dashboards = DashboardRepo(pool, timeout_s, b)
-        self.metrics = MetricRepo(pool, timeout_s, b)
-        self.alerts = AlertRepo(pool, timeout_s, b)
-        self.api_keys = ApiKeyRepo(pool, timeout_s, b)
-        self.orgs = OrgRepo(pool, timeout_s, b)
-        self.tokens = TokenRepo(pool, timeout_s, b)

@@ -17,26 +17,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from app.api.common import (
-    AUTH,
-    MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
-    PrincipalDep,
-    ServicesDep,
-    check_id,
-)
+from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
 from app.api.data import fallback_key, run_cached, time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
+from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.errors import ApiError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 DEFAULT_RANGE_S = 3600
 Filters = Annotated[list[dict[str, Any]], Meta(max_length=20)]
@@ -81,7 +78,7 @@ def _unprocessable(exc: MetricError, field: str) -> ApiError:
     return ApiError(422, exc.code, exc.message, where)
 
 
-async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any) -> Any:
+async def _metric(services: Services, principal: Any, definition: Any, metric_id: Any) -> Any:
     """A text or form metric for the compiler: inline, or a saved metric of the caller's org."""
     if (definition is None) == (metric_id is None):
         raise ApiError(
@@ -107,7 +104,7 @@ async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any
     return definition
 
 
-async def _answer(services: Any, principal: Any, compiled: Any, data: Any) -> SeriesOut:
+async def _answer(services: Services, principal: Any, compiled: Any, data: Any) -> SeriesOut:
     window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
     fallback = fallback_key(principal.org_id, compiled, window)
     value, meta = await run_cached(services, principal.org_id, compiled, fallback)
@@ -115,7 +112,7 @@ async def _answer(services: Any, principal: Any, compiled: Any, data: Any) -> Se
 
 
 async def _chart(
-    services: Any,
+    services: Services,
     principal: Any,
     data: Any,
     field: str,

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from app.config import Settings
 from app.credentials import create_user_token
 from app.db import open_pool
+from app.runtime import build_services as build_app_services
 from app.services import Services
 
 
@@ -68,8 +69,9 @@ def build_services(
         import redis.asyncio as aioredis
 
         redis_client = aioredis.Redis.from_url(redis_url)
-    return Services(
-        settings=s,
+    return build_app_services(
+        s,
+        migrate=False,
         ch=FlakyClickHouse(ch),
         pg=open_pool(pg_url, max_size=4),
         writer=EventWriter(ch, s),
@@ -227,7 +229,7 @@ class DownPool:
 
 
 def set_pg_down(services: Services, down: bool) -> None:
-    real = services.extras.setdefault("real_pg", services.pg)
+    real = vars(services).setdefault("_real_pg", services.pg)  # the pool to swap back in
     pool = DownPool() if down else real
     services.pg = pool
     for repo in vars(services.store).values():

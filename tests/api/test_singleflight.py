@@ -230,14 +230,14 @@ async def test_definition_reads_are_shared_and_a_change_wins(api, api_services, 
 
     results = in_app(api, scenario)
     assert calls == [m["id"]] and all(r == m["definition"] for r in results)
-    assert (org.id, m["id"]) not in api_services.extras["definitions"]  # the old read is not kept
+    assert (org.id, m["id"]) not in api_services.definition_memo  # the old read is not kept
     repo.get = real_get
 
     async def read_again() -> Any:
         return await _definition(api_services, principal, m["id"])
 
     assert in_app(api, read_again) == m["definition"]
-    assert (org.id, m["id"]) in api_services.extras["definitions"]
+    assert (org.id, m["id"]) in api_services.definition_memo
 
 
 class FakeTokens:

@@ -220,17 +220,17 @@ def _topic_messages(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes]
 
 async def _app_client(ch, pg_url, settings):
     from app.db import open_pool
+    from app.runtime import build_services
     from app.server import create_app
-    from app.services import Services
 
     writer = make_writer(ch, settings)
     assert isinstance(writer, KafkaEventSink) and writer.bridge is not None
-    services = Services(
-        settings=settings,
+    services = build_services(
+        settings,
+        migrate=False,
         ch=ch,
         pg=open_pool(pg_url, min_size=1, max_size=4),
         writer=writer,
-        extras={"database_url": pg_url},
     )
     return AsyncTestClient(app=create_app(services)), writer
 

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from app.config import Settings
 from app.credentials import create_api_key, create_org, create_user_token
 from app.db import migrate, open_pool
+from app.runtime import build_services
 from app.services import Services
 
 PG_TIMEOUT_S = 1.0
@@ -92,8 +93,9 @@ async def app(ch, private_pg, tmp_path) -> AsyncIterator[tuple[AsyncTestClient, 
         ingest_key_cache_ttl_s=0.2,  # entries go stale quickly: lookups are really attempted
         auth_cache_s=0.2,
     )
-    services = Services(
-        settings=settings,
+    services = build_services(
+        settings,
+        migrate=False,
         ch=ch,
         pg=open_pool(private_pg.url, min_size=1, max_size=4, timeout_s=PG_TIMEOUT_S),
         writer=EventWriter(ch, settings),

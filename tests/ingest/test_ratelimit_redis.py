@@ -54,6 +54,7 @@ async def test_redis_down_falls_back_to_this_nodes_bucket():
 async def test_http_429_on_the_second_node(ch, pg_url, redis_url, org, tmp_path):
     from app.db import open_pool
     from app.ingest.writer import EventWriter
+    from app.runtime import build_services
     from app.server import create_app
     from app.services import Services
 
@@ -66,13 +67,13 @@ async def test_http_429_on_the_second_node(ch, pg_url, redis_url, org, tmp_path)
             ingest_rate_per_s=1,
             writer_max_delay_ms=20,
         )
-        return Services(
-            settings=settings,
+        return build_services(
+            settings,
+            migrate=False,
             ch=ch,
             pg=open_pool(pg_url, min_size=1, max_size=2),
             writer=EventWriter(ch, settings),
             redis=aioredis.Redis.from_url(redis_url),
-            extras={"database_url": pg_url},
         )
 
     first, second = node("a"), node("b")

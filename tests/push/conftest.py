@@ -101,13 +101,12 @@ def make_node(ch, pg_url: str, push_settings: Settings):
         data_dir = os.path.join(push_settings.data_dir, f"node-{uuid.uuid4().hex[:8]}")
         overrides.setdefault("data_dir", data_dir)
         settings = msgspec.structs.replace(push_settings, **overrides)
-        services = build_test_services(ch, pg_url, settings)
+        redis = None
         if redis_url:
             import redis.asyncio as aioredis
 
-            services.redis = aioredis.Redis.from_url(redis_url)
-            services.push = None
-            services.__post_init__()  # rebuild the hub (and friends) with Redis
+            redis = aioredis.Redis.from_url(redis_url)
+        services = build_test_services(ch, pg_url, settings, redis=redis)
         async with serve(services) as node:
             yield node
 

@@ -18,7 +18,7 @@ from tests.push.conftest import by_t, drain, events, now_ms, recv, recv_type, se
 
 
 def push_url(node: Any, token: str | None = None) -> str:
-    base = f"ws://127.0.0.1:{node.hub.dedicated.port}/ws/subscribe"
+    base = f"ws://127.0.0.1:{node.services.dedicated.port}/ws/subscribe"
     return f"{base}?token={token}" if token is not None else base
 
 
@@ -30,7 +30,7 @@ async def connect(node: Any, token: str | None = None, **kwargs: Any) -> ClientC
 async def pnode(make_node) -> AsyncIterator[Any]:
     """A served app with the dedicated transport on a free port."""
     async with make_node(push_port=0) as n:
-        assert n.hub.dedicated is not None and n.hub.dedicated.port
+        assert n.services.dedicated is not None and n.services.dedicated.port
         yield n
 
 
@@ -44,7 +44,7 @@ async def closed_code(ws: ClientConnection) -> int:
 
 
 async def test_off_by_default(node):
-    assert node.hub.dedicated is None
+    assert node.services.dedicated is None
 
 
 @pytest.mark.parametrize("token", [None, "nope", "cpu_" + "0" * 40])
@@ -62,7 +62,7 @@ async def test_deeply_nested_frame_closes_4422(pnode, org):
 
 
 async def test_wrong_path_404(pnode, org):
-    url = f"ws://127.0.0.1:{pnode.hub.dedicated.port}/other?token={org.admin_token}"
+    url = f"ws://127.0.0.1:{pnode.services.dedicated.port}/other?token={org.admin_token}"
     with pytest.raises(websockets.InvalidStatus) as info:
         await websockets.connect(url)
     assert info.value.response.status_code == 404

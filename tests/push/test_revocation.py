@@ -46,7 +46,7 @@ async def test_revalidate_closes_revoked_sockets_on_both_transports_with_one_que
     org, other = await make_org(), await make_org()
     async with make_node(push_port=0) as node:
         asgi = f"ws://127.0.0.1:{node.port}/ws/subscribe?token="
-        direct = f"ws://127.0.0.1:{node.hub.dedicated.port}/ws/subscribe?token="
+        direct = f"ws://127.0.0.1:{node.services.dedicated.port}/ws/subscribe?token="
         revoked = [
             await _subscribed(asgi + org.admin_token),
             await _subscribed(direct + org.admin_token),
@@ -61,9 +61,9 @@ async def test_revalidate_closes_revoked_sockets_on_both_transports_with_one_que
             return await real(hashes)
 
         node.services.store.tokens.live_hashes = counting
-        assert await node.hub.revalidate() == 0  # nothing revoked yet: nothing closed
+        assert await node.hub.access.revalidate() == 0  # nothing revoked yet: nothing closed
         await _revoke(pg_url, org.admin_token)
-        assert await node.hub.revalidate() == 3
+        assert await node.hub.access.revalidate() == 3
         # One query per round for every distinct token, not one per socket.
         assert [sorted(x) for x in lookups] == [
             sorted({hash_secret(org.admin_token), hash_secret(other.admin_token)})
@@ -104,7 +104,7 @@ async def test_store_outage_during_recheck_closes_nothing(make_node, make_org):
             raise StoreUnavailable("down")
 
         node.services.store.tokens.live_hashes = down
-        assert await node.hub.revalidate() == 0
+        assert await node.hub.access.revalidate() == 0
         await send(ws, {"type": "ping"})
         assert (await recv_type(ws, "pong"))["type"] == "pong"
         await ws.close()
@@ -129,7 +129,7 @@ async def test_ticket_opens_a_socket_once_on_either_transport(make_node, make_or
         assert body["ticket"].startswith("cpw_") and body["expires_in"] == 30
         assert org.admin_token not in body["ticket"]
         asgi = f"ws://127.0.0.1:{node.port}/ws/subscribe?ticket="
-        direct = f"ws://127.0.0.1:{node.hub.dedicated.port}/ws/subscribe?ticket="
+        direct = f"ws://127.0.0.1:{node.services.dedicated.port}/ws/subscribe?ticket="
         ws = await _subscribed(asgi + body["ticket"])
         (conn,) = node.hub.conns
         assert (conn.org_id, conn.token_hash) == (org.id, hash_secret(org.admin_token))
@@ -160,7 +160,7 @@ async def test_a_ticket_socket_closes_when_its_token_is_revoked(make_node, make_
         ticket = (await _ticket(node, org.admin_token))["ticket"]
         ws = await _subscribed(f"ws://127.0.0.1:{node.port}/ws/subscribe?ticket={ticket}")
         await _revoke(pg_url, org.admin_token)
-        assert await node.hub.revalidate() == 1
+        assert await node.hub.access.revalidate() == 1
         assert await _close_code(ws) == 4401
 
 
@@ -181,7 +181,7 @@ async def test_failed_socket_logins_are_throttled_per_address(make_node, make_or
     async with make_node(push_port=0, auth_fail_max=3) as node:
         known = await _subscribed(node.ws_url(org.admin_token))  # cached as good from now on
         asgi = f"ws://127.0.0.1:{node.port}/ws/subscribe?token="
-        direct = f"ws://127.0.0.1:{node.hub.dedicated.port}/ws/subscribe?token="
+        direct = f"ws://127.0.0.1:{node.services.dedicated.port}/ws/subscribe?token="
         lookups = node.services.auth.lookups
         for url in (asgi, direct, asgi):
             ws = await websockets.connect(url + new_secret(USER_TOKEN_PREFIX))

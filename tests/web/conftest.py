@@ -23,6 +23,7 @@ import pytest
 from app.clickhouse import ClickHouseError
 from app.config import Settings
 from app.db import open_pool
+from app.runtime import build_services
 from app.services import Services
 
 CHROMIUM = os.environ.get("CLICKPULSE_CHROMIUM", "/usr/bin/chromium")
@@ -102,12 +103,12 @@ async def server(ch, pg_url, app_settings) -> AsyncIterator[LiveServer]:
         overrides["push_stale_ms"] = 1500  # a stopped pipeline shows as stale sooner
     settings = msgspec.structs.replace(app_settings, **overrides)
     switch = SwitchableClickHouse(ch)
-    services = Services(
-        settings=settings,
+    services = build_services(
+        settings,
+        migrate=False,
         ch=switch,
         pg=open_pool(pg_url, min_size=1, max_size=4),
         writer=EventWriter(switch, settings),
-        extras={"database_url": pg_url},
     )
     app = create_app(services)
     loops: list[asyncio.AbstractEventLoop] = []
