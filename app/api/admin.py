@@ -11,7 +11,6 @@ from litestar.params import FromPath, JSONBody
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -24,7 +23,6 @@ class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")
@@ -58,7 +56,6 @@ class OrgController(Controller):
     path = "/org"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/limits")

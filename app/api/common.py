@@ -1,17 +1,17 @@
-"""What every API controller shares: auth dependency, store errors → the error shape,
-ETag / If-Match handling, and id checks."""
+"""What every API controller shares: auth dependency, ETag / If-Match handling, and id checks.
+(Store errors become the error shape in app/errors.py, for the whole app.)"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.di import NamedDependency, Provide
 from litestar.params import HeaderParameter
 
 from app.auth import Principal, provide_principal
-from app.errors import ApiError, error_response
-from app.store.base import Conflict, Invalid, NotFound, StoreUnavailable, VersionConflict
+from app.errors import ApiError
+from app.store.base import NotFound
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -27,49 +27,6 @@ else:
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 MAX_BODY_BYTES = 256 * 1024  # config bodies (dashboards, metrics, alerts); larger → 413
 
-
-def _not_found(_: Request, exc: NotFound) -> Response:
-    return error_response(404, "not_found", f"no such {exc.args[0] if exc.args else 'object'}")
-
-
-def _version_conflict(_: Request, exc: VersionConflict) -> Response:
-    return error_response(
-        409,
-        "version_conflict",
-        "this was changed since you read it; re-read it and apply your change again",
-        {"current_version": exc.current},
-        {"ETag": etag(exc.current)},
-    )
-
-
-def _conflict(_: Request, exc: Conflict) -> Response:
-    return error_response(409, exc.code, exc.message, exc.where)
-
-
-def _invalid(_: Request, exc: Invalid) -> Response:
-    return error_response(422, exc.code, exc.message, exc.where)
-
-
-def _unavailable(request: Request, exc: StoreUnavailable) -> Response:
-    services = getattr(request.app.state, "services", None)
-    if services is not None:
-        services.degradation.failed("postgres", str(exc))
-    return error_response(
-        503,
-        "store_unavailable",
-        "the configuration store is unavailable; try again shortly",
-        None,
-        {"Retry-After": "5"},
-    )
-
-
-STORE_ERROR_HANDLERS: dict[Any, Any] = {
-    NotFound: _not_found,
-    VersionConflict: _version_conflict,
-    Conflict: _conflict,
-    Invalid: _invalid,
-    StoreUnavailable: _unavailable,
-}
 
 AUTH = {"principal": Provide(provide_principal)}
 

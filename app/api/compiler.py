@@ -14,7 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.errors import ApiError
+from app.errors import ApiError, LocatedMetricError
+from app.querybuilder import MetricError, compile_metric, run_compiled_async
+from app.querybuilder.execute import count_visible_rows_async
 
 # Compiler fields that are request parameters of the API, not parts of the definition.
 _PARAMS = {
@@ -26,21 +28,6 @@ _PARAMS = {
     "time_to": "to",
     "window_seconds": "window_seconds",
 }
-
-
-def _api() -> tuple[Any, Any, type[Exception]]:
-    import app.querybuilder as qb
-
-    compile_metric = getattr(qb, "compile_metric", None)
-    run_async = getattr(qb, "run_compiled_async", None)
-    metric_error = getattr(qb, "MetricError", None)
-    if compile_metric is None:
-        from app.querybuilder.planner import compile_metric
-    if run_async is None:
-        from app.querybuilder.execute import run_compiled_async as run_async
-    if metric_error is None:
-        from app.querybuilder.errors import MetricError as metric_error
-    return compile_metric, run_async, metric_error
 
 
 def _metric(definition: dict[str, Any], field: str) -> Any:
@@ -57,8 +44,10 @@ def _metric(definition: dict[str, Any], field: str) -> Any:
     return definition
 
 
-def _metric_error(exc: Any, field: str, text: bool) -> ApiError:
-    where = dict(getattr(exc, "where", {}) or {})
+def locate_metric_error(exc: MetricError, field: str, text: bool) -> LocatedMetricError:
+    """The compiler's refusal placed in the request: a request parameter's name (`where.param`)
+    or the definition's field (`where.field`, `<field>.text` for a position in metric text)."""
+    where = dict(exc.where)
     inner = where.pop("field", None)
     head = (inner or "").split(".")[0].split("[")[0]
     if head in _PARAMS:
@@ -67,9 +56,7 @@ def _metric_error(exc: Any, field: str, text: bool) -> ApiError:
         where["field"] = f"{field}.{inner}"
     else:
         where["field"] = f"{field}.text" if text else field
-    return ApiError(
-        422, getattr(exc, "code", "invalid_metric"), getattr(exc, "message", str(exc)), where
-    )
+    return LocatedMetricError(exc, where)
 
 
 def compile_query(
@@ -88,7 +75,6 @@ def compile_query(
     """A CompiledQuery for this org; a definition or parameter the compiler refuses → 422
     with its message and position (`where.line/column/token` in the text, or `where.field`,
     or `where.param` for a request parameter)."""
-    compile_metric, _, metric_error = _api()
     metric = _metric(definition, field)
     groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
     try:
@@ -103,8 +89,8 @@ def compile_query(
             group_by=groups,
             compare=compare,
         )
-    except metric_error as exc:
-        raise _metric_error(exc, field, isinstance(metric, str)) from None
+    except MetricError as exc:
+        raise locate_metric_error(exc, field, isinstance(metric, str)) from None
 
 
 def validate_definition(
@@ -123,13 +109,10 @@ async def run(ch: Any, compiled: Any) -> Any:
     (The embedded facade binds parameters itself — chDB's own binding is shared by
     concurrent queries; see app/clickhouse/params.py — so queries may run in parallel.)
     """
-    _, run_async, _ = _api()
-    return await run_async(ch, compiled)
+    return await run_compiled_async(ch, compiled)
 
 
 async def count_rows(ch: Any, compiled: Any) -> int:
     """How many of the org's rows `compiled` covers: what it is shown and charged as read
     (ClickHouse's own count includes other orgs' rows sharing a granule)."""
-    from app.querybuilder.execute import count_visible_rows_async
-
     return await count_visible_rows_async(ch, compiled)

@@ -12,7 +12,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     IfMatch,
     PrincipalDep,
     ServicesDep,
@@ -82,7 +81,6 @@ class DashboardController(Controller):
     path = "/dashboards"
     tags = ["dashboards"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")

@@ -15,7 +15,6 @@ from app.api import compiler
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     IfMatch,
     PrincipalDep,
     ServicesDep,
@@ -97,7 +96,6 @@ class MetricController(Controller):
     path = "/metrics"
     tags = ["metrics"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")
@@ -283,7 +281,6 @@ class QueryController(Controller):
     path = "/query"
     tags = ["metrics"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @post("/", status_code=200)

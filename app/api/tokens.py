@@ -12,7 +12,6 @@ from litestar.params import FromPath, JSONBody
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     PrincipalDep,
     ServicesDep,
     check_id,
@@ -25,7 +24,6 @@ class TokenController(Controller):
     path = "/tokens"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")

@@ -27,14 +27,13 @@ from msgspec import Meta
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     PrincipalDep,
     ServicesDep,
     check_id,
 )
 from app.api.data import fallback_key, run_cached, time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
-from app.errors import ApiError
+from app.errors import ApiError, LocatedMetricError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
 
@@ -73,12 +72,12 @@ class TopIn(msgspec.Struct, forbid_unknown_fields=True):
     filters: Filters = msgspec.field(default_factory=list)
 
 
-def _unprocessable(exc: MetricError, field: str) -> ApiError:
-    """The compiler's refusal as the API's 422, with its position (like app/api/compiler)."""
+def _located(exc: MetricError, field: str) -> LocatedMetricError:
+    """The compiler's refusal placed under the request's `field` (app/errors.py answers 422)."""
     where = dict(exc.where)
     inner = where.pop("field", None)
     where["field"] = f"{field}.{inner}" if inner else field
-    return ApiError(422, exc.code, exc.message, where)
+    return LocatedMetricError(exc, where)
 
 
 async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any) -> Any:
@@ -136,7 +135,7 @@ async def _chart(
             **kwargs,
         )
     except MetricError as exc:
-        raise _unprocessable(exc, field) from None
+        raise _located(exc, field) from None
     return await _answer(services, principal, compiled, data)
 
 
@@ -144,7 +143,6 @@ class ChartDataController(Controller):
     path = "/ui/data"
     tags = ["ui"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @post("/funnel", status_code=200)
