@@ -29,9 +29,9 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.compiler import locate_metric_error, validate_definition
 from app.api.data import parse_time
 from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
+from app.api.series import locate_metric_error, validate_definition
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError

@@ -20,7 +20,6 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.compiler import validate_definition
 from app.api.data import parse_range_s
 from app.api.metrics import _definition, answer_series
 from app.api.schemas import (
@@ -30,6 +29,7 @@ from app.api.schemas import (
     DashboardOut,
     DashboardSummary,
 )
+from app.api.series import validate_definition
 from app.auth import Principal
 from app.cache import config_key
 from app.errors import ApiError

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from app.api import compiler
+from app.api import series
 from app.api.schemas import Meta_
 from app.cache import GRANULARITY_S, Entry, jittered, last_known_key, query_key, ttl_for
 from app.clickhouse import ClickHouseError
@@ -291,7 +291,7 @@ async def _query_and_store(
     try:
         async with services.limiter.query_slot(org_id):
             timeout = services.settings.query_timeout_s
-            rows_read = await asyncio.wait_for(compiler.count_rows(services.ch, compiled), timeout)
+            rows_read = await asyncio.wait_for(series.count_rows(services.ch, compiled), timeout)
             if rows_read > MAX_ROWS_PER_QUERY:
                 raise ApiError(
                     422,
@@ -300,7 +300,7 @@ async def _query_and_store(
                     "narrow the range or filters",
                     {"rows": rows_read},
                 )
-            result = await asyncio.wait_for(compiler.run(services.ch, compiled), timeout)
+            result = await asyncio.wait_for(series.run(services.ch, compiled), timeout)
     except (ClickHouseError, TimeoutError) as exc:
         if getattr(exc, "code", None) not in _LIMIT_CODES:
             # /readyz shows this to anyone: never ClickHouse's text (it can quote values).

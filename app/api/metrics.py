@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.api import compiler
+from app.api import series
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
@@ -74,7 +74,7 @@ async def answer_series(
     if hit is not None and now - hit[1] < 60:
         compiled = hit[0]
     else:
-        compiled = compiler.compile_query(
+        compiled = series.compile_query(
             definition,
             org_id=principal.org_id,
             database=services.ch.database,
@@ -109,7 +109,7 @@ class MetricController(Controller):
     ) -> Response[MetricOut]:
         """Save a metric; its definition is compiled first (422 with the position if bad)."""
         principal.require("editor")
-        compiler.validate_definition(data.definition)
+        series.validate_definition(data.definition)
         row = await services.store.metrics.create(
             principal.org_id, data.name, data.description, data.definition
         )
@@ -136,7 +136,7 @@ class MetricController(Controller):
         principal.require("editor")
         check_id(metric_id)
         version = expected_version(request, data.version)
-        compiler.validate_definition(data.definition)
+        series.validate_definition(data.definition)
         row = await services.store.metrics.update(
             principal.org_id, metric_id, version, data.name, data.description, data.definition
         )
