@@ -22,14 +22,7 @@ from app.api.common import (
     etag,
     expected_version,
 )
-from app.api.data import (
-    fallback_key,
-    parse_compare,
-    parse_filters,
-    run_cached,
-    time_range,
-    window_of,
-)
+from app.api.data import parse_compare, parse_filters, time_range, window_of
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key
@@ -87,8 +80,10 @@ async def answer_series(
             field=field,
         )
         _remember(memo, memo_key, (compiled, now))
-    fallback = fallback_key(principal.org_id, compiled, window_of(from_, to, default_range_s))
-    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
+    fallback = series.fallback_key(
+        principal.org_id, compiled, window_of(from_, to, default_range_s)
+    )
+    value, meta = await series.run_cached(services, principal.org_id, compiled, fallback)
     return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
 
 

@@ -1,7 +1,7 @@
 """Read-only chart data the REST API does not serve: funnel, heatmap and top-N.
 
 Everything goes through the querybuilder (`compile_funnel`, `compile_heatmap`,
-`compile_top_n`) and runs through the API's `run_cached` (hot cache, per-org quotas, the
+`compile_top_n`) and runs through the API's `series.run_cached` (hot cache, per-org quotas, the
 embedded-engine lock, stale-on-failure), which hands the query to `run_compiled_async`: the
 tenant guard is re-verified on the final SQL. The org comes from the token only; nothing here
 builds SQL.
@@ -31,8 +31,9 @@ from app.api.common import (
     ServicesDep,
     check_id,
 )
-from app.api.data import fallback_key, run_cached, time_range, window_of
+from app.api.data import time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
+from app.api.series import fallback_key, run_cached
 from app.errors import ApiError, LocatedMetricError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
