@@ -29,7 +29,7 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.data import parse_time
+from app.api.params import parse_time
 from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
 from app.api.series import locate_metric_error, validate_definition
 from app.clickhouse import ClickHouseError

@@ -20,8 +20,8 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.data import parse_range_s
 from app.api.metrics import _definition, answer_series
+from app.api.params import parse_range_s
 from app.api.schemas import (
     ChartData,
     DashboardData,

@@ -22,7 +22,7 @@ from app.api.common import (
     etag,
     expected_version,
 )
-from app.api.data import parse_compare, parse_filters, time_range, window_of
+from app.api.params import parse_compare, parse_filters, time_range, window_of
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
 from app.auth import Principal
 from app.cache import GRANULARITY_S, SingleFlight, config_key

@@ -31,7 +31,7 @@ from app.api.common import (
     ServicesDep,
     check_id,
 )
-from app.api.data import time_range, window_of
+from app.api.params import time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
 from app.api.series import fallback_key, run_cached
 from app.errors import ApiError, LocatedMetricError

@@ -213,7 +213,7 @@ async def test_chart_falls_back_on_the_answer_history_stored_for_the_same_sql(
 
 
 def test_last_known_key_is_shared_by_requests_meaning_the_same_query():
-    from app.api.data import window_of
+    from app.api.params import window_of
     from app.cache import last_known_key
 
     sql = "SELECT 1 WHERE org_id = {org_id: UInt32} AND t >= {time_from: UInt32}"
