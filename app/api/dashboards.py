@@ -20,7 +20,6 @@ from app.api.common import (
     exactly_one_metric,
     expected_version,
 )
-from app.api.metrics import _definition, answer_series
 from app.api.params import parse_range_s
 from app.api.schemas import (
     ChartData,
@@ -29,7 +28,7 @@ from app.api.schemas import (
     DashboardOut,
     DashboardSummary,
 )
-from app.api.series import validate_definition
+from app.api.series import answer_series, saved_definition, validate_definition
 from app.auth import Principal
 from app.cache import config_key
 from app.errors import ApiError
@@ -162,7 +161,7 @@ class DashboardController(Controller):
         async def one(chart: Any) -> ChartData:
             try:
                 if chart.metric_id is not None:
-                    definition = await _definition(services, principal, chart.metric_id)
+                    definition = await saved_definition(services, principal, chart.metric_id)
                 else:
                     definition = chart.metric_inline
                 filters: list[dict[str, Any]] = []

@@ -22,16 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
-from app.api.schemas import Meta_
-from app.cache import GRANULARITY_S, Entry, jittered, last_known_key, query_key, ttl_for
+import msgspec
+
+from app.api.params import time_range, window_of
+from app.api.schemas import Meta_, SeriesOut
+from app.auth import Principal
+from app.cache import (
+    GRANULARITY_S,
+    Entry,
+    SingleFlight,
+    config_key,
+    jittered,
+    last_known_key,
+    query_key,
+    ttl_for,
+)
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.errors import ApiError, LocatedMetricError
 from app.querybuilder import MetricError, compile_metric, run_compiled_async
 from app.querybuilder.execute import count_visible_rows_async
 from app.querybuilder.planner import MAX_ROWS_PER_QUERY
+from app.store import NotFound, StoreUnavailable
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 # Compiler fields that are request parameters of the API, not parts of the definition.
 _PARAMS = {
@@ -266,3 +284,137 @@ async def _query_and_store(
     if fallback_key is not None and fallback_key != key:
         await cache.set(fallback_key, value, ttl)
     return value, stored, rows_read
+
+
+async def answer_series(
+    services: Services,
+    principal: Principal,
+    definition: dict[str, Any],
+    *,
+    from_: str | None,
+    to: str | None,
+    granularity: str,
+    filters: list[dict[str, Any]],
+    group_by: str | None,
+    compare: Any,
+    default_range_s: int,
+    field: str,
+) -> SeriesOut:
+    """Compile for this org, run through cache/quotas/degradation, answer the series."""
+    start, end = time_range(from_, to, default_range_s, time.time())
+    step = GRANULARITY_S.get(granularity)
+    if step:  # the compiler widens to whole buckets anyway; doing it first lets compiles repeat
+        start, end = start // step * step, -(-end // step) * step
+    memo_key = msgspec.json.encode(
+        (principal.org_id, definition, start, end, granularity, filters, group_by, compare)
+    )
+    memo = _memo(services, "compiled")
+    hit = memo.get(memo_key)
+    now = time.monotonic()
+    if hit is not None and now - hit[1] < 60:
+        compiled = hit[0]
+    else:
+        compiled = compile_query(
+            definition,
+            org_id=principal.org_id,
+            database=services.ch.database,
+            time_from=start,
+            time_to=end,
+            granularity=granularity,
+            filters=filters,
+            group_by=group_by,
+            compare=compare,
+            field=field,
+        )
+        _remember(memo, memo_key, (compiled, now))
+    fallback = fallback_key(principal.org_id, compiled, window_of(from_, to, default_range_s))
+    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
+    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
+
+
+DEFINITION_FRESH_S = 2.0  # how long this process reuses a saved definition it read
+# From this age on, a request still served from the memo starts one background re-read, so a
+# metric in use is re-read before its 2 s are up and no request waits for PostgreSQL.
+DEFINITION_REFRESH_S = 1.5
+
+
+def _memo(services: Services, name: str) -> OrderedDict:
+    memo = services.extras.get(name)
+    if memo is None:
+        memo = services.extras[name] = OrderedDict()
+    return memo
+
+
+def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> None:
+    memo[key] = value
+    memo.move_to_end(key)
+    if len(memo) > limit:
+        memo.popitem(last=False)
+
+
+def _definition_flights(services: Services) -> SingleFlight:
+    flights = services.extras.get("definition_flights")
+    if flights is None:
+        flights = services.extras["definition_flights"] = SingleFlight()
+    return flights
+
+
+def forget_definition(services: Services, org_id: int, metric_id: int) -> None:
+    """After a PUT/DELETE on this node: the next request reads PostgreSQL (a read already
+    running started before the change, so neither it nor its answer is used)."""
+    _memo(services, "definitions").pop((org_id, metric_id), None)
+    _definition_flights(services).forget(f"{org_id}:{metric_id}")
+
+
+async def saved_definition(
+    services: Services, principal: Principal, metric_id: int
+) -> dict[str, Any]:
+    """The saved definition: reused for 2 s in this process (re-read in the background from
+    1.5 s while in use), remembered in the hot cache so history keeps working through a
+    PostgreSQL outage. Concurrent requests share one read."""
+    memo = _memo(services, "definitions")
+    key = (principal.org_id, metric_id)
+    now = time.monotonic()
+    hit = memo.get(key)
+    if hit is not None and now - hit[1] < DEFINITION_FRESH_S:
+        if now - hit[1] >= DEFINITION_REFRESH_S:
+            _read_definition(services, principal.org_id, metric_id)  # not awaited
+        return hit[0]
+    task, _ = _read_definition(services, principal.org_id, metric_id)
+    try:
+        return await asyncio.shield(task)
+    except StoreUnavailable:
+        entry = await services.cache.get(config_key(principal.org_id, "metric", metric_id))
+        if entry is None:
+            raise
+        services.degradation.served_stale("postgres")
+        return entry.value
+
+
+def _read_definition(services: Services, org_id: int, metric_id: int) -> tuple[Any, bool]:
+    """The running read of this definition in this process, or a new one."""
+    return _definition_flights(services).run(
+        f"{org_id}:{metric_id}", lambda: _fetch_definition(services, org_id, metric_id)
+    )
+
+
+async def _fetch_definition(services: Services, org_id: int, metric_id: int) -> dict[str, Any]:
+    memo = _memo(services, "definitions")
+    key = (org_id, metric_id)
+    started = time.monotonic()  # the memo's age counts from before the read
+    try:
+        row = await services.store.metrics.get(org_id, metric_id)
+    except StoreUnavailable as exc:
+        services.degradation.failed("postgres", str(exc))
+        raise
+    except NotFound:
+        memo.pop(key, None)  # deleted through another node
+        raise
+    definition = row["definition"]
+    if not _definition_flights(services).is_current(f"{org_id}:{metric_id}"):
+        return definition  # changed on this node meanwhile: answer the waiters, keep nothing
+    hit = memo.get(key)
+    if hit is None or hit[0] != definition:
+        await services.cache.set(config_key(org_id, "metric", metric_id), definition, 0)
+    _remember(memo, key, (definition, started))
+    return definition
