@@ -327,8 +327,18 @@ async def answer_series(
             field=field,
         )
         _remember(memo, memo_key, (compiled, now))
-    fallback = fallback_key(principal.org_id, compiled, window_of(from_, to, default_range_s))
-    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
+    window = window_of(from_, to, default_range_s)
+    return await answer_compiled(services, principal.org_id, compiled, window)
+
+
+async def answer_compiled(
+    services: Services, org_id: int, compiled: Any, window: tuple[Any, ...] | None
+) -> SeriesOut:
+    """The series of a compiled query of `org_id` through `run_cached`; `window`
+    (`params.window_of`) keys its last known answer."""
+    value, meta = await run_cached(
+        services, org_id, compiled, fallback_key(org_id, compiled, window)
+    )
     return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
 
 

@@ -1,10 +1,9 @@
-"""Read-only chart data the REST API does not serve: funnel, heatmap and top-N.
+"""Chart data beyond a metric's series, for the UI: funnel, heatmap and top-N (JSON, `/ui/data`).
 
 Everything goes through the querybuilder (`compile_funnel`, `compile_heatmap`,
-`compile_top_n`) and runs through the API's `series.run_cached` (hot cache, per-org quotas, the
-embedded-engine lock, stale-on-failure), which hands the query to `run_compiled_async`: the
-tenant guard is re-verified on the final SQL. The org comes from the token only; nothing here
-builds SQL.
+`compile_top_n`) and is answered by app/api/series.py (hot cache, per-org quotas,
+stale-on-failure; `count_rows` and `run_compiled_async`, the tenant guard re-verified on the
+final SQL). The org comes from the token only; nothing here builds SQL.
 
     POST /ui/data/funnel   {steps, window_seconds, from, to, filters, breakdown}
     POST /ui/data/heatmap  {definition | metric_id, from, to, axes, granularity, filters}
@@ -33,7 +32,7 @@ from app.api.common import (
 )
 from app.api.params import time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
-from app.api.series import fallback_key, run_cached
+from app.api.series import answer_compiled
 from app.errors import ApiError, LocatedMetricError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
@@ -107,13 +106,6 @@ async def _metric(services: Any, principal: Any, definition: Any, metric_id: Any
     return definition
 
 
-async def _answer(services: Any, principal: Any, compiled: Any, data: Any) -> SeriesOut:
-    window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
-    fallback = fallback_key(principal.org_id, compiled, window)
-    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
-    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
-
-
 async def _chart(
     services: Any,
     principal: Any,
@@ -137,7 +129,8 @@ async def _chart(
         )
     except MetricError as exc:
         raise _located(exc, field) from None
-    return await _answer(services, principal, compiled, data)
+    window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
+    return await answer_compiled(services, principal.org_id, compiled, window)
 
 
 class ChartDataController(Controller):
