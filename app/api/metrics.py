@@ -9,7 +9,6 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.api import series
 from app.api.common import (
     AUTH,
     MAX_BODY_BYTES,
@@ -22,6 +21,7 @@ from app.api.common import (
 )
 from app.api.params import parse_compare, parse_filters
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
+from app.api.series import answer_series, forget_definition, saved_definition, validate_definition
 from app.openapi import api_doc
 
 DEFAULT_HISTORY_S = 3600
@@ -48,7 +48,7 @@ class MetricController(Controller):
     ) -> Response[MetricOut]:
         """Save a metric; its definition is compiled first (422 with the position if bad)."""
         principal.require("editor")
-        series.validate_definition(data.definition)
+        validate_definition(data.definition)
         row = await services.store.metrics.create(
             principal.org_id, data.name, data.description, data.definition
         )
@@ -75,11 +75,11 @@ class MetricController(Controller):
         principal.require("editor")
         check_id(metric_id)
         version = expected_version(request, data.version)
-        series.validate_definition(data.definition)
+        validate_definition(data.definition)
         row = await services.store.metrics.update(
             principal.org_id, metric_id, version, data.name, data.description, data.definition
         )
-        series.forget_definition(services, principal.org_id, metric_id)
+        forget_definition(services, principal.org_id, metric_id)
         return Response(_out(row), headers={"ETag": etag(row["version"])})
 
     @delete("/{metric_id:int}", status_code=204)
@@ -94,7 +94,7 @@ class MetricController(Controller):
         principal.require("editor")
         check_id(metric_id)
         await services.store.metrics.delete(principal.org_id, metric_id, expected_version(request))
-        series.forget_definition(services, principal.org_id, metric_id)
+        forget_definition(services, principal.org_id, metric_id)
 
     @get("/{metric_id:int}/history", opt=api_doc(errors={422}))
     async def history(
@@ -114,8 +114,8 @@ class MetricController(Controller):
         If ClickHouse fails, the last cached answer comes back with `meta.stale: true`.
         """
         check_id(metric_id)
-        definition = await series.saved_definition(services, principal, metric_id)
-        return await series.answer_series(
+        definition = await saved_definition(services, principal, metric_id)
+        return await answer_series(
             services,
             principal,
             definition,
@@ -141,7 +141,7 @@ class QueryController(Controller):
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[QueryIn]
     ) -> SeriesOut:
         """An ad-hoc metric (text or form JSON) for exploration: same compiler, same limits."""
-        return await series.answer_series(
+        return await answer_series(
             services,
             principal,
             data.definition,
