@@ -4,6 +4,8 @@
 
 `code` is stable and machine-readable, `message` is for people, `where` points at the
 offending part of the request (a field, an event index, a position in metric text).
+`exception_handlers` (the app's, passed to Litestar once) maps every exception a handler lets
+out to that shape: `ApiError`, the config store's errors, a metric the compiler refuses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
 from litestar.exceptions import ValidationException as LitestarValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.querybuilder.errors import MetricError
+from app.store.base import Conflict, Invalid, NotFound, StoreUnavailable, VersionConflict
 
 
 class ErrorBody(msgspec.Struct):
@@ -46,6 +51,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class LocatedMetricError(MetricError):
+    """A compiler refusal placed in the request: `where` names the request's field or
+    parameter the metric came from (the compiler only knows positions inside the metric)."""
+
+    def __init__(self, refused: MetricError, where: dict[str, Any]):
+        super().__init__(refused.code, refused.message)
+        self._where = where
+
+    @property
+    def where(self) -> dict[str, Any]:
+        return self._where
+
+
 def error_response(
     status: int, code: str, message: str, where: Any = None, headers: dict[str, str] | None = None
 ) -> Response[ErrorResponse]:
@@ -68,6 +86,45 @@ def _http_error(_: Request, exc: HTTPException) -> Response[ErrorResponse]:
     return error_response(exc.status_code, code, exc.detail, None, exc.headers)
 
 
+def _metric_error(_: Request, exc: MetricError) -> Response[ErrorResponse]:
+    return error_response(422, exc.code, exc.message, exc.where or None)
+
+
+def _not_found(_: Request, exc: NotFound) -> Response[ErrorResponse]:
+    return error_response(404, "not_found", f"no such {exc.args[0] if exc.args else 'object'}")
+
+
+def _version_conflict(_: Request, exc: VersionConflict) -> Response[ErrorResponse]:
+    return error_response(
+        409,
+        "version_conflict",
+        "this was changed since you read it; re-read it and apply your change again",
+        {"current_version": exc.current},
+        {"ETag": f'"{exc.current}"'},  # the object's ETag, as app.api.common.etag writes it
+    )
+
+
+def _conflict(_: Request, exc: Conflict) -> Response[ErrorResponse]:
+    return error_response(409, exc.code, exc.message, exc.where)
+
+
+def _invalid(_: Request, exc: Invalid) -> Response[ErrorResponse]:
+    return error_response(422, exc.code, exc.message, exc.where)
+
+
+def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response[ErrorResponse]:
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.degradation.failed("postgres", str(exc))
+    return error_response(
+        503,
+        "store_unavailable",
+        "the configuration store is unavailable; try again shortly",
+        None,
+        {"Retry-After": "5"},
+    )
+
+
 def _internal_error(request: Request, exc: Exception) -> Response[ErrorResponse]:
     request.logger.exception("unhandled error", exc_info=exc)
     return error_response(
@@ -77,6 +134,12 @@ def _internal_error(request: Request, exc: Exception) -> Response[ErrorResponse]
 
 exception_handlers = {
     ApiError: _api_error,
+    MetricError: _metric_error,
+    NotFound: _not_found,
+    VersionConflict: _version_conflict,
+    Conflict: _conflict,
+    Invalid: _invalid,
+    StoreUnavailable: _store_unavailable,
     LitestarValidationException: _validation_error,
     NotAuthorizedException: _http_error,
     NotFoundException: _http_error,

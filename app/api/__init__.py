@@ -1,7 +1,9 @@
-"""The HTTP API: health, dashboards, metrics, history, query, SQL, alerts, API keys, limits."""
+"""The HTTP API: health, dashboards, metrics, history, query, chart data, SQL, alerts, API keys,
+limits."""
 
 from app.api.admin import ApiKeyController, OrgController, me
 from app.api.alerts import AlertController
+from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
@@ -20,4 +22,5 @@ route_handlers = [
     OrgController,
     TokenController,
     SqlController,
+    ChartDataController,
 ]

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, JSONBody
 
-from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
+from app.api.common import MAX_BODY_BYTES, check_id
 from app.api.schemas import ApiKeyIn, ApiKeyOut, LimitsIn, LimitsOut, Me
 from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.limits import validate_overrides
@@ -18,7 +18,6 @@ class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")
@@ -52,7 +51,6 @@ class OrgController(Controller):
     path = "/org"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/limits")

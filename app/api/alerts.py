@@ -20,16 +20,15 @@ from msgspec import Meta
 from app.alerts.netguard import check_url as check_webhook_url
 from app.api.common import (
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     IfMatch,
     check_id,
     etag,
     exactly_one_metric,
     expected_version,
 )
-from app.api.compiler import _metric_error, validate_definition
-from app.api.data import parse_time
+from app.api.params import parse_time
 from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, Version
+from app.api.series import locate_metric_error, validate_definition
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.deps import AUTH, PrincipalDep, ServicesDep
@@ -130,9 +129,9 @@ async def _check_watchable(services: Services, org_id: int, data: Any) -> dict[s
         watched = watched_metric(definition)
         make_key(watched.metric, org_id=org_id, database=services.ch.database, filters=data.filters)
     except MetricError as exc:
-        if (exc.where or {}).get("field", "").startswith("filters"):
-            raise ApiError(422, exc.code, exc.message, exc.where) from None
-        raise _metric_error(exc, field, "text" in definition) from None
+        if exc.where.get("field", "").startswith("filters"):
+            raise  # the alert's own `filters`: already where the request has them
+        raise locate_metric_error(exc, field, "text" in definition) from None
     return definition
 
 
@@ -164,8 +163,6 @@ async def _run(services: Services, org_id: int, work: Any) -> Any:
     try:
         async with services.limiter.query_slot(org_id):
             return await asyncio.wait_for(work, services.settings.query_timeout_s)
-    except MetricError as exc:
-        raise ApiError(422, exc.code, exc.message, exc.where or None) from None
     except (ClickHouseError, TimeoutError) as exc:
         # /readyz shows this to anyone: never ClickHouse's text (it can quote values).
         shown = public_error(getattr(exc, "code", None), str(exc)).message
@@ -181,7 +178,6 @@ class AlertController(Controller):
     path = "/alerts"
     tags = ["alerts"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")

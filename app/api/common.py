@@ -1,62 +1,20 @@
-"""What every API controller shares: store errors → the error shape, ETag / If-Match handling,
-and id checks (the auth and services dependencies are in app/deps.py)."""
+"""What every API controller shares: ETag / If-Match handling and id checks (the auth and
+services dependencies are in app/deps.py; store errors become the error shape in app/errors.py,
+for the whole app)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.params import HeaderParameter
 
-from app.errors import ApiError, error_response
-from app.store.base import Conflict, Invalid, NotFound, StoreUnavailable, VersionConflict
+from app.errors import ApiError
+from app.store.base import NotFound
 
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 MAX_BODY_BYTES = 256 * 1024  # config bodies (dashboards, metrics, alerts); larger → 413
 
-
-def _not_found(_: Request, exc: NotFound) -> Response:
-    return error_response(404, "not_found", f"no such {exc.args[0] if exc.args else 'object'}")
-
-
-def _version_conflict(_: Request, exc: VersionConflict) -> Response:
-    return error_response(
-        409,
-        "version_conflict",
-        "this was changed since you read it; re-read it and apply your change again",
-        {"current_version": exc.current},
-        {"ETag": etag(exc.current)},
-    )
-
-
-def _conflict(_: Request, exc: Conflict) -> Response:
-    return error_response(409, exc.code, exc.message, exc.where)
-
-
-def _invalid(_: Request, exc: Invalid) -> Response:
-    return error_response(422, exc.code, exc.message, exc.where)
-
-
-def _unavailable(request: Request, exc: StoreUnavailable) -> Response:
-    services = getattr(request.app.state, "services", None)
-    if services is not None:
-        services.degradation.failed("postgres", str(exc))
-    return error_response(
-        503,
-        "store_unavailable",
-        "the configuration store is unavailable; try again shortly",
-        None,
-        {"Retry-After": "5"},
-    )
-
-
-STORE_ERROR_HANDLERS: dict[Any, Any] = {
-    NotFound: _not_found,
-    VersionConflict: _version_conflict,
-    Conflict: _conflict,
-    Invalid: _invalid,
-    StoreUnavailable: _unavailable,
-}
 
 # A handler that changes a versioned object declares this parameter (and passes the request to
 # `expected_version`, which reads it): the OpenAPI document then shows the header and, by

@@ -11,16 +11,13 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.common import (
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     IfMatch,
     check_id,
     etag,
     exactly_one_metric,
     expected_version,
 )
-from app.api.compiler import validate_definition
-from app.api.data import parse_range_s
-from app.api.metrics import _definition, answer_series
+from app.api.params import parse_range_s
 from app.api.schemas import (
     ChartData,
     DashboardData,
@@ -28,6 +25,7 @@ from app.api.schemas import (
     DashboardOut,
     DashboardSummary,
 )
+from app.api.series import answer_series, saved_definition, validate_definition
 from app.auth import Principal
 from app.cache import config_key
 from app.deps import AUTH, PrincipalDep, ServicesDep
@@ -80,7 +78,6 @@ class DashboardController(Controller):
     path = "/dashboards"
     tags = ["dashboards"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")
@@ -162,7 +159,7 @@ class DashboardController(Controller):
         async def one(chart: Any) -> ChartData:
             try:
                 if chart.metric_id is not None:
-                    definition = await _definition(services, principal, chart.metric_id)
+                    definition = await saved_definition(services, principal, chart.metric_id)
                 else:
                     definition = chart.metric_inline
                 filters: list[dict[str, Any]] = []

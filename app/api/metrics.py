@@ -1,42 +1,26 @@
-"""Saved metrics, their history, and ad-hoc queries."""
+"""Saved metrics, their history, and ad-hoc queries: the routes (the series they answer is
+app/api/series.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.api import compiler
 from app.api.common import (
     MAX_BODY_BYTES,
-    STORE_ERROR_HANDLERS,
     IfMatch,
     check_id,
     etag,
     expected_version,
 )
-from app.api.data import (
-    fallback_key,
-    parse_compare,
-    parse_filters,
-    run_cached,
-    time_range,
-    window_of,
-)
+from app.api.params import parse_compare, parse_filters
 from app.api.schemas import Granularity, MetricIn, MetricOut, QueryIn, SeriesOut
-from app.auth import Principal
-from app.cache import GRANULARITY_S, config_key
+from app.api.series import answer_series, forget_definition, saved_definition, validate_definition
 from app.deps import AUTH, PrincipalDep, ServicesDep
 from app.openapi import api_doc
-from app.store import NotFound, StoreUnavailable
-
-if TYPE_CHECKING:
-    from app.services import Services
 
 DEFAULT_HISTORY_S = 3600
 
@@ -45,57 +29,10 @@ def _out(row: dict[str, Any]) -> MetricOut:
     return msgspec.convert(row, MetricOut, from_attributes=False)
 
 
-async def answer_series(
-    services: Services,
-    principal: Principal,
-    definition: dict[str, Any],
-    *,
-    from_: str | None,
-    to: str | None,
-    granularity: str,
-    filters: list[dict[str, Any]],
-    group_by: str | None,
-    compare: Any,
-    default_range_s: int,
-    field: str,
-) -> SeriesOut:
-    """Compile for this org, run through cache/quotas/degradation, answer the series."""
-    start, end = time_range(from_, to, default_range_s, time.time())
-    step = GRANULARITY_S.get(granularity)
-    if step:  # the compiler widens to whole buckets anyway; doing it first lets compiles repeat
-        start, end = start // step * step, -(-end // step) * step
-    memo_key = msgspec.json.encode(
-        (principal.org_id, definition, start, end, granularity, filters, group_by, compare)
-    )
-    memo = services.compiled_memo
-    hit = memo.get(memo_key)
-    now = time.monotonic()
-    if hit is not None and now - hit[1] < 60:
-        compiled = hit[0]
-    else:
-        compiled = compiler.compile_query(
-            definition,
-            org_id=principal.org_id,
-            database=services.ch.database,
-            time_from=start,
-            time_to=end,
-            granularity=granularity,
-            filters=filters,
-            group_by=group_by,
-            compare=compare,
-            field=field,
-        )
-        _remember(memo, memo_key, (compiled, now))
-    fallback = fallback_key(principal.org_id, compiled, window_of(from_, to, default_range_s))
-    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
-    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
-
-
 class MetricController(Controller):
     path = "/metrics"
     tags = ["metrics"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")
@@ -109,7 +46,7 @@ class MetricController(Controller):
     ) -> Response[MetricOut]:
         """Save a metric; its definition is compiled first (422 with the position if bad)."""
         principal.require("editor")
-        compiler.validate_definition(data.definition)
+        validate_definition(data.definition)
         row = await services.store.metrics.create(
             principal.org_id, data.name, data.description, data.definition
         )
@@ -136,7 +73,7 @@ class MetricController(Controller):
         principal.require("editor")
         check_id(metric_id)
         version = expected_version(request, data.version)
-        compiler.validate_definition(data.definition)
+        validate_definition(data.definition)
         row = await services.store.metrics.update(
             principal.org_id, metric_id, version, data.name, data.description, data.definition
         )
@@ -175,7 +112,7 @@ class MetricController(Controller):
         If ClickHouse fails, the last cached answer comes back with `meta.stale: true`.
         """
         check_id(metric_id)
-        definition = await _definition(services, principal, metric_id)
+        definition = await saved_definition(services, principal, metric_id)
         return await answer_series(
             services,
             principal,
@@ -191,83 +128,10 @@ class MetricController(Controller):
         )
 
 
-DEFINITION_FRESH_S = 2.0  # how long this process reuses a saved definition it read
-# From this age on, a request still served from the memo starts one background re-read, so a
-# metric in use is re-read before its 2 s are up and no request waits for PostgreSQL.
-DEFINITION_REFRESH_S = 1.5
-
-
-def _remember(memo: OrderedDict, key: Any, value: Any, limit: int = 4096) -> None:
-    memo[key] = value
-    memo.move_to_end(key)
-    if len(memo) > limit:
-        memo.popitem(last=False)
-
-
-def forget_definition(services: Services, org_id: int, metric_id: int) -> None:
-    """After a PUT/DELETE on this node: the next request reads PostgreSQL (a read already
-    running started before the change, so neither it nor its answer is used)."""
-    services.definition_memo.pop((org_id, metric_id), None)
-    services.definition_flights.forget(f"{org_id}:{metric_id}")
-
-
-async def _definition(services: Services, principal: Principal, metric_id: int) -> dict[str, Any]:
-    """The saved definition: reused for 2 s in this process (re-read in the background from
-    1.5 s while in use), remembered in the hot cache so history keeps working through a
-    PostgreSQL outage. Concurrent requests share one read."""
-    memo = services.definition_memo
-    key = (principal.org_id, metric_id)
-    now = time.monotonic()
-    hit = memo.get(key)
-    if hit is not None and now - hit[1] < DEFINITION_FRESH_S:
-        if now - hit[1] >= DEFINITION_REFRESH_S:
-            _read_definition(services, principal.org_id, metric_id)  # not awaited
-        return hit[0]
-    task, _ = _read_definition(services, principal.org_id, metric_id)
-    try:
-        return await asyncio.shield(task)
-    except StoreUnavailable:
-        entry = await services.cache.get(config_key(principal.org_id, "metric", metric_id))
-        if entry is None:
-            raise
-        services.degradation.served_stale("postgres")
-        return entry.value
-
-
-def _read_definition(services: Services, org_id: int, metric_id: int) -> tuple[Any, bool]:
-    """The running read of this definition in this process, or a new one."""
-    return services.definition_flights.run(
-        f"{org_id}:{metric_id}", lambda: _fetch_definition(services, org_id, metric_id)
-    )
-
-
-async def _fetch_definition(services: Services, org_id: int, metric_id: int) -> dict[str, Any]:
-    memo = services.definition_memo
-    key = (org_id, metric_id)
-    started = time.monotonic()  # the memo's age counts from before the read
-    try:
-        row = await services.store.metrics.get(org_id, metric_id)
-    except StoreUnavailable as exc:
-        services.degradation.failed("postgres", str(exc))
-        raise
-    except NotFound:
-        memo.pop(key, None)  # deleted through another node
-        raise
-    definition = row["definition"]
-    if not services.definition_flights.is_current(f"{org_id}:{metric_id}"):
-        return definition  # changed on this node meanwhile: answer the waiters, keep nothing
-    hit = memo.get(key)
-    if hit is None or hit[0] != definition:
-        await services.cache.set(config_key(org_id, "metric", metric_id), definition, 0)
-    _remember(memo, key, (definition, started))
-    return definition
-
-
 class QueryController(Controller):
     path = "/query"
     tags = ["metrics"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @post("/", status_code=200)

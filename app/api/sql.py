@@ -21,7 +21,6 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from app.api.common import STORE_ERROR_HANDLERS
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
 from app.deps import AUTH, PrincipalDep, ServicesDep
@@ -106,7 +105,6 @@ class SqlController(Controller):
     path = "/sql"
     tags = ["sql"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_SQL_BODY_BYTES
 
     @post(

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
 
-from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
+from app.api.common import MAX_BODY_BYTES, check_id
 from app.api.schemas import TokenIn, TokenOut
 from app.credentials import hash_secret
 from app.deps import AUTH, PrincipalDep, ServicesDep
@@ -19,7 +19,6 @@ class TokenController(Controller):
     path = "/tokens"
     tags = ["admin"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @get("/")

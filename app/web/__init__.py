@@ -1,8 +1,7 @@
-"""The browser UI (issue 7): pages, static JS/CSS, ECharts, and the chart data the REST API
-does not serve (funnel, heatmap, top-N). docs/ui.md describes it."""
+"""The browser UI: HTML pages, static JS/CSS, ECharts (their chart data beyond history is JSON
+API, app/api/charts.py). docs/ui.md describes it."""
 
 from app.web.apidocs import swagger_asset
-from app.web.data import ChartDataController
 from app.web.pages import (
     alert_page,
     alerts_page,
@@ -26,5 +25,4 @@ route_handlers = [
     echarts_js,
     swagger_asset,
     static_router,
-    ChartDataController,
 ]

@@ -149,7 +149,7 @@ async def test_postgres_down_serves_dashboards_already_read(api, api_services, o
 
 
 class _MovingTime:
-    """Stands in for the `time` module of app.api.metrics: its wall clock moves when the test
+    """Stands in for the `time` module of app.api.series: its wall clock moves when the test
     says (a relative range compiles to new SQL each bucket); monotonic time is the real one."""
 
     def __init__(self, now: float):
@@ -164,10 +164,10 @@ class _MovingTime:
 async def test_chart_falls_back_on_the_answer_history_stored_for_the_same_sql(
     api, api_services, org, monkeypatch, failure
 ):
-    import app.api.metrics
+    import app.api.series
 
     clock = _MovingTime(time.time())
-    monkeypatch.setattr(app.api.metrics, "time", clock)
+    monkeypatch.setattr(app.api.series, "time", clock)
     now = int(clock.now)
     seed_events(api_services.ch.inner, [{"org_id": org.id, "ts": now - 600}] * 3)
     m = await create_metric(api, org)
@@ -213,7 +213,7 @@ async def test_chart_falls_back_on_the_answer_history_stored_for_the_same_sql(
 
 
 def test_last_known_key_is_shared_by_requests_meaning_the_same_query():
-    from app.api.data import window_of
+    from app.api.params import window_of
     from app.cache import last_known_key
 
     sql = "SELECT 1 WHERE org_id = {org_id: UInt32} AND t >= {time_from: UInt32}"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.api.metrics import _definition, forget_definition
+from app.api.series import forget_definition, saved_definition
 from app.auth import Authenticator, Principal
 from app.cache import TTL_JITTER, Entry, SingleFlight, jittered, ttl_for
 from tests.api.conftest import FakeClock
@@ -219,7 +219,8 @@ async def test_definition_reads_are_shared_and_a_change_wins(api, api_services, 
 
     async def scenario() -> list[Any]:
         readers = [
-            asyncio.ensure_future(_definition(api_services, principal, m["id"])) for _ in range(5)
+            asyncio.ensure_future(saved_definition(api_services, principal, m["id"]))
+            for _ in range(5)
         ]
         await until(lambda: len(calls) == 1)
         await asyncio.sleep(0.05)  # the other four are waiting on that one read
@@ -234,7 +235,7 @@ async def test_definition_reads_are_shared_and_a_change_wins(api, api_services, 
     repo.get = real_get
 
     async def read_again() -> Any:
-        return await _definition(api_services, principal, m["id"])
+        return await saved_definition(api_services, principal, m["id"])
 
     assert in_app(api, read_again) == m["definition"]
     assert (org.id, m["id"]) in api_services.definition_memo

@@ -1,10 +1,9 @@
-"""Read-only chart data the REST API does not serve: funnel, heatmap and top-N.
+"""Chart data beyond a metric's series, for the UI: funnel, heatmap and top-N (JSON, `/ui/data`).
 
 Everything goes through the querybuilder (`compile_funnel`, `compile_heatmap`,
-`compile_top_n`) and runs through the API's `run_cached` (hot cache, per-org quotas, the
-embedded-engine lock, stale-on-failure), which hands the query to `run_compiled_async`: the
-tenant guard is re-verified on the final SQL. The org comes from the token only; nothing here
-builds SQL.
+`compile_top_n`) and is answered by app/api/series.py (hot cache, per-org quotas,
+stale-on-failure; `count_rows` and `run_compiled_async`, the tenant guard re-verified on the
+final SQL). The org comes from the token only; nothing here builds SQL.
 
     POST /ui/data/funnel   {steps, window_seconds, from, to, filters, breakdown}
     POST /ui/data/heatmap  {definition | metric_id, from, to, axes, granularity, filters}
@@ -24,11 +23,12 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from app.api.common import MAX_BODY_BYTES, STORE_ERROR_HANDLERS, check_id
-from app.api.data import fallback_key, run_cached, time_range, window_of
+from app.api.common import MAX_BODY_BYTES, check_id
+from app.api.params import time_range, window_of
 from app.api.schemas import Dimension, Granularity, SeriesOut
+from app.api.series import answer_compiled
 from app.deps import AUTH, PrincipalDep, ServicesDep
-from app.errors import ApiError
+from app.errors import ApiError, LocatedMetricError
 from app.openapi import api_doc
 from app.querybuilder import MetricError, compile_funnel, compile_heatmap, compile_top_n
 
@@ -70,12 +70,12 @@ class TopIn(msgspec.Struct, forbid_unknown_fields=True):
     filters: Filters = msgspec.field(default_factory=list)
 
 
-def _unprocessable(exc: MetricError, field: str) -> ApiError:
-    """The compiler's refusal as the API's 422, with its position (like app/api/compiler)."""
+def _located(exc: MetricError, field: str) -> LocatedMetricError:
+    """The compiler's refusal placed under the request's `field` (app/errors.py answers 422)."""
     where = dict(exc.where)
     inner = where.pop("field", None)
     where["field"] = f"{field}.{inner}" if inner else field
-    return ApiError(422, exc.code, exc.message, where)
+    return LocatedMetricError(exc, where)
 
 
 async def _metric(services: Services, principal: Any, definition: Any, metric_id: Any) -> Any:
@@ -104,13 +104,6 @@ async def _metric(services: Services, principal: Any, definition: Any, metric_id
     return definition
 
 
-async def _answer(services: Services, principal: Any, compiled: Any, data: Any) -> SeriesOut:
-    window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
-    fallback = fallback_key(principal.org_id, compiled, window)
-    value, meta = await run_cached(services, principal.org_id, compiled, fallback)
-    return SeriesOut(columns=value["columns"], rows=value["rows"], meta=meta)
-
-
 async def _chart(
     services: Services,
     principal: Any,
@@ -133,15 +126,15 @@ async def _chart(
             **kwargs,
         )
     except MetricError as exc:
-        raise _unprocessable(exc, field) from None
-    return await _answer(services, principal, compiled, data)
+        raise _located(exc, field) from None
+    window = window_of(data.from_, data.to, DEFAULT_RANGE_S)
+    return await answer_compiled(services, principal.org_id, compiled, window)
 
 
 class ChartDataController(Controller):
     path = "/ui/data"
     tags = ["ui"]
     dependencies = AUTH
-    exception_handlers = STORE_ERROR_HANDLERS
     request_max_body_size = MAX_BODY_BYTES
 
     @post("/funnel", status_code=200)
