@@ -47,6 +47,7 @@ from app.clickhouse import ClickHouse
 from app.push import protocol
 from app.push.keys import KeySpec
 from app.push.late import LateRows
+from app.querybuilder.execute import run_compiled_async
 
 log = logging.getLogger("clickpulse.push.poller")
 
@@ -97,13 +98,9 @@ class Watch:
 
 
 async def run_guarded(ch: ClickHouse, compiled: Any) -> Any:
-    """Run a compiled query the way the API does: guard re-verified, and on chDB one
-    parameterised query at a time (its parameter binding is not safe concurrently)."""
-    try:
-        from app.api.compiler import run
-    except ImportError:  # pragma: no cover - the API module is optional for the push tier
-        from app.querybuilder import run_compiled_async as run
-    return await run(ch, compiled)
+    """Run a compiled query the way the API does: the tenant guard re-verified on the final
+    SQL, in the org's lane of the shared query pool."""
+    return await run_compiled_async(ch, compiled)
 
 
 #: Rounds start this long after each multiple of the tick on the wall clock: a timer may fire
