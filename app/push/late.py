@@ -47,6 +47,11 @@ class LateRows:
         """Take what was reported since the last round: this round's keys re-read it."""
         self._round, self._pending = self._pending, {}
 
+    def inserted(self, org_id: int) -> bool:
+        """Rows were reported for `org_id` since the last round (the poller's cue that the
+        org's keys may have changed; without one, only the periodic poll-all round reads them)."""
+        return org_id in self._round
+
     def reread_from(self, key: str, org_id: int, now_s: int, lowest: int) -> int | None:
         """The first second `key` must re-read this round beyond its regular window (never
         before `lowest`, the oldest second it serves), or None."""

@@ -155,6 +155,8 @@ class Poller:
         spread_ms: int = 0,
         weight: Callable[[str], int] | None = None,
         full_reread_s: int = 30,
+        poll_all_s: int = 0,
+        batch: bool = True,
     ):
         self.ch = ch
         self.tick_ms = tick_ms
@@ -170,6 +172,14 @@ class Poller:
         # Seconds to re-read beyond the regular window: late rows reported by the writer(s),
         # and every key's whole range now and then (app/push/late.py).
         self.late = LateRows(full_reread_s=full_reread_s)
+        # > 0: a round polls only the keys of orgs whose inserts were reported since the last
+        # round (`self.late`), and every key in the first round of each `poll_all_s` seconds of
+        # the wall clock. 0: every round polls every key (where nobody reports inserts).
+        self.poll_all_s = max(int(poll_all_s), 0)
+        self._poll_all_slot: int | None = None
+        # Keys of one org over one table (and the same seconds) read in one statement
+        # (app/querybuilder/batch.py); False: one statement per key.
+        self.batch = batch
         self._tick_listeners: list[AllTicksListener] = []
         self._sem = asyncio.Semaphore(concurrency)
         self.max_phases = max(int(max_phases), 1)
@@ -187,7 +197,10 @@ class Poller:
         self._prev_lag_ms = 0
         # Counters for tests and benchmarks.
         self.ticks = 0
-        self.queries = 0
+        self.queries = 0  # statements run (a batch is one)
+        self.batches = 0  # statements that answered more than one key
+        self.skipped = 0  # key polls left out because their org reported no insert
+        self.query_s = 0.0  # seconds spent waiting for this poller's statements
         self.last_tick_s = 0.0
 
     # -- keys -----------------------------------------------------------------------------
@@ -289,6 +302,7 @@ class Poller:
                 self.owned = set(self.keys)
             states = [self.keys[k] for k in self.owned if k in self.keys]
             self.late.begin_round()
+            poll_all = self._poll_all_round(time.time() if now is None else now)
             phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
             self.phases = len(phases)
             spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
@@ -302,11 +316,11 @@ class Poller:
                 at = time.time() if now is None else now
                 # A key released while an earlier phase ran is not polled.
                 group = [s for s in group if self.keys.get(s.spec.key) is s]
-                results = await asyncio.gather(*(self._poll(s, at, lag_ms) for s in group))
+                results = await self._poll_phase(group, at, lag_ms, poll_all)
                 # Fan out only once the phase's reads are done: a query thread running while
                 # the loop writes to thousands of sockets would contend with it for the GIL
                 # (every send releases it), so reads and fan-out take turns.
-                for state, (tick, out) in zip(group, results, strict=True):
+                for state, (tick, out) in results:
                     if tick is not None:
                         ticks.append(tick)
                     if self.emit is not None:
@@ -374,15 +388,31 @@ class Poller:
             groups[state.phase].append(state)
         return [g for g in groups if g]
 
-    async def _poll(
-        self, state: _KeyState, now: float, lag_ms: int
-    ) -> tuple[KeyTick | None, list[tuple[str, str]]]:
-        """Read one key and diff it: (its tick or None if the read failed, the messages to
-        emit for it as (kind, text)). Emitting is left to the caller, after the whole phase
-        has read (see `tick`)."""
+    def _poll_all_round(self, now: float) -> bool:
+        """Whether this round polls every key (the first round of each `poll_all_s` period
+        of the wall clock, or always when `poll_all_s` is 0)."""
+        if not self.poll_all_s:
+            return True
+        slot = math.floor(now / self.poll_all_s)
+        if slot == self._poll_all_slot:
+            return False
+        self._poll_all_slot = slot
+        return True
+
+    def _due(self, state: _KeyState, poll_all: bool) -> bool:
+        """Whether `state` is read this round: always in a poll-all round; otherwise only when
+        its org reported an insert since the last round, or the key has no good read to build
+        on (new here, taken over, or its last read failed)."""
+        return (
+            poll_all
+            or state.watermark is None
+            or state.failing_since is not None
+            or self.late.inserted(state.spec.org_id)
+        )
+
+    def _window(self, state: _KeyState, now_s: int, lag_ms: int) -> tuple[int, int]:
+        """[lo, hi) this round reads for `state` (asks `self.late` once per key per round)."""
         spec = state.spec
-        out: list[tuple[str, str]] = []
-        now_s = int(now)
         catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
         mark = now_s if state.watermark is None else min(state.watermark, now_s)
         lowest = now_s - self.retention_s + 1
@@ -390,16 +420,98 @@ class Poller:
         late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
         if late is not None:
             lo = min(lo, late)
-        hi = now_s + 1
+        return lo, now_s + 1
+
+    async def _poll_phase(
+        self, group: list[_KeyState], now: float, lag_ms: int, poll_all: bool
+    ) -> list[tuple[_KeyState, tuple[KeyTick | None, list[tuple[str, str]]]]]:
+        """Read a phase's due keys — batchable keys of one org over the same table and seconds
+        in one statement, the others alone — and diff each; returns (state, (tick, messages))
+        per key read, in `group` order."""
+        now_s = int(now)
+        due: list[tuple[_KeyState, int, int]] = []
+        for state in group:
+            if self._due(state, poll_all):
+                due.append((state, *self._window(state, now_s, lag_ms)))
+            else:
+                self.skipped += 1
+        batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
+        for item in due:
+            state, lo, hi = item
+            spec = state.spec
+            if self.batch and spec.batchable:
+                ident: tuple[Any, ...] = (spec.org_id, spec.compiled.plan.table, lo, hi)
+            else:
+                ident = ("key", spec.key)
+            batches.setdefault(ident, []).append(item)
+        reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
+        await asyncio.gather(*(self._read(items, reads) for items in batches.values()))
+        return [
+            (state, self._apply(state, reads[state.spec.key], now, lo, hi, lag_ms))
+            for state, lo, hi in due
+        ]
+
+    async def _read(self, items: list[tuple[_KeyState, int, int]], reads: dict[str, Any]) -> None:
+        """Read `items` (one key, or keys of one org over the same table and seconds) into
+        `reads[key]`: the key's rows, or the exception its read raised. A batch that fails is
+        read again key by key, so one key's failure stays its own."""
+        if len(items) > 1:
+            from app.querybuilder.batch import MAX_BATCH, compile_live_batch
+
+            for start in range(0, len(items), MAX_BATCH):
+                chunk = items[start : start + MAX_BATCH]
+                try:
+                    batch = compile_live_batch(
+                        [state.spec.live for state, _, _ in chunk],
+                        org_id=chunk[0][0].spec.org_id,
+                        database=self.ch.database,
+                        time_from=chunk[0][1],
+                        time_to=chunk[0][2],
+                    )
+                    for state, _, _ in chunk:
+                        state.queries += 1
+                    result = await self._statement(batch.compiled)
+                    self.batches += 1
+                except Exception as exc:
+                    log.warning(
+                        "push batch of %d keys failed, reading them one by one: %s", len(chunk), exc
+                    )
+                    await asyncio.gather(*(self._read([item], reads) for item in chunk))
+                    continue
+                split = batch.split(result.columns, result.types, result.rows)
+                for (state, _, _), rows in zip(chunk, split, strict=True):
+                    reads[state.spec.key] = rows
+            return
+        state, lo, hi = items[0]
+        state.queries += 1
         try:
-            async with self._sem:
-                self.queries += 1
-                state.queries += 1
-                result = await run_guarded(self.ch, spec.bind(lo, hi))
+            reads[state.spec.key] = (await self._statement(state.spec.bind(lo, hi))).dicts()
         except Exception as exc:
+            reads[state.spec.key] = exc
+
+    async def _statement(self, compiled: Any) -> Any:
+        """One statement, under the semaphore, counted."""
+        async with self._sem:
+            self.queries += 1
+            started = time.perf_counter()
+            try:
+                return await run_guarded(self.ch, compiled)
+            finally:
+                self.query_s += time.perf_counter() - started
+
+    def _apply(
+        self, state: _KeyState, read: Any, now: float, lo: int, hi: int, lag_ms: int
+    ) -> tuple[KeyTick | None, list[tuple[str, str]]]:
+        """Diff one key's read (its rows, or the exception its read raised) against what was
+        last emitted: (its tick or None if the read failed, the messages to emit for it as
+        (kind, text)). Emitting is left to the caller, after the whole phase has read."""
+        spec = state.spec
+        out: list[tuple[str, str]] = []
+        now_s = int(now)
+        if isinstance(read, BaseException):
             if state.failing_since is None:
                 state.failing_since = now
-                log.warning("push poll failed for key %s: %s", spec.key, exc)
+                log.warning("push poll failed for key %s: %s", spec.key, read)
             down_ms = int((now - state.failing_since) * 1000)
             if down_ms >= self.stale_ms:
                 state.stale_sent = True
@@ -412,7 +524,7 @@ class Poller:
             if state.stale_sent:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
-        rows = result.dicts()
+        rows = read
         changed = []
         last = state.last
         for row in rows:
