@@ -157,6 +157,7 @@ class Poller:
         full_reread_s: int = 30,
         poll_all_s: int = 0,
         batch: bool = True,
+        unit_weight: int = 256,
     ):
         self.ch = ch
         self.tick_ms = tick_ms
@@ -180,6 +181,8 @@ class Poller:
         # Keys of one org over one table (and the same seconds) read in one statement
         # (app/querybuilder/batch.py); False: one statement per key.
         self.batch = batch
+        # Keys read together stay in one phase up to this fan-out weight (`plan_phases`).
+        self.unit_weight = max(int(unit_weight), 0)
         self._tick_listeners: list[AllTicksListener] = []
         self._sem = asyncio.Semaphore(concurrency)
         self.max_phases = max(int(max_phases), 1)
@@ -350,9 +353,15 @@ class Poller:
     ) -> list[list[_KeyState]]:
         """Split `states` into at most `max_phases` non-empty groups of about equal weight.
 
-        A key keeps its phase from round to round (so its polls stay one tick apart); a new
-        key joins the lightest phase. With `rebalance` (every `REBALANCE_EVERY` rounds), if the
-        heaviest phase is well above the best possible, all keys are placed again (heaviest
+        What is placed is a *piece*: the keys one statement reads together (batchable keys of
+        one org and table) form one piece, unless their weight exceeds both the ideal phase
+        load and `unit_weight` — then each of its keys is a piece of its own (a tenant whose
+        fan-out is most of the process's still has it spread over the phases, at one statement
+        per phase). Other keys are pieces of their own.
+
+        A piece keeps its phase from round to round (so its polls stay one tick apart); a new
+        one joins the lightest phase. With `rebalance` (every `REBALANCE_EVERY` rounds), if the
+        heaviest phase is well above the best possible, all pieces are placed again (heaviest
         first, each into the lightest phase) and the new placement is kept when it is better."""
         n = min(self.max_phases, len(states))
         if n <= 1:
@@ -360,33 +369,59 @@ class Poller:
                 state.phase = 0
             return [states] if states else []
         weights = {id(s): max(int(self.weight(s.spec.key)), 0) + 1 for s in states}
+        pieces = self._pieces(states, weights, n)
+        piece_weight = [sum(weights[id(s)] for s in piece) for piece in pieces]
         loads = [0] * n
         new = []
-        for state in states:
-            if 0 <= state.phase < n:
-                loads[state.phase] += weights[id(state)]
+        for i, piece in enumerate(pieces):
+            phases = {s.phase for s in piece}
+            phase = phases.pop() if len(phases) == 1 else -1
+            if 0 <= phase < n:
+                loads[phase] += piece_weight[i]
             else:
-                new.append(state)
-        for state in sorted(new, key=lambda s: -weights[id(s)]):
+                new.append(i)
+        for i in sorted(new, key=lambda i: -piece_weight[i]):
             j = loads.index(min(loads))
-            state.phase = j
-            loads[j] += weights[id(state)]
+            for state in pieces[i]:
+                state.phase = j
+            loads[j] += piece_weight[i]
         if rebalance:
-            best = max(sum(loads) / n, max(weights.values()))
+            best = max(sum(loads) / n, max(piece_weight))
             if max(loads) > 1.25 * best:
                 fresh = [0] * n
                 placed = []
-                for state in sorted(states, key=lambda s: -weights[id(s)]):
+                for i in sorted(range(len(pieces)), key=lambda i: -piece_weight[i]):
                     j = fresh.index(min(fresh))
-                    placed.append((state, j))
-                    fresh[j] += weights[id(state)]
+                    placed.append((i, j))
+                    fresh[j] += piece_weight[i]
                 if max(fresh) < max(loads):
-                    for state, j in placed:
-                        state.phase = j
+                    for i, j in placed:
+                        for state in pieces[i]:
+                            state.phase = j
         groups: list[list[_KeyState]] = [[] for _ in range(n)]
         for state in states:
             groups[state.phase].append(state)
         return [g for g in groups if g]
+
+    def _pieces(
+        self, states: list[_KeyState], weights: dict[int, int], n: int
+    ) -> list[list[_KeyState]]:
+        """The units `plan_phases` places (see there)."""
+        if not self.batch:
+            return [[s] for s in states]
+        units: dict[Any, list[_KeyState]] = {}
+        for state in states:
+            spec = state.spec
+            ident = (spec.org_id, spec.compiled.plan.table) if spec.batchable else spec.key
+            units.setdefault(ident, []).append(state)
+        limit = max(math.ceil(sum(weights.values()) / n), self.unit_weight)
+        pieces: list[list[_KeyState]] = []
+        for unit in units.values():
+            if len(unit) > 1 and sum(weights[id(s)] for s in unit) > limit:
+                pieces.extend([s] for s in unit)
+            else:
+                pieces.append(unit)
+        return pieces
 
     def _poll_all_round(self, now: float) -> bool:
         """Whether this round polls every key (the first round of each `poll_all_s` period
