@@ -294,3 +294,26 @@ def test_keys_read_together_share_a_phase_unless_their_fan_out_dominates():
     groups = poller.plan_phases(list(poller.keys.values()), rebalance=True)
     assert len(groups) == 4
     assert all(any(s.spec.org_id == 1 for s in g) for g in groups)
+
+
+async def test_an_orgs_keys_take_their_whole_range_reread_in_one_statement(ch, monkeypatch):
+    now = int(time.time())
+    seed(ch, 1, now - 40, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=30)
+    specs = [spec_of(ch, 1, e) for e in KEYS[:4]]
+    for spec in specs:
+        poller.acquire(spec)
+    statements = recording(monkeypatch)
+    rereads: list[int] = []
+    for step in range(31):  # a whole period, one round a second
+        statements.clear()
+        before = poller.late.full_rereads
+        ticks = await poller.tick(now=now + step + 0.5)
+        if poller.late.full_rereads > before:
+            rereads.append(poller.late.full_rereads - before)
+            # Every key of the org re-read its whole range, in one statement.
+            assert len(statements) == 1
+            assert {t.time_from for t in ticks} == {now + step - 600 + 1}
+        else:
+            assert len(statements) == 1
+    assert rereads == [4]
