@@ -985,8 +985,9 @@ def run_scale(args: argparse.Namespace) -> dict:
     live keys spread over them (4 shapes × filters), and the real Poller driven on the wall
     clock's grid (`--tick-ms`) for `--seconds` per mode. Each second `--active` of the orgs get
     `--rate` events (through events_queue, and reported to the poller as the writer would).
-    Per mode: statements per round, and ClickHouse seconds per wall second (the time the
-    poller's statements took, summed, over the wall time of the run)."""
+    Per mode: statements per round, the round's duration, the process's CPU seconds per wall
+    second, and ClickHouse seconds per wall second (the poller's statement latencies, summed,
+    over the wall time of the run)."""
     import tempfile
 
     from app.clickhouse import EmbeddedClickHouse
@@ -1031,6 +1032,8 @@ def run_scale(args: argparse.Namespace) -> dict:
         slot, rounds, fed = None, 0, int(time.time())
         await poller.tick()  # warm: every key's first read
         q0, s0, skipped0 = poller.queries, poller.query_s, poller.skipped
+        durations: list[float] = []
+        cpu0 = sum(os.times()[:2])
         started = time.time()
         while time.time() - started < args.seconds:
             second = int(time.time())
@@ -1042,14 +1045,21 @@ def run_scale(args: argparse.Namespace) -> dict:
             slot, delay = next_round(slot, time.time(), period)
             if delay > 0:
                 await asyncio.sleep(delay)
+            began = time.perf_counter()
             await poller.tick()
+            durations.append(time.perf_counter() - began)
             rounds += 1
             slot += 1
         wall = time.time() - started
+        cpu = sum(os.times()[:2]) - cpu0
         return {
             "rounds": rounds,
             "statements_per_round": round((poller.queries - q0) / rounds, 2),
             "key_polls_skipped_per_round": round((poller.skipped - skipped0) / rounds, 2),
+            "round_ms_p50": round(1000 * statistics.median(durations), 1),
+            # The process's CPU (chDB runs in it) per wall second, event inserts included.
+            "process_cpu_s_per_wall_s": round(cpu / wall, 3),
+            # Summed statement latencies (queueing for the pool included) per wall second.
             "clickhouse_s_per_wall_s": round((poller.query_s - s0) / wall, 3),
             "ms_per_statement": round(
                 1000 * (poller.query_s - s0) / max(poller.queries - q0, 1), 2

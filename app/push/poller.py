@@ -39,6 +39,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,8 @@ async def run_guarded(ch: ClickHouse, compiled: Any) -> Any:
 ALIGN_S = 0.002
 #: Place keys again (weights change as viewers come and go) at most every this many rounds.
 REBALANCE_EVERY = 4
+#: Compiled batches kept for re-binding (one per distinct set of keys read together).
+BATCH_CACHE = 1024
 
 
 def next_round(slot: int | None, now: float, period: float) -> tuple[int, float]:
@@ -181,6 +184,9 @@ class Poller:
         # Keys of one org over one table (and the same seconds) read in one statement
         # (app/querybuilder/batch.py); False: one statement per key.
         self.batch = batch
+        # Compiled batches by their keys (the SQL does not depend on the range): compiled once,
+        # re-bound each round; the least recently used go first.
+        self._compiled_batches: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         # Keys read together stay in one phase up to this fan-out weight (`plan_phases`).
         self.unit_weight = max(int(unit_weight), 0)
         self._tick_listeners: list[AllTicksListener] = []
@@ -493,16 +499,26 @@ class Poller:
         if len(items) > 1:
             from app.querybuilder.batch import MAX_BATCH, compile_live_batch
 
+            items = sorted(items, key=lambda item: item[0].spec.key)
             for start in range(0, len(items), MAX_BATCH):
                 chunk = items[start : start + MAX_BATCH]
                 try:
-                    batch = compile_live_batch(
-                        [state.spec.live for state, _, _ in chunk],
-                        org_id=chunk[0][0].spec.org_id,
-                        database=self.ch.database,
-                        time_from=chunk[0][1],
-                        time_to=chunk[0][2],
-                    )
+                    members = tuple(state.spec.key for state, _, _ in chunk)
+                    batch = self._compiled_batches.get(members)
+                    if batch is None:
+                        batch = compile_live_batch(
+                            [state.spec.live for state, _, _ in chunk],
+                            org_id=chunk[0][0].spec.org_id,
+                            database=self.ch.database,
+                            time_from=chunk[0][1],
+                            time_to=chunk[0][2],
+                        )
+                        self._compiled_batches[members] = batch
+                        while len(self._compiled_batches) > BATCH_CACHE:
+                            del self._compiled_batches[next(iter(self._compiled_batches))]
+                    else:
+                        self._compiled_batches.move_to_end(members)
+                    batch = batch.bind(chunk[0][1], chunk[0][2])
                     for state, _, _ in chunk:
                         state.queries += 1
                     result = await self._statement(batch.compiled)

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlglot import exp
 
 from app.querybuilder.errors import MetricError
@@ -150,6 +151,18 @@ class LiveBatch:
     members: tuple[_Member, ...]
     time_from: int
     time_to: int
+
+    def bind(self, time_from: int, time_to: int) -> LiveBatch:
+        """The same statement over [time_from, time_to): its SQL text does not depend on the
+        range (times are bound parameters), so a batch is compiled once and re-bound each
+        round, like a key (`KeySpec.bind`)."""
+        check_range(time_from, time_to)
+        params = {**self.compiled.params, "time_from": int(time_from), "time_to": int(time_to)}
+        plan = msgspec.structs.replace(
+            self.compiled.plan, time_from=int(time_from), time_to=int(time_to)
+        )
+        compiled = msgspec.structs.replace(self.compiled, params=params, plan=plan)
+        return LiveBatch(compiled, self.members, int(time_from), int(time_to))
 
     def split(self, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]):
         """The result of `compiled` → one list of row dicts per query given to

@@ -209,3 +209,17 @@ def test_raw_and_window_keys_are_not_batchable(loaded):
             window_seconds=window,
         )
         assert not batchable(live_query(text), compiled.plan)
+
+
+def test_a_rebound_batch_is_the_batch_compiled_for_that_range(loaded):
+    queries = [live_query(t, filters=f, group_by=g) for t, f, g in corpus()[:6]]
+
+    def compiled(lo, hi):
+        return compile_live_batch(
+            queries, org_id=1, database=loaded.database, time_from=lo, time_to=hi
+        )
+
+    rebound = compiled(loaded.base, loaded.base + 5).bind(loaded.base + 20, loaded.base + 30)
+    fresh = compiled(loaded.base + 20, loaded.base + 30)
+    assert rebound.compiled == fresh.compiled
+    assert (rebound.time_from, rebound.time_to) == (loaded.base + 20, loaded.base + 30)
