@@ -1,4 +1,5 @@
-"""The Poller: one query per active key per round, diffed against what was last emitted.
+"""The Poller: every active key read each round — one statement per org and table for the keys
+that batch (app/querybuilder/batch.py) — and diffed against what was last emitted.
 
 Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls `tick()`):
 
@@ -9,7 +10,10 @@ Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls
    groups of about equal fan-out (`weight(key)`: the local viewers); a phase first reads all
    its keys, then hands their deltas to the sockets, then lets the event loop run once before
    the next phase reads (plus, with `spread_ms`, not before `j * spread_ms / phases` into the
-   round). For each key: read rollup_1s (through `run_compiled`, guard re-verified) over
+   round). Keys of an org without a reported insert wait for the next poll-all round
+   (`poll_all_s`); the phase's batchable keys of one org over the same table and seconds are
+   read in one statement (`_poll_phase`). For each key: read rollup_1s (through
+   `run_compiled`, guard re-verified) over
    [watermark − reread − lag, now + 1) — from earlier when rows arrived late for older
    seconds, and over the whole range every `full_reread_s` (`self.late`, app/push/late.py) —
    compare each (t, dims) row with the last emitted values, and emit only the rows that
