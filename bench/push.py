@@ -4,6 +4,7 @@ messages/s.
 
     .venv/bin/python bench/push.py --clients 2000 --keys 4 --samples 30           # (a)
     .venv/bin/python bench/push.py --fanout --transport dedicated --connections 19500  # (b), (c)
+    .venv/bin/python bench/push.py --scale --keys 400 --orgs 20 --seconds 10            # (d)
 
 Both modes start one server process (uvicorn + the real app, one process: chDB allows one data
 path per process) on a fresh chDB dir and a throwaway PostgreSQL schema (DATABASE_URL, default
@@ -938,6 +939,150 @@ def _measure_fanout(args, cfg, ws_port, http_port, procs, websockets) -> dict:
     return result
 
 
+# -- (d) --scale: the poller's own cost, N live keys across M orgs ---------------------------
+
+SCALE_METRICS = (
+    ("SELECT count() AS n", None),
+    ("SELECT count() AS n", ["country"]),
+    ("SELECT sum(value) AS revenue, uniq(user_id) AS visitors", None),
+    ("SELECT countIf(event = 'error') / count() AS rate", ["device"]),
+)
+
+
+def _scale_rows(org: int, second: int, per_second: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "org_id": org,
+            "ts": second,
+            "event": ("pageview", "purchase", "error")[i % 3],
+            "user_id": f"u{i % 50}",
+            "value": float(i % 7),
+            "country": ("DE", "FR", "US", "BR")[i % 4],
+            "device": ("desktop", "mobile")[i % 2],
+        }
+        for i in range(per_second)
+    ]
+
+
+def _scale_insert(ch: Any, rows: list[dict[str, Any]]) -> None:
+    """Rows (epoch-second `ts`) → events_queue as ingest writes them (the MVs fill the rollups)."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from app.ingest.columns import ARROW_SCHEMA
+
+    defaults = {"user_id": "u", "session_id": "s", "path": "/", "referrer": "", "browser": "x"}
+    full = []
+    for row in rows:
+        ts = dt.datetime.fromtimestamp(row["ts"], dt.UTC)
+        full.append({"os": "linux", **defaults, **row, "ts": ts, "received_at": ts, "props": []})
+    ch.insert_sync("events_queue", pa.Table.from_pylist(full, schema=ARROW_SCHEMA))
+
+
+def run_scale(args: argparse.Namespace) -> dict:
+    """(d) In process, no sockets: one fresh chDB database, `--orgs` orgs with traffic, `--keys`
+    live keys spread over them (4 shapes × filters), and the real Poller driven on the wall
+    clock's grid (`--tick-ms`) for `--seconds` per mode. Each second `--active` of the orgs get
+    `--rate` events (through events_queue, and reported to the poller as the writer would).
+    Per mode: statements per round, the round's duration, the process's CPU seconds per wall
+    second, and ClickHouse seconds per wall second (the poller's statement latencies, summed,
+    over the wall time of the run)."""
+    import tempfile
+
+    from app.clickhouse import EmbeddedClickHouse
+    from app.migrate import migrate_clickhouse, render_clickhouse
+    from app.push.keys import make_key
+    from app.push.poller import Poller, next_round
+
+    data_dir = tempfile.mkdtemp(prefix="cp-scale-")
+    root = EmbeddedClickHouse(database="default", data_dir=data_dir)
+    ch = root.with_database("scale")
+    migrate_clickhouse(ch, render_clickhouse(database="scale"))
+    now = int(time.time())
+    for second in range(now - 60, now):  # a minute of history for every org
+        _scale_insert(
+            ch, [r for org in range(1, args.orgs + 1) for r in _scale_rows(org, second, 20)]
+        )
+    specs = []
+    countries = (None, "DE", "FR", "US", "BR")
+    for i in range(args.keys):
+        org = i % args.orgs + 1
+        text, group_by = SCALE_METRICS[(i // args.orgs) % len(SCALE_METRICS)]
+        country = countries[(i // (args.orgs * len(SCALE_METRICS))) % len(countries)]
+        filters = [{"dimension": "country", "op": "=", "value": country}] if country else []
+        filters += [{"dimension": "os", "op": "!=", "value": f"x{i}"}]  # every key distinct
+        specs.append(
+            make_key(text, org_id=org, database="scale", filters=filters, group_by=group_by)
+        )
+    assert len({s.key for s in specs}) == args.keys
+    modes = {
+        "per_key": {"batch": False, "poll_all_s": 0},
+        "batched": {"batch": True, "poll_all_s": 0},
+        "batched_skip_idle": {"batch": True, "poll_all_s": 1},
+    }
+    active = max(1, round(args.orgs * args.active))
+    out: dict[str, Any] = {}
+
+    async def one(mode: dict) -> dict:
+        poller = Poller(ch, tick_ms=0, full_reread_s=30, **mode)
+        for spec in specs:
+            poller.acquire(spec)
+        period = args.tick_ms / 1000
+        slot, rounds, fed = None, 0, int(time.time())
+        await poller.tick()  # warm: every key's first read
+        q0, s0, skipped0 = poller.queries, poller.query_s, poller.skipped
+        durations: list[float] = []
+        cpu0 = sum(os.times()[:2])
+        started = time.time()
+        while time.time() - started < args.seconds:
+            second = int(time.time())
+            if second != fed:  # each new second: the active orgs' events, reported
+                fed = second
+                orgs = [1 + (second * 7 + j) % args.orgs for j in range(active)]
+                _scale_insert(ch, [r for o in orgs for r in _scale_rows(o, second, args.rate)])
+                poller.late.note({o: (second, second) for o in orgs})
+            slot, delay = next_round(slot, time.time(), period)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            began = time.perf_counter()
+            await poller.tick()
+            durations.append(time.perf_counter() - began)
+            rounds += 1
+            slot += 1
+        wall = time.time() - started
+        cpu = sum(os.times()[:2]) - cpu0
+        return {
+            "rounds": rounds,
+            "statements_per_round": round((poller.queries - q0) / rounds, 2),
+            "key_polls_skipped_per_round": round((poller.skipped - skipped0) / rounds, 2),
+            "round_ms_p50": round(1000 * statistics.median(durations), 1),
+            # The process's CPU (chDB runs in it) per wall second, event inserts included.
+            "process_cpu_s_per_wall_s": round(cpu / wall, 3),
+            # Summed statement latencies (queueing for the pool included) per wall second.
+            "clickhouse_s_per_wall_s": round((poller.query_s - s0) / wall, 3),
+            "ms_per_statement": round(
+                1000 * (poller.query_s - s0) / max(poller.queries - q0, 1), 2
+            ),
+        }
+
+    try:
+        for name, mode in modes.items():
+            out[name] = asyncio.run(one(mode))
+    finally:
+        root.close()
+    return {
+        "mode": "scale",
+        "keys": args.keys,
+        "orgs": args.orgs,
+        "active_orgs_per_second": active,
+        "events_per_active_org_per_s": args.rate,
+        "tick_ms": args.tick_ms,
+        "seconds_per_mode": args.seconds,
+        "results": out,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -957,6 +1102,16 @@ def main() -> None:
         help="asgi: the Litestar/uvicorn route; dedicated: CLICKPULSE_PUSH_PORT (websockets)",
     )
     parser.add_argument("--keys", type=int, default=4)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="(d) the poller's cost: --keys live keys over --orgs orgs, per-key vs batched",
+    )
+    parser.add_argument("--orgs", type=int, default=10, help="(d) orgs the keys spread over")
+    parser.add_argument(
+        "--active", type=float, default=0.2, help="(d) share of orgs with events each second"
+    )
+    parser.add_argument("--rate", type=int, default=50, help="(d) events per active org per second")
     parser.add_argument("--no-pin", action="store_true", help="do not taskset the cores")
     # The poller (both modes).
     parser.add_argument("--max-phases", type=int, default=8, help="poller phases per round")
@@ -1000,7 +1155,10 @@ def main() -> None:
         fanout_client(args.fanout_client)
     else:
         started = time.time()
-        result = run_fanout(args) if args.fanout else run_latency(args)
+        if args.scale:
+            result = run_scale(args)
+        else:
+            result = run_fanout(args) if args.fanout else run_latency(args)
         result["command"] = " ".join(sys.argv[1:])
         result["wall_s"] = math.ceil(time.time() - started)
         print(json.dumps(result, indent=2))

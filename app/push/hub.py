@@ -78,6 +78,14 @@ class Hub:
             # Phases are balanced by fan-out: a key's cost is its local subscribers.
             weight=self._viewers,
             full_reread_s=s.push_full_reread_s,
+            # Skipping orgs without reported inserts needs every insert to be reported here:
+            # by this process's writer (embedded ClickHouse: nobody else writes) or by every
+            # node's through Redis; never with Kafka ingest (ClickHouse/the bridge inserts).
+            poll_all_s=(
+                s.push_poll_all_s
+                if not s.kafka_brokers and (self.bus is not None or s.clickhouse_url is None)
+                else 0
+            ),
         )
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False

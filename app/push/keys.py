@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from app.querybuilder import CompiledQuery, compile_metric, parse_form, parse_metric
+from app.querybuilder.batch import LiveQuery, batchable, live_query
 
 #: Parameters the planner derives from the time range; everything else identifies the query.
 TIME_PARAMS = frozenset({"time_from", "time_to", "time_from_read"})
@@ -34,6 +35,14 @@ class KeySpec:
     outputs: tuple[str, ...]
     window_s: int = 0
     label: dict[str, Any] = field(default_factory=dict, compare=False)  # for logs/docs only
+    # What it was compiled from, for batched polling (app/querybuilder/batch.py); None: the
+    # key always runs its own statement.
+    live: LiveQuery | None = field(default=None, compare=False)
+
+    @property
+    def batchable(self) -> bool:
+        """The poller may read this key in one statement with other keys of its org."""
+        return batchable(self.live, self.compiled.plan)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -101,4 +110,5 @@ def make_key(
         outputs=tuple(outputs),
         window_s=compiled.plan.window_s,
         label={"table": compiled.plan.table},
+        live=live_query(metric, filters=filters or (), group_by=group_by),
     )

@@ -9,7 +9,7 @@ ago — would otherwise never reach a live viewer while history shows them. Two 
   (app.push.hub). The next round re-reads, for every key of that org, from the first such
   second on; the diff against what was emitted sends only the seconds that changed.
 * **fallback**: every `full_reread_s` each key is re-read over its whole range (staggered by
-  key, so keys do not all do it in the same round), for rows nobody reported (another node
+  org, so orgs do not all do it in the same round, while one org's keys do — one statement), for rows nobody reported (another node
   without Redis, a report lost with a Redis hiccup, a round that failed).
 
 Kept apart from the poller (which only asks `reread_from` for each key it polls), so a new
@@ -28,7 +28,7 @@ class LateRows:
         self.full_reread_s = max(int(full_reread_s), 0)
         self._pending: dict[int, tuple[int, int]] = {}  # org -> (first, last) second reported
         self._round: dict[int, tuple[int, int]] = {}  # what this round re-reads
-        self._full_at: dict[str, int] = {}  # key -> second of its last whole-range re-read
+        self._full_at: dict[str, int] = {}  # key -> the period slot it was last read in
         self.reported = 0  # reports received (tests, introspection)
         self.full_rereads = 0
         self.late_rereads = 0
@@ -47,6 +47,11 @@ class LateRows:
         """Take what was reported since the last round: this round's keys re-read it."""
         self._round, self._pending = self._pending, {}
 
+    def inserted(self, org_id: int) -> bool:
+        """Rows were reported for `org_id` since the last round (the poller's cue that the
+        org's keys may have changed; without one, only the periodic poll-all round reads them)."""
+        return org_id in self._round
+
     def reread_from(self, key: str, org_id: int, now_s: int, lowest: int) -> int | None:
         """The first second `key` must re-read this round beyond its regular window (never
         before `lowest`, the oldest second it serves), or None."""
@@ -57,13 +62,13 @@ class LateRows:
             self.late_rereads += 1
         period = self.full_reread_s
         if period:
+            # Staggered by org, not by key: an org's keys re-read their whole range in the same
+            # round (so the poller still reads them in one statement), orgs spread over the
+            # period at points fixed by the org's hash. A key's first slot only starts its clock.
+            slot = (now_s + zlib.crc32(str(org_id).encode()) % period) // period
             last = self._full_at.get(key)
-            if last is None:
-                # Stagger: a key's first whole re-read comes 1..period s after it appeared,
-                # at a point fixed by its hash, so keys spread over the period.
-                self._full_at[key] = now_s - zlib.crc32(key.encode()) % period
-            elif now_s - last >= period:
-                self._full_at[key] = now_s
+            self._full_at[key] = slot
+            if last is not None and slot != last:
                 start = lowest
                 self.full_rereads += 1
         return start

@@ -1,4 +1,5 @@
-"""The Poller: one query per active key per round, diffed against what was last emitted.
+"""The Poller: every active key read each round — one statement per org and table for the keys
+that batch (app/querybuilder/batch.py) — and diffed against what was last emitted.
 
 Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls `tick()`):
 
@@ -9,7 +10,10 @@ Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls
    groups of about equal fan-out (`weight(key)`: the local viewers); a phase first reads all
    its keys, then hands their deltas to the sockets, then lets the event loop run once before
    the next phase reads (plus, with `spread_ms`, not before `j * spread_ms / phases` into the
-   round). For each key: read rollup_1s (through `run_compiled`, guard re-verified) over
+   round). Keys of an org without a reported insert wait for the next poll-all round
+   (`poll_all_s`); the phase's batchable keys of one org over the same table and seconds are
+   read in one statement (`_poll_phase`). For each key: read rollup_1s (through
+   `run_compiled`, guard re-verified) over
    [watermark − reread − lag, now + 1) — from earlier when rows arrived late for older
    seconds, and over the whole range every `full_reread_s` (`self.late`, app/push/late.py) —
    compare each (t, dims) row with the last emitted values, and emit only the rows that
@@ -39,6 +43,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +114,8 @@ async def run_guarded(ch: ClickHouse, compiled: Any) -> Any:
 ALIGN_S = 0.002
 #: Place keys again (weights change as viewers come and go) at most every this many rounds.
 REBALANCE_EVERY = 4
+#: Compiled batches kept for re-binding (one per distinct set of keys read together).
+BATCH_CACHE = 1024
 
 
 def next_round(slot: int | None, now: float, period: float) -> tuple[int, float]:
@@ -152,6 +159,9 @@ class Poller:
         spread_ms: int = 0,
         weight: Callable[[str], int] | None = None,
         full_reread_s: int = 30,
+        poll_all_s: int = 0,
+        batch: bool = True,
+        unit_weight: int = 256,
     ):
         self.ch = ch
         self.tick_ms = tick_ms
@@ -167,6 +177,19 @@ class Poller:
         # Seconds to re-read beyond the regular window: late rows reported by the writer(s),
         # and every key's whole range now and then (app/push/late.py).
         self.late = LateRows(full_reread_s=full_reread_s)
+        # > 0: a round polls only the keys of orgs whose inserts were reported since the last
+        # round (`self.late`), and every key in the first round of each `poll_all_s` seconds of
+        # the wall clock. 0: every round polls every key (where nobody reports inserts).
+        self.poll_all_s = max(int(poll_all_s), 0)
+        self._poll_all_slot: int | None = None
+        # Keys of one org over one table (and the same seconds) read in one statement
+        # (app/querybuilder/batch.py); False: one statement per key.
+        self.batch = batch
+        # Compiled batches by their keys (the SQL does not depend on the range): compiled once,
+        # re-bound each round; the least recently used go first.
+        self._compiled_batches: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        # Keys read together stay in one phase up to this fan-out weight (`plan_phases`).
+        self.unit_weight = max(int(unit_weight), 0)
         self._tick_listeners: list[AllTicksListener] = []
         self._sem = asyncio.Semaphore(concurrency)
         self.max_phases = max(int(max_phases), 1)
@@ -184,7 +207,10 @@ class Poller:
         self._prev_lag_ms = 0
         # Counters for tests and benchmarks.
         self.ticks = 0
-        self.queries = 0
+        self.queries = 0  # statements run (a batch is one)
+        self.batches = 0  # statements that answered more than one key
+        self.skipped = 0  # key polls left out because their org reported no insert
+        self.query_s = 0.0  # seconds spent waiting for this poller's statements
         self.last_tick_s = 0.0
 
     # -- keys -----------------------------------------------------------------------------
@@ -286,6 +312,7 @@ class Poller:
                 self.owned = set(self.keys)
             states = [self.keys[k] for k in self.owned if k in self.keys]
             self.late.begin_round()
+            poll_all = self._poll_all_round(time.time() if now is None else now)
             phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
             self.phases = len(phases)
             spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
@@ -299,11 +326,11 @@ class Poller:
                 at = time.time() if now is None else now
                 # A key released while an earlier phase ran is not polled.
                 group = [s for s in group if self.keys.get(s.spec.key) is s]
-                results = await asyncio.gather(*(self._poll(s, at, lag_ms) for s in group))
+                results = await self._poll_phase(group, at, lag_ms, poll_all)
                 # Fan out only once the phase's reads are done: a query thread running while
                 # the loop writes to thousands of sockets would contend with it for the GIL
                 # (every send releases it), so reads and fan-out take turns.
-                for state, (tick, out) in zip(group, results, strict=True):
+                for state, (tick, out) in results:
                     if tick is not None:
                         ticks.append(tick)
                     if self.emit is not None:
@@ -333,9 +360,15 @@ class Poller:
     ) -> list[list[_KeyState]]:
         """Split `states` into at most `max_phases` non-empty groups of about equal weight.
 
-        A key keeps its phase from round to round (so its polls stay one tick apart); a new
-        key joins the lightest phase. With `rebalance` (every `REBALANCE_EVERY` rounds), if the
-        heaviest phase is well above the best possible, all keys are placed again (heaviest
+        What is placed is a *piece*: the keys one statement reads together (batchable keys of
+        one org and table) form one piece, unless their weight exceeds both the ideal phase
+        load and `unit_weight` — then each of its keys is a piece of its own (a tenant whose
+        fan-out is most of the process's still has it spread over the phases, at one statement
+        per phase). Other keys are pieces of their own.
+
+        A piece keeps its phase from round to round (so its polls stay one tick apart); a new
+        one joins the lightest phase. With `rebalance` (every `REBALANCE_EVERY` rounds), if the
+        heaviest phase is well above the best possible, all pieces are placed again (heaviest
         first, each into the lightest phase) and the new placement is kept when it is better."""
         n = min(self.max_phases, len(states))
         if n <= 1:
@@ -343,43 +376,85 @@ class Poller:
                 state.phase = 0
             return [states] if states else []
         weights = {id(s): max(int(self.weight(s.spec.key)), 0) + 1 for s in states}
+        pieces = self._pieces(states, weights, n)
+        piece_weight = [sum(weights[id(s)] for s in piece) for piece in pieces]
         loads = [0] * n
         new = []
-        for state in states:
-            if 0 <= state.phase < n:
-                loads[state.phase] += weights[id(state)]
+        for i, piece in enumerate(pieces):
+            phases = {s.phase for s in piece}
+            phase = phases.pop() if len(phases) == 1 else -1
+            if 0 <= phase < n:
+                loads[phase] += piece_weight[i]
             else:
-                new.append(state)
-        for state in sorted(new, key=lambda s: -weights[id(s)]):
+                new.append(i)
+        for i in sorted(new, key=lambda i: -piece_weight[i]):
             j = loads.index(min(loads))
-            state.phase = j
-            loads[j] += weights[id(state)]
+            for state in pieces[i]:
+                state.phase = j
+            loads[j] += piece_weight[i]
         if rebalance:
-            best = max(sum(loads) / n, max(weights.values()))
+            best = max(sum(loads) / n, max(piece_weight))
             if max(loads) > 1.25 * best:
                 fresh = [0] * n
                 placed = []
-                for state in sorted(states, key=lambda s: -weights[id(s)]):
+                for i in sorted(range(len(pieces)), key=lambda i: -piece_weight[i]):
                     j = fresh.index(min(fresh))
-                    placed.append((state, j))
-                    fresh[j] += weights[id(state)]
+                    placed.append((i, j))
+                    fresh[j] += piece_weight[i]
                 if max(fresh) < max(loads):
-                    for state, j in placed:
-                        state.phase = j
+                    for i, j in placed:
+                        for state in pieces[i]:
+                            state.phase = j
         groups: list[list[_KeyState]] = [[] for _ in range(n)]
         for state in states:
             groups[state.phase].append(state)
         return [g for g in groups if g]
 
-    async def _poll(
-        self, state: _KeyState, now: float, lag_ms: int
-    ) -> tuple[KeyTick | None, list[tuple[str, str]]]:
-        """Read one key and diff it: (its tick or None if the read failed, the messages to
-        emit for it as (kind, text)). Emitting is left to the caller, after the whole phase
-        has read (see `tick`)."""
+    def _pieces(
+        self, states: list[_KeyState], weights: dict[int, int], n: int
+    ) -> list[list[_KeyState]]:
+        """The units `plan_phases` places (see there)."""
+        if not self.batch:
+            return [[s] for s in states]
+        units: dict[Any, list[_KeyState]] = {}
+        for state in states:
+            spec = state.spec
+            ident = (spec.org_id, spec.compiled.plan.table) if spec.batchable else spec.key
+            units.setdefault(ident, []).append(state)
+        limit = max(math.ceil(sum(weights.values()) / n), self.unit_weight)
+        pieces: list[list[_KeyState]] = []
+        for unit in units.values():
+            if len(unit) > 1 and sum(weights[id(s)] for s in unit) > limit:
+                pieces.extend([s] for s in unit)
+            else:
+                pieces.append(unit)
+        return pieces
+
+    def _poll_all_round(self, now: float) -> bool:
+        """Whether this round polls every key (the first round of each `poll_all_s` period
+        of the wall clock, or always when `poll_all_s` is 0)."""
+        if not self.poll_all_s:
+            return True
+        slot = math.floor(now / self.poll_all_s)
+        if slot == self._poll_all_slot:
+            return False
+        self._poll_all_slot = slot
+        return True
+
+    def _due(self, state: _KeyState, poll_all: bool) -> bool:
+        """Whether `state` is read this round: always in a poll-all round; otherwise only when
+        its org reported an insert since the last round, or the key has no good read to build
+        on (new here, taken over, or its last read failed)."""
+        return (
+            poll_all
+            or state.watermark is None
+            or state.failing_since is not None
+            or self.late.inserted(state.spec.org_id)
+        )
+
+    def _window(self, state: _KeyState, now_s: int, lag_ms: int) -> tuple[int, int]:
+        """[lo, hi) this round reads for `state` (asks `self.late` once per key per round)."""
         spec = state.spec
-        out: list[tuple[str, str]] = []
-        now_s = int(now)
         catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
         mark = now_s if state.watermark is None else min(state.watermark, now_s)
         lowest = now_s - self.retention_s + 1
@@ -387,16 +462,108 @@ class Poller:
         late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
         if late is not None:
             lo = min(lo, late)
-        hi = now_s + 1
+        return lo, now_s + 1
+
+    async def _poll_phase(
+        self, group: list[_KeyState], now: float, lag_ms: int, poll_all: bool
+    ) -> list[tuple[_KeyState, tuple[KeyTick | None, list[tuple[str, str]]]]]:
+        """Read a phase's due keys — batchable keys of one org over the same table and seconds
+        in one statement, the others alone — and diff each; returns (state, (tick, messages))
+        per key read, in `group` order."""
+        now_s = int(now)
+        due: list[tuple[_KeyState, int, int]] = []
+        for state in group:
+            if self._due(state, poll_all):
+                due.append((state, *self._window(state, now_s, lag_ms)))
+            else:
+                self.skipped += 1
+        batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
+        for item in due:
+            state, lo, hi = item
+            spec = state.spec
+            if self.batch and spec.batchable:
+                ident: tuple[Any, ...] = (spec.org_id, spec.compiled.plan.table, lo, hi)
+            else:
+                ident = ("key", spec.key)
+            batches.setdefault(ident, []).append(item)
+        reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
+        await asyncio.gather(*(self._read(items, reads) for items in batches.values()))
+        return [
+            (state, self._apply(state, reads[state.spec.key], now, lo, hi, lag_ms))
+            for state, lo, hi in due
+        ]
+
+    async def _read(self, items: list[tuple[_KeyState, int, int]], reads: dict[str, Any]) -> None:
+        """Read `items` (one key, or keys of one org over the same table and seconds) into
+        `reads[key]`: the key's rows, or the exception its read raised. A batch that fails is
+        read again key by key, so one key's failure stays its own."""
+        if len(items) > 1:
+            from app.querybuilder.batch import MAX_BATCH, compile_live_batch
+
+            items = sorted(items, key=lambda item: item[0].spec.key)
+            for start in range(0, len(items), MAX_BATCH):
+                chunk = items[start : start + MAX_BATCH]
+                try:
+                    members = tuple(state.spec.key for state, _, _ in chunk)
+                    batch = self._compiled_batches.get(members)
+                    if batch is None:
+                        batch = compile_live_batch(
+                            [state.spec.live for state, _, _ in chunk],
+                            org_id=chunk[0][0].spec.org_id,
+                            database=self.ch.database,
+                            time_from=chunk[0][1],
+                            time_to=chunk[0][2],
+                        )
+                        self._compiled_batches[members] = batch
+                        while len(self._compiled_batches) > BATCH_CACHE:
+                            del self._compiled_batches[next(iter(self._compiled_batches))]
+                    else:
+                        self._compiled_batches.move_to_end(members)
+                    batch = batch.bind(chunk[0][1], chunk[0][2])
+                    for state, _, _ in chunk:
+                        state.queries += 1
+                    result = await self._statement(batch.compiled)
+                    self.batches += 1
+                except Exception as exc:
+                    log.warning(
+                        "push batch of %d keys failed, reading them one by one: %s", len(chunk), exc
+                    )
+                    await asyncio.gather(*(self._read([item], reads) for item in chunk))
+                    continue
+                split = batch.split(result.columns, result.types, result.rows)
+                for (state, _, _), rows in zip(chunk, split, strict=True):
+                    reads[state.spec.key] = rows
+            return
+        state, lo, hi = items[0]
+        state.queries += 1
         try:
-            async with self._sem:
-                self.queries += 1
-                state.queries += 1
-                result = await run_guarded(self.ch, spec.bind(lo, hi))
+            reads[state.spec.key] = (await self._statement(state.spec.bind(lo, hi))).dicts()
         except Exception as exc:
+            reads[state.spec.key] = exc
+
+    async def _statement(self, compiled: Any) -> Any:
+        """One statement, under the semaphore, counted."""
+        async with self._sem:
+            self.queries += 1
+            started = time.perf_counter()
+            try:
+                return await run_guarded(self.ch, compiled)
+            finally:
+                self.query_s += time.perf_counter() - started
+
+    def _apply(
+        self, state: _KeyState, read: Any, now: float, lo: int, hi: int, lag_ms: int
+    ) -> tuple[KeyTick | None, list[tuple[str, str]]]:
+        """Diff one key's read (its rows, or the exception its read raised) against what was
+        last emitted: (its tick or None if the read failed, the messages to emit for it as
+        (kind, text)). Emitting is left to the caller, after the whole phase has read."""
+        spec = state.spec
+        out: list[tuple[str, str]] = []
+        now_s = int(now)
+        if isinstance(read, BaseException):
             if state.failing_since is None:
                 state.failing_since = now
-                log.warning("push poll failed for key %s: %s", spec.key, exc)
+                log.warning("push poll failed for key %s: %s", spec.key, read)
             down_ms = int((now - state.failing_since) * 1000)
             if down_ms >= self.stale_ms:
                 state.stale_sent = True
@@ -409,7 +576,7 @@ class Poller:
             if state.stale_sent:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
-        rows = result.dicts()
+        rows = read
         changed = []
         last = state.last
         for row in rows:

@@ -30,7 +30,7 @@ def placed(poller: Poller, groups: list[list[Any]]) -> list[set[str]]:
 
 def test_phases_balance_fanout_and_stay_put():
     weights: dict[str, int] = {}
-    poller = Poller(None, tick_ms=0, max_phases=2, weight=lambda k: weights[k])
+    poller = Poller(None, tick_ms=0, max_phases=2, weight=lambda k: weights[k], batch=False)
     a, b, c, d = specs(4)
     for spec, viewers in ((a, 89), (b, 29), (c, 29), (d, 29)):  # weight = viewers + 1
         weights[spec.key] = viewers
@@ -59,7 +59,7 @@ def test_phases_balance_fanout_and_stay_put():
 
 
 def test_phases_never_exceed_keys_or_max_phases():
-    poller = Poller(None, tick_ms=0, max_phases=8)
+    poller = Poller(None, tick_ms=0, max_phases=8, batch=False)
     for spec in specs(3):
         poller.acquire(spec)
     groups = poller.plan_phases(list(poller.keys.values()))
@@ -131,6 +131,9 @@ class Recorder:
 
 async def test_round_delivers_phase_by_phase_to_every_subscriber(node, org, monkeypatch):
     hub, poller = node.hub, node.hub.poller
+    # Phases of independent keys, one statement each (this test records reads per key);
+    # how batched keys are placed: test_batched_polling.py.
+    poller.batch = False
     poller.max_phases = 3
     # Five keys; key 0 has four viewers, key 1 two, keys 2-4 one (weights 5, 3, 2, 2, 2).
     sockets = [await node.connect(org.admin_token) for _ in range(4)]
@@ -186,6 +189,9 @@ async def test_round_delivers_phase_by_phase_to_every_subscriber(node, org, monk
 
 async def test_spread_ms_paces_phases_over_part_of_the_round(node, org, monkeypatch):
     hub, poller = node.hub, node.hub.poller
+    # Phases of independent keys, one statement each (this test records reads per key);
+    # how batched keys are placed: test_batched_polling.py.
+    poller.batch = False
     poller.max_phases = 3
     # A spread far longer than any round takes, so the requested pauses are determined by the
     # spacing (20 s per phase) and not by how fast this machine runs the phases.
@@ -208,6 +214,9 @@ async def test_spread_ms_paces_phases_over_part_of_the_round(node, org, monkeypa
 
 async def test_key_released_by_an_earlier_phase_is_not_polled(node, org, monkeypatch):
     hub, poller = node.hub, node.hub.poller
+    # Phases of independent keys, one statement each (this test records reads per key);
+    # how batched keys are placed: test_batched_polling.py.
+    poller.batch = False
     poller.max_phases = 2
     first, second = (hub.key_for(org.id, metric(i)) for i in range(2))
     ticks: list[Any] = []

@@ -1,0 +1,314 @@
+"""Batched live reads: many live keys of one org over one table, as ONE guarded statement.
+
+The push poller reads every live key every round (app/push/poller.py). One statement per key
+costs a ClickHouse query each (~1–10 ms floor); keys of one org reading the same table over the
+same seconds can share one read instead:
+
+    SELECT arrayJoin([1, 2, …, N]) AS __k,            -- each row of the read, once per key
+           toUInt32(bucket) AS t,
+           if(__k IN (…keys grouping by country…), country, '') AS __d_country, …
+           <output expression> AS __o0, …             -- each distinct output once
+    FROM (<the org's isolated read of rollup_1s, bounded by [time_from, time_to)>) AS rollup_1s
+    WHERE bucket >= … AND bucket < …                   -- the read bounds (moved into the read)
+      AND ((__k = 1 AND <key 1's where and filters>) OR (__k = 2 AND …) OR …)
+    GROUP BY __k, t, __d_…
+    ORDER BY __k, __d_…, t WITH FILL FROM {time_from} TO {time_to} STEP 1
+
+Why this shape (measured in chDB; docs/push.md "Batched polling"):
+
+* **One isolated read** of the org (the tenant guard's construction, `guard.isolated_read`,
+  added by `planner.finish` like every other compile), so the statement is verified by the
+  unchanged `verify_tenant_guard` under `METRIC_POLICY`. `arrayJoin` of a literal array of key
+  numbers is not a table read; it was already an emitted function (sliding windows).
+* **Keys kept apart by the group key `__k`**: every aggregate only ever sees the rows of one
+  key's group, so aggregates need no per-key `-If`. An output expression is written once per
+  *distinct* text (values are bound parameters shared by value, so the same metric with other
+  filters or group-bys shares its output column, and ClickHouse computes each distinct
+  aggregate once per group); it is also evaluated, harmlessly, on the other keys' groups, whose
+  values are dropped when the result is split. Writing each key's outputs under
+  `if(__k = i, …)` or `-If(…, __k = i)` costs N× the aggregates for N keys; a UNION ALL of
+  per-key SELECTs would need N reads (no CTE under the metric policy).
+* A dimension column is the key's dimension for the keys that group by it and `''` for the
+  others, so it never splits another key's groups; `WITH FILL` fills each (key, dims) group
+  over the range exactly as the key's own statement does.
+
+What can be batched (`batchable`): rollup_1s plans without a sliding window or a comparison,
+grouped by plain columns — what a live key on a rollup-answerable metric is. Everything else
+(raw events, windows) keeps its own statement.
+
+`split` hands each key the rows its own statement (`compile_metric` … `granularity="1s"`)
+returns for [time_from, time_to): same columns, values, types and order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlglot import exp
+
+from app.querybuilder.errors import MetricError
+from app.querybuilder.model import Col, CompiledQuery, Expr, Metric, Plan
+from app.querybuilder.planner import (
+    DIALECT,
+    RESULT_LIMIT,
+    Params,
+    Renderer,
+    check_range,
+    conjunction,
+    finish,
+    fn,
+    num,
+    paren,
+    resolve_filters,
+    resolve_metric,
+    table_node,
+    time_filter,
+    with_fill,
+)
+from app.querybuilder.validate import dimension_name
+
+#: The one table live keys are batched on (1-second rollup; raw plans keep their own statement).
+BATCH_TABLE = "rollup_1s"
+#: Most keys in one statement (the statement grows with the keys' conditions).
+MAX_BATCH = 200
+
+_UINT32 = exp.DataType.build("UInt32", dialect=DIALECT)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveQuery:
+    """What a live key was compiled from, kept so it can be compiled again into a batch."""
+
+    metric: Metric  # resolved: group-by override applied
+    conditions: tuple[Expr, ...]  # the drilldown filters, as model expressions
+
+
+def live_query(
+    metric: Any, *, filters: Sequence[Any] = (), group_by: Sequence[str] | None = None
+) -> LiveQuery:
+    """The `LiveQuery` of a key compiled with these arguments (MetricError if refused)."""
+    return LiveQuery(resolve_metric(metric, group_by), tuple(resolve_filters(filters)))
+
+
+def batchable(query: LiveQuery | None, plan: Plan) -> bool:
+    """Whether a key compiled to `plan` from `query` can be answered by `compile_live_batch`."""
+    return (
+        query is not None
+        and plan.table == BATCH_TABLE
+        and plan.granularity_s == 1
+        and not plan.window_s
+        and not plan.comparison
+        and all(isinstance(d, Col) for d in query.metric.group_by)
+    )
+
+
+class _SharedParams(Params):
+    """Parameters shared by value: the same value of the same type is one `{pN:T}`, so two
+    keys' identical expressions render to identical text (one column, one aggregate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_value: dict[tuple[Any, ...], str] = {}
+
+    def bind(
+        self, value: Any, type_: exp.DataType | None = None, name: str | None = None
+    ) -> exp.Placeholder:
+        if type_ is None:
+            return self._shared(value, None)
+        if name is not None:
+            return super().bind(value, type_, name)
+        return self._shared(value, type_)
+
+    def _shared(self, value: Any, type_: exp.DataType | None) -> exp.Placeholder:
+        ident = (type(value).__name__, value, type_.sql(dialect=DIALECT) if type_ else "String")
+        name = self._by_value.get(ident)
+        if name is None:
+            placeholder = super().bind(value) if type_ is None else super().bind(value, type_)
+            self._by_value[ident] = placeholder.name
+            return placeholder
+        return exp.Placeholder(this=exp.Var(this=name), kind=_placeholder_type(type_))
+
+
+def _placeholder_type(type_: exp.DataType | None) -> exp.DataType:
+    template = type_ or exp.DataType.build("String", dialect=DIALECT)
+    return exp.DataType(this=template.this, nested=False, nullable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    dims: tuple[str, ...]
+    outputs: tuple[tuple[str, str], ...]  # (output name, batch column)
+
+
+@dataclass(frozen=True)
+class LiveBatch:
+    """A compiled batch and how to split its result back into the keys' own rows."""
+
+    compiled: CompiledQuery
+    members: tuple[_Member, ...]
+    time_from: int
+    time_to: int
+
+    def bind(self, time_from: int, time_to: int) -> LiveBatch:
+        """The same statement over [time_from, time_to): its SQL text does not depend on the
+        range (times are bound parameters), so a batch is compiled once and re-bound each
+        round, like a key (`KeySpec.bind`)."""
+        check_range(time_from, time_to)
+        params = {**self.compiled.params, "time_from": int(time_from), "time_to": int(time_to)}
+        plan = msgspec.structs.replace(
+            self.compiled.plan, time_from=int(time_from), time_to=int(time_to)
+        )
+        compiled = msgspec.structs.replace(self.compiled, params=params, plan=plan)
+        return LiveBatch(compiled, self.members, int(time_from), int(time_to))
+
+    def split(self, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]):
+        """The result of `compiled` → one list of row dicts per query given to
+        `compile_live_batch`, in that order: what each key's own statement returns."""
+        index = {name: i for i, name in enumerate(columns)}
+        kcol, tcol = index["__k"], index["t"]
+        out: list[list[dict[str, Any]]] = [[] for _ in self.members]
+        getters = []
+        for member in self.members:
+            getters.append(
+                [(d, index[f"__d_{d}"]) for d in member.dims]
+                + [(name, index[col]) for name, col in member.outputs]
+            )
+        for row in rows:
+            i = int(row[kcol]) - 1
+            record = {"t": row[tcol]}
+            for name, j in getters[i]:
+                record[name] = row[j]
+            out[i].append(record)
+        for i, member in enumerate(self.members):
+            if out[i] and len(member.dims) > 1:
+                # The batch orders by every dimension column in name order; the key's own
+                # statement by its group-by order (then t).
+                out[i].sort(key=lambda r, ds=member.dims: (*(r[d] for d in ds), r["t"]))
+            elif not out[i]:
+                # No row of the key at all: its own statement fills every second of the range
+                # (WITH FILL on an empty result: every column at its type's default), so does
+                # this.
+                filler = {d: _type_default(types[index[f"__d_{d}"]]) for d in member.dims}
+                for name, col in member.outputs:
+                    filler[name] = _type_default(types[index[col]])
+                out[i] = [{"t": t, **filler} for t in range(self.time_from, self.time_to)]
+        return out
+
+
+def _type_default(type_name: str) -> Any:
+    """The value ClickHouse's WITH FILL puts in a non-sort column of this type."""
+    if type_name.startswith("Nullable("):
+        return None
+    if type_name.startswith(("UInt", "Int", "Float", "BFloat", "Decimal")):
+        # 0, not 0.0, for floats too: the facade decodes ClickHouse's JSON, where a float
+        # fill value is written `0` (a key's own statement returns the same int).
+        return 0
+    if type_name.startswith("Array("):
+        return []
+    return ""
+
+
+def compile_live_batch(
+    queries: Sequence[LiveQuery],
+    *,
+    org_id: int,
+    database: str,
+    time_from: int,
+    time_to: int,
+) -> LiveBatch:
+    """Compile live `queries` of one org (each `batchable`) over [time_from, time_to) on
+    rollup_1s into one guarded statement; `LiveBatch.split` gives each query's own rows.
+
+    Goes through `planner.finish` (guard applied last, then verified) like every compile."""
+    if not queries:
+        raise MetricError("invalid_batch", "a batch needs at least one query")
+    if len(queries) > MAX_BATCH:
+        raise MetricError("invalid_batch", f"at most {MAX_BATCH} queries per batch")
+    check_range(time_from, time_to)
+    params = _SharedParams()
+    renderer = Renderer("rollup", params)
+    lower = params.named("time_from", int(time_from))
+    upper = params.named("time_to", int(time_to))
+    key = exp.column("__k")
+
+    dim_users: dict[str, list[int]] = {}
+    output_columns: dict[str, tuple[str, exp.Expression]] = {}  # sql → (alias, node)
+    members: list[_Member] = []
+    branches: list[exp.Expression] = []
+    for i, query in enumerate(queries, start=1):
+        metric = query.metric
+        dims = tuple(dimension_name(d) for d in metric.group_by)
+        for dim in metric.group_by:
+            if not isinstance(dim, Col):
+                raise MetricError("invalid_batch", "only plain columns can be batched")
+            dim_users.setdefault(dim.name, []).append(i)
+        outputs = []
+        for output in metric.outputs:
+            node = renderer.expr(output.expr)
+            text = node.sql(dialect=DIALECT)
+            if text not in output_columns:
+                output_columns[text] = (f"__o{len(output_columns)}", node)
+            outputs.append((output.name, output_columns[text][0]))
+        members.append(_Member(dims, tuple(outputs)))
+        parts: list[exp.Expression] = [exp.EQ(this=key.copy(), expression=num(i))]
+        if metric.where is not None:
+            parts.append(renderer.expr(metric.where))
+        parts.extend(renderer.expr(c) for c in query.conditions)
+        branches.append(paren(conjunction(parts)))
+
+    columns: list[exp.Expression] = [
+        exp.alias_(
+            fn("arrayJoin", exp.Array(expressions=[num(i) for i in range(1, len(queries) + 1)])),
+            "__k",
+        ),
+        exp.alias_(fn("toUInt32", exp.column("bucket")), "t"),
+    ]
+    dim_names = sorted(dim_users)
+    for name in dim_names:
+        users = dim_users[name]
+        chosen = (
+            exp.EQ(this=key.copy(), expression=num(users[0]))
+            if len(users) == 1
+            else exp.In(this=key.copy(), expressions=[num(u) for u in users])
+        )
+        if len(users) == len(queries):
+            columns.append(exp.alias_(exp.column(name), f"__d_{name}"))
+        else:
+            columns.append(
+                exp.alias_(
+                    fn("if", chosen, exp.column(name), exp.Literal.string("")), f"__d_{name}"
+                )
+            )
+    for alias, node in output_columns.values():
+        columns.append(exp.alias_(node, alias))
+
+    any_key = branches[0]
+    for branch in branches[1:]:
+        any_key = exp.Or(this=any_key, expression=branch)
+    where = conjunction([time_filter(BATCH_TABLE, lower, upper), exp.Paren(this=any_key)])
+    select = exp.Select(expressions=columns).from_(table_node(database, BATCH_TABLE))
+    select.set("where", exp.Where(this=where))
+    group = [exp.column("__k"), exp.column("t"), *(exp.column(f"__d_{d}") for d in dim_names)]
+    select.set("group", exp.Group(expressions=group))
+    order = [exp.Ordered(this=exp.column("__k"))]
+    order += [exp.Ordered(this=exp.column(f"__d_{d}")) for d in dim_names]
+    fill_lower = exp.Placeholder(this=exp.Var(this="time_from"), kind=_placeholder_type(_UINT32))
+    fill_upper = exp.Placeholder(this=exp.Var(this="time_to"), kind=_placeholder_type(_UINT32))
+    order.append(with_fill(1, fill_lower, fill_upper))
+    select.set("order", exp.Order(expressions=order))
+    select.set("limit", exp.Limit(expression=num(RESULT_LIMIT * len(queries))))
+    names = ("__k", "t", *(f"__d_{d}" for d in dim_names), *(a for a, _ in output_columns.values()))
+    plan = Plan(
+        table=BATCH_TABLE,
+        granularity_s=1,
+        raw=False,
+        time_from=int(time_from),
+        time_to=int(time_to),
+        kind="live_batch",
+        columns=names,
+    )
+    compiled = finish(select, org_id=org_id, database=database, params=params, plan=plan)
+    return LiveBatch(compiled, tuple(members), int(time_from), int(time_to))

@@ -1,0 +1,319 @@
+"""Batched polling: the poller reads the keys of one org over one table in one statement per
+round, gives each key exactly the rows its own statement would, skips orgs that reported no
+insert since the last round (a periodic round reads everything), and every statement it runs
+passes the tenant guard. Real chDB data; ticks driven with an explicit `now`."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from app.push import poller as poller_module
+from app.push.keys import make_key
+from app.push.poller import Poller
+from app.querybuilder.errors import TenantGuardError
+from app.querybuilder.execute import check_compiled
+from tests.api.conftest import seed_events
+from tests.push.conftest import drain, events, now_ms, subscribe
+from tests.querybuilder.test_hostile import HARMLESS
+
+# (metric, filters, group_by) of live keys, all answerable from rollup_1s.
+KEYS: list[tuple[str, list[dict[str, Any]], list[str] | None]] = [
+    ("SELECT count() AS n", [], None),
+    ("SELECT count() AS n", [{"dimension": "country", "op": "=", "value": "DE"}], None),
+    ("SELECT count() AS n", [], ["country"]),
+    ("SELECT sum(value) AS revenue, uniq(user_id) AS visitors", [], ["device", "browser"]),
+    ("SELECT avg(value) AS v WHERE event = 'purchase'", [], None),
+    ("SELECT countIf(event = 'error') / count() AS rate", [], ["os"]),
+    ("SELECT count() AS n WHERE event = 'never'", [], ["country"]),
+]
+RAW_KEY = ("SELECT count() AS n WHERE props['plan'] = 'pro'", [], None)
+
+
+def seed(ch, org_id: int, base: int, seconds: int, scale: float = 1.0) -> None:
+    rows = []
+    for i in range(seconds * 3):
+        rows.append(
+            {
+                "org_id": org_id,
+                "ts": base + i // 3,
+                "event": ["pageview", "purchase", "error"][i % 3],
+                "user_id": f"u{org_id}-{i % 7}",
+                "value": (i % 5) * 1.5 * scale,
+                "country": ["DE", "FR", "US"][i % 3 if org_id == 1 else 0],
+                "device": ["desktop", "mobile"][i % 2],
+                "browser": ["firefox", "chrome"][i % 2],
+                "os": ["linux", "mac", "windows"][(i // 2) % 3],
+            }
+        )
+    seed_events(ch, rows)
+
+
+def spec_of(ch, org_id: int, entry) -> Any:
+    metric, filters, group_by = entry
+    return make_key(metric, org_id=org_id, database=ch.database, filters=filters, group_by=group_by)
+
+
+async def own_read(ch, tick) -> list[dict[str, Any]]:
+    """What the key's own statement returns over the tick's window (the per-key path)."""
+    return (
+        await poller_module.run_guarded(ch, tick.spec.bind(tick.time_from, tick.time_to))
+    ).dicts()
+
+
+def recording(monkeypatch) -> list[Any]:
+    """Every statement the poller runs (they still run, through the real path)."""
+    statements: list[Any] = []
+    real = poller_module.run_guarded
+
+    async def run_guarded(ch, compiled):
+        statements.append(compiled)
+        return await real(ch, compiled)
+
+    monkeypatch.setattr(poller_module, "run_guarded", run_guarded)
+    return statements
+
+
+async def test_keys_of_one_org_are_read_in_one_statement_per_table(ch, monkeypatch):
+    now = int(time.time())
+    seed(ch, 1, now - 20, 20)
+    seed(ch, 2, now - 20, 20, scale=1_000_000)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0)
+    specs = {(org, i): spec_of(ch, org, e) for org in (1, 2) for i, e in enumerate(KEYS)}
+    for spec in specs.values():
+        poller.acquire(spec)
+    raw = spec_of(ch, 1, RAW_KEY)
+    poller.acquire(raw)
+    watched: list[Any] = []
+
+    async def listener(tick):
+        watched.append(tick)
+
+    # An alert's key is a key of the poller like any other: it shares the org's statement.
+    alert = poller.watch(
+        spec_of(ch, 1, ("SELECT count() AS n WHERE device = 'mobile'", [], None)), listener
+    )
+    statements = recording(monkeypatch)
+    before = ch.query_count
+    ticks = await poller.tick(now=now + 0.5)
+    # 8 rollup keys of org 1 in one statement, 7 of org 2 in another, the raw key alone.
+    assert len(statements) == 3 == poller.queries == ch.query_count - before
+    assert poller.batches == 2
+    assert sorted(len(s.plan.columns) > 0 and s.plan.kind for s in statements) == [
+        "live_batch",
+        "live_batch",
+        "series",
+    ]
+    assert {s.org_id for s in statements if s.plan.kind == "live_batch"} == {1, 2}
+    assert len(ticks) == len(specs) + 2 and len(watched) == 1
+    alert.close()
+    # Each key's rows are exactly its own statement's, and its first delta is all of them.
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick), tick.spec.label
+        assert tick.changed == tick.rows
+        assert len(tick.rows) >= tick.time_to - tick.time_from  # filled: every second
+    # Org 2's values (a million times org 1's) never reach org 1's keys.
+    for tick in ticks:
+        values = [v for r in tick.rows for v in tick.spec.values(r) if isinstance(v, int | float)]
+        if tick.spec.org_id == 1:
+            assert max(values, default=0) < 1_000
+        elif "revenue" in tick.spec.outputs:
+            assert max(values) >= 1_000_000
+
+
+async def test_batched_ticks_equal_per_key_ticks_round_after_round(ch):
+    """Two pollers over the same data, one batching and one not: the same ticks, deltas and
+    watermarks, round after round, with rows arriving between rounds."""
+    now = int(time.time())
+    seed(ch, 1, now - 30, 20)
+    pollers = [Poller(ch, tick_ms=0, full_reread_s=0, batch=b) for b in (True, False)]
+    entries = KEYS + [(text, [], None) for text in HARMLESS]
+    for p in pollers:
+        for e in entries:
+            with contextlib.suppress(Exception):  # a text refused for live keys: for both
+                p.acquire(spec_of(ch, 1, e))
+    assert len(pollers[0].keys) >= len(KEYS) + 5
+    for step in range(4):
+        seed(ch, 1, now - 10 + step * 3, 3)
+        batched, single = [await p.tick(now=now + step) for p in pollers]
+        assert len(batched) == len(single) == len(pollers[0].keys)
+        by_key = {t.key: t for t in single}
+        for tick in batched:
+            other = by_key[tick.key]
+            assert (tick.time_from, tick.time_to) == (other.time_from, other.time_to)
+            assert tick.rows == other.rows and tick.changed == other.changed, tick.spec.label
+    assert pollers[0].queries < pollers[1].queries
+    assert pollers[0].batches >= 4
+
+
+async def test_org_without_inserts_is_not_read_until_the_periodic_round(ch, monkeypatch):
+    now = int(time.time()) // 60 * 60  # a poll-all period (60 s) starts here
+    seed(ch, 1, now - 10, 5)
+    seed(ch, 2, now - 10, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, poll_all_s=60)
+    org1 = [spec_of(ch, 1, e) for e in KEYS[:3]]
+    org2 = [spec_of(ch, 2, e) for e in KEYS[:3]]
+    for spec in org1 + org2:
+        poller.acquire(spec)
+    statements = recording(monkeypatch)
+
+    ticks = await poller.tick(now=now + 0.1)  # the period's first round: everything
+    assert {s.org_id for s in statements} == {1, 2} and len(statements) == 2
+    assert len(ticks) == 6
+
+    statements.clear()
+    ticks = await poller.tick(now=now + 0.35)  # nobody reported an insert: no statement
+    assert statements == [] and ticks == [] and poller.skipped == 6
+
+    # Org 1's writer reports an insert; org 2's rows arrive unreported (behind the writer).
+    seed(ch, 1, now, 1)
+    seed(ch, 2, now, 1)
+    poller.late.note({1: (now, now)})
+    ticks = await poller.tick(now=now + 0.6)
+    assert [s.org_id for s in statements] == [1]
+    assert {t.spec.org_id for t in ticks} == {1}
+    assert all(any(r["t"] == now for r in t.changed) for t in ticks)
+
+    statements.clear()
+    await poller.tick(now=now + 0.85)  # the report was used once
+    assert statements == []
+
+    # The next period's first round reads org 2 too and delivers its unreported second.
+    ticks = await poller.tick(now=now + 60.1)
+    assert sorted(s.org_id for s in statements) == [1, 2]
+    org2_ticks = [t for t in ticks if t.spec.org_id == 2]
+    assert len(org2_ticks) == 3
+    assert all(any(r["t"] == now for r in t.changed) for t in org2_ticks)
+
+
+async def test_a_failing_batch_falls_back_to_one_statement_per_key(ch, monkeypatch):
+    now = int(time.time())
+    seed(ch, 1, now - 10, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0)
+    for e in KEYS[:4]:
+        poller.acquire(spec_of(ch, 1, e))
+    real = poller_module.run_guarded
+    statements: list[Any] = []
+
+    async def batch_fails(ch_, compiled):
+        statements.append(compiled.plan.kind)
+        if compiled.plan.kind == "live_batch":
+            raise RuntimeError("simulated batch failure")
+        return await real(ch_, compiled)
+
+    monkeypatch.setattr(poller_module, "run_guarded", batch_fails)
+    ticks = await poller.tick(now=now + 0.5)
+    assert statements == ["live_batch"] + ["series"] * 4
+    assert len(ticks) == 4
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+
+
+async def test_every_statement_passes_the_guard_and_a_tampered_one_is_refused(ch, monkeypatch):
+    now = int(time.time())
+    seed(ch, 1, now - 10, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0)
+    for e in KEYS:
+        poller.acquire(spec_of(ch, 1, e))
+    statements = recording(monkeypatch)
+    await poller.tick(now=now + 0.5)
+    (batch,) = statements
+    check_compiled(batch, ch.database)  # re-parsed from its text, the unchanged guard
+    guard = "org_id = {org_id: UInt32}"
+    for sql in (
+        batch.sql.replace(guard + " AND ", "", 1),
+        batch.sql.replace(guard, "org_id IN (1, 2)", 1),
+        batch.sql.replace("AS rollup_1s WHERE ", "AS rollup_1s WHERE org_id = 2 OR ", 1),
+        batch.sql.replace(" LIMIT 1000000000000000000", "", 1),
+    ):
+        assert sql != batch.sql
+        with pytest.raises(TenantGuardError):
+            await poller_module.run_guarded(ch, msgspec.structs.replace(batch, sql=sql))
+    with pytest.raises(TenantGuardError):
+        await poller_module.run_guarded(ch, msgspec.structs.replace(batch, org_id=2))
+
+
+async def test_writer_reports_drive_the_rounds_end_to_end(make_node, org):
+    """Through the app: events posted through /v1/events (the writer reports the insert) reach
+    a viewer at the next round; a round with no insert since runs no statement."""
+    async with make_node(push_poll_all_s=3600) as node:
+        poller = node.hub.poller
+        assert poller.poll_all_s == 3600
+        ws = await node.connect(org.admin_token)
+        try:
+            snap = await subscribe(ws, id=1, metric="SELECT count() AS n", range_s=30)
+            await subscribe(
+                ws, id=2, metric="SELECT count() AS n", group_by=["country"], range_s=30
+            )
+            start = time.time()
+            await poller.tick(now=start)  # a poll-all round (first of its period)
+            await drain(ws)
+            base = poller.queries
+            await poller.tick(now=start + 0.25)
+            assert poller.queries == base  # no insert reported: nothing read
+            t = now_ms()
+            await node.post(org.api_key, events("x", 4, t))
+            await poller.tick(now=time.time())
+            assert poller.queries == base + 1  # both keys of the org: one statement
+            deltas = [m for m in await drain(ws) if m["type"] == "delta"]
+            second = t // 1000
+            assert {
+                (m["key"] == snap["key"], r.get("country"), r["n"])
+                for m in deltas
+                for r in m["rows"]
+                if r["t"] == second
+            } == {(True, None, 4), (False, "", 4)}
+        finally:
+            await ws.close()
+
+
+def test_keys_read_together_share_a_phase_unless_their_fan_out_dominates():
+    weights: dict[str, int] = {}
+    poller = Poller(None, tick_ms=0, max_phases=4, weight=lambda k: weights.get(k, 0))
+    light = [
+        make_key(f"SELECT count() AS n WHERE event = 'e{i}'", org_id=1, database="db")
+        for i in range(6)
+    ]
+    other = [
+        make_key(f"SELECT count() AS n WHERE event = 'e{i}'", org_id=2, database="db")
+        for i in range(3)
+    ]
+    for spec in light + other:
+        poller.acquire(spec)
+    groups = [{s.spec.key for s in g} for g in poller.plan_phases(list(poller.keys.values()))]
+    # One org's keys are one statement, so one piece: two phases, one per org.
+    assert sorted(groups, key=len) == [{s.key for s in other}, {s.key for s in light}]
+    # Org 1's viewers grow to most of the process's fan-out (over `unit_weight` and the ideal
+    # phase load): its keys are placed one by one again, over every phase.
+    for spec in light:
+        weights[spec.key] = 500
+    groups = poller.plan_phases(list(poller.keys.values()), rebalance=True)
+    assert len(groups) == 4
+    assert all(any(s.spec.org_id == 1 for s in g) for g in groups)
+
+
+async def test_an_orgs_keys_take_their_whole_range_reread_in_one_statement(ch, monkeypatch):
+    now = int(time.time())
+    seed(ch, 1, now - 40, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=30)
+    specs = [spec_of(ch, 1, e) for e in KEYS[:4]]
+    for spec in specs:
+        poller.acquire(spec)
+    statements = recording(monkeypatch)
+    rereads: list[int] = []
+    for step in range(31):  # a whole period, one round a second
+        statements.clear()
+        before = poller.late.full_rereads
+        ticks = await poller.tick(now=now + step + 0.5)
+        if poller.late.full_rereads > before:
+            rereads.append(poller.late.full_rereads - before)
+            # Every key of the org re-read its whole range, in one statement.
+            assert len(statements) == 1
+            assert {t.time_from for t in ticks} == {now + step - 600 + 1}
+        else:
+            assert len(statements) == 1
+    assert rereads == [4]
