@@ -1,39 +1,13 @@
-"""The Poller: every active key read each round — one statement per org and table for the keys
-that batch (app/querybuilder/batch.py) — and diffed against what was last emitted.
+"""The Poller: each round reads every active key's recent seconds of rollup_1s — one statement
+per org and table for the keys that batch (app/querybuilder/batch.py), nothing for orgs with no
+reported insert between poll-all rounds — diffs them against what was last emitted, and hands
+the changed rows (encoded once) to the hub or Redis; alerts watch keys through `watch()`. Long
+because a round's steps (lease, phases, batched reads with their per-key fallback, late
+re-reads, diff, listeners) share the per-key state kept here; split, they would pass it around.
 
-Each round (every `push_tick_ms`, on the wall clock's grid; or when a test calls `tick()`):
-
-1. measure the pipeline lag (`lag_source()`: the ingest writer's oldest pending row; with Redis,
-   the largest lag any node reported) and tell the hub (stale/live);
-2. with Redis, renew/acquire the leader lease of every active key: only the lease holder polls;
-3. poll the keys this node holds **in phases**: the keys are split into up to `max_phases`
-   groups of about equal fan-out (`weight(key)`: the local viewers); a phase first reads all
-   its keys, then hands their deltas to the sockets, then lets the event loop run once before
-   the next phase reads (plus, with `spread_ms`, not before `j * spread_ms / phases` into the
-   round). Keys of an org without a reported insert wait for the next poll-all round
-   (`poll_all_s`); the phase's batchable keys of one org over the same table and seconds are
-   read in one statement (`_poll_phase`). For each key: read rollup_1s (through
-   `run_compiled`, guard re-verified) over
-   [watermark − reread − lag, now + 1) — from earlier when rows arrived late for older
-   seconds, and over the whole range every `full_reread_s` (`self.late`, app/push/late.py) —
-   compare each (t, dims) row with the last emitted values, and emit only the rows that
-   changed — encoded once — to the hub (or to Redis);
-4. call the listeners (`watch()`ed keys and `add_tick_listener`) with every key's rows.
-
-Why phases: when every key changes in the same round (each second's first round always
-changes every key: the new, empty second enters the window), one round's fan-out is the whole
-process's — one frame per subscribed socket, 12–20 µs each on one core. Cut by phases, no phase
-blocks the loop for more than its share (ingest requests, pings and other sockets get turns in
-between), and no query thread competes for the GIL with the sends. Phases are self-paced (no
-sleep unless `spread_ms` is set): a light round still finishes at once, so they add no latency
-beyond the fan-out itself. They cannot make a change that hits every key at once reach the
-last socket sooner than the whole fan-out takes; what shortens the lag from the second's data
-being available is starting right after it: rounds start just after multiples of the tick on
-the wall clock, so every second's first round reads the second that has just begun (and the
-one just finished) at once rather than up to a tick later.
-
-Listeners are the alerts hook: `poller.watch(spec, listener)` keeps a key active without any
-socket and calls `listener(KeyTick)` every round on the node that polls the key.
+Rounds start on the wall clock's tick grid and poll in phases of equal fan-out, so no phase
+holds the event loop for the whole process's sends; docs/push.md ("Poller", "Phases", "Batched
+polling") has the steps and the measurements behind them.
 """
 
 from __future__ import annotations
