@@ -250,6 +250,14 @@ def isolated_read(
     return exp.Subquery(this=select, alias=alias or exp.TableAlias(this=exp.to_identifier(table)))
 
 
+def _shown(node: exp.Expression) -> str:
+    """A node's text for an error message; never raises (refusing must not fail itself)."""
+    try:
+        return repr(node.sql(dialect="clickhouse")[:60])
+    except Exception:  # noqa: BLE001 - a node sqlglot cannot write (e.g. FINAL) is named instead
+        return type(node).__name__
+
+
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     """Top-level AND terms of a condition (through parentheses); never through OR/NOT."""
     if isinstance(node, exp.Paren):
@@ -513,7 +521,7 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
                 raise TenantGuardError("JOIN is not allowed by this policy")
         elif isinstance(node, exp.From):
             if not isinstance(node.this, exp.Table | exp.Subquery):
-                raise TenantGuardError(f"unsupported FROM source {node.this.sql()[:60]!r}")
+                raise TenantGuardError(f"unsupported FROM source {_shown(node.this)}")
         elif isinstance(node, exp.With):
             if not policy.allow_ctes or node.args.get("recursive"):
                 raise TenantGuardError("this WITH is not allowed by this policy")
@@ -523,7 +531,7 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
             if not policy.allow_joins:
                 raise TenantGuardError("JOIN is not allowed by this policy")
             if not isinstance(node.this, exp.Subquery | exp.Table) and node.kind != "ARRAY":
-                raise TenantGuardError(f"unsupported JOIN source {node.this.sql()[:60]!r}")
+                raise TenantGuardError(f"unsupported JOIN source {_shown(node.this)}")
         elif isinstance(node, exp.In):
             _verify_in(node)
         elif isinstance(
@@ -546,7 +554,7 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
             if name.lower() == ORG_PARAM and id(node) not in guards:
                 raise TenantGuardError("org_id appears outside a tenant guard")
         elif isinstance(node, exp.Func) and not policy.function_allowed(node):
-            raise TenantGuardError(f"function {node.sql()[:60]!r} is not allowed")
+            raise TenantGuardError(f"function {_shown(node)} is not allowed")
 
 
 def _verify_table(table: exp.Table, reads: set[int]) -> None:
@@ -559,7 +567,7 @@ def _verify_table(table: exp.Table, reads: set[int]) -> None:
         and table.name.startswith(CTE_PREFIX)
         and cte_in_scope(table) is not None
     ):
-        raise TenantGuardError(f"table {table.sql()[:60]!r} is not a guarded read of ours")
+        raise TenantGuardError(f"table {_shown(table)} is not a guarded read of ours")
 
 
 def _verify_in(node: exp.In) -> None:

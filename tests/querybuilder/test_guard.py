@@ -227,3 +227,18 @@ def test_chart_queries_are_guarded_on_every_table(loaded):
         tampered = _tamper(compiled, _drop_guards)
         with pytest.raises(TenantGuardError):
             run_compiled(loaded.ch, tampered)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count() FROM db.events FINAL WHERE org_id = {org_id:UInt32}",
+        "SELECT count() FROM db.events SAMPLE 0.1 WHERE org_id = {org_id:UInt32}",
+    ],
+)
+def test_refusals_of_nodes_sqlglot_cannot_write_are_tenant_guard_errors(sql):
+    # Building the refusal's message must not fail in its own way (it raised ValueError).
+    with pytest.raises(TenantGuardError):
+        verify_tenant_guard(
+            sqlglot.parse_one(sql, dialect="clickhouse"), 1, database="db", params={"org_id": 1}
+        )
