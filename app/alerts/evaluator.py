@@ -1,19 +1,9 @@
-"""The live evaluator: alerts evaluated on the push poller's ticks (no polling loop of its own).
-
-* Every enabled alert is compiled to a push key (`rules.watched_metric`) and registered with
-  `poller.watch(spec, …)`; alerts with the same key form a *group* and share the one query the
-  poller runs per key per tick (viewers of the same key share it too).
-* After each tick (`poller.add_tick_listener`), every group the tick read advances each of its
-  alerts' machines over the seconds that became *complete*: second `s` is complete at tick
-  time `T` when `s + 1 + settle + lag ≤ T` (`alert_settle_ms`, default 1.5 s; `lag` is the
-  pipeline lag the poller measured). Each second is evaluated once, in order.
-* Transitions of a tick are written to PostgreSQL in one transaction (state row, then the
-  `alert_events` row for firing/resolved); only after the commit: a push `alert` message to
-  that org's sockets (`hub.send_to_org`) and the webhook (background task).
-* Restart / node takeover: machines resume from the stored `state`/`state_since` and replay
-  rollup_1s from there (at most its 10-minute retention), so runs are rebuilt from data and a
-  firing alert does not fire again.
-"""
+"""The live alert evaluator: alerts are evaluated on the push poller's ticks, with no polling
+loop of its own. Each enabled alert becomes a push key watched through the poller, so alerts
+and viewers of the same metric and filters share the key's read each tick; after each tick, every
+alert's state machine advances over the seconds that became complete. Transitions are stored
+first, then pushed to the org's sockets and sent to the webhook. See docs/alerts.md, sections
+"Evaluation", "Firing and resolving: in this order" and "Restarts"."""
 
 from __future__ import annotations
 

@@ -1,23 +1,7 @@
-"""The per-alert state machine, one second at a time — shared by the live evaluator, the
-`/test` endpoint and the backtest, so all three agree by construction.
-
-States: `ok → pending → firing → resolved (→ ok)`, plus `no_data`.
-
-* A second *breaches* when it has a value and `value <comparator> threshold`.
-* A second with no value (`None`: no data, or a NULL/NaN/inf result) is `no_data`. It breaks
-  every consecutive run (breach and clear); it never counts as breaching nor as clear.
-* `ok`/`resolved`/`no_data` + a breaching second → `pending` (run = 1); → `firing` once the
-  breach run reaches `for_n` (so with `for_n = 1` straight to `firing`).
-* `pending` + a clear second or a gap → `ok` (the run is broken).
-* `firing` + `resolve_n` consecutive clear seconds → `resolved`. A breaching second or a gap
-  restarts the clear run: a value hovering at the threshold, or missing data, never resolves.
-* `resolved` + a clear second → `ok`; + a breaching second → `pending` (or `firing`).
-* `ok`/`pending`/`resolved` + `for_n` consecutive no-data seconds → `no_data` (a firing alert
-  stays firing while data is missing); the next second with data leaves `no_data`.
-
-`firing` and `resolved` entries are *loud* (an event, a push message, a webhook); the other
-transitions only update the stored state.
-"""
+"""The per-alert state machine (`ok → pending → firing → resolved`, plus `no_data`), one second
+at a time. One implementation is shared by the live evaluator, the `/test` endpoint and the
+backtest, so all three agree by construction. The transitions, the no-data rule and the
+hysteresis are in docs/alerts.md, sections "no_data" and "The state machine"."""
 
 from __future__ import annotations
 

@@ -1,31 +1,11 @@
-"""Where an alert webhook may go: server-side request forgery guard (docs/alerts.md, "Webhook
-targets").
+"""Where an alert webhook may go: the server-side request forgery guard.
 
-Any editor of an org can set a webhook URL, and our servers then call it. Without a guard that
-is a way to make ClickPulse call internal endpoints: loopback services, the private network,
-the cloud metadata service on 169.254.169.254. Two layers:
-
-Both layers read the host through one function, `normalise_host` (case, IDNA, the trailing
-dot of an absolute name, every IPv4 spelling, IPv6 brackets; white space, `%` and empty
-labels refused), so a host spelled `127.0.0.1.` or `127.0.0.1 ` cannot pass one check and
-fail the other.
-
-* **Save time** (`check_url`, used by the API): the URL must be absolute http(s), carry no
-  user:password, use an allowed port, and its host must not be an IP literal in a non-public
-  range (in any spelling the resolver accepts: `127.1`, `2130706433`, `0x7f.0.0.1`,
-  `[::ffff:127.0.0.1]`) nor a local-only name (`localhost`, `*.localhost`, `*.local`,
-  `*.internal`, single-label names, ...). No DNS lookup: a name's addresses can change later.
-* **Send time** (`GuardedBackend`, the real defence): the webhook client's httpcore network
-  backend resolves the host itself, refuses the connection when **any** resolved address is
-  non-public, and connects to the addresses it vetted — never resolving again, so a DNS answer
-  that changes between the check and the connect (rebinding) cannot redirect the request. The
-  URL keeps its host name, so the Host header, TLS SNI and certificate verification are those
-  of the name. Redirects are not followed (a 3xx is a failed delivery).
-
-`allow_private` (CLICKPULSE_ALERT_WEBHOOK_ALLOW_PRIVATE, self-hosted installs) permits
-loopback, private (RFC 1918, ULA, CGNAT) and local names; link-local (cloud metadata),
-multicast, unspecified and reserved addresses stay refused either way.
-"""
+Any editor of an org can set a webhook URL and our servers then call it, so without a guard
+ClickPulse could be made to call loopback services, the private network or the cloud metadata
+service. Two layers read the host through one `normalise_host`: `check_url` at save time (no
+DNS lookup), and `GuardedBackend` at send time, the real defence, which resolves the host
+itself, refuses any non-public address and connects only to the addresses it vetted (no
+rebinding). The rules are in docs/alerts.md, section "Webhook targets (SSRF guard)"."""
 
 from __future__ import annotations
 
