@@ -1,19 +1,11 @@
 """Cross-node push over Redis: leader leases, one pub/sub subscriber per process, lag reports.
 
-* Lease per key: `SET lease:{key} {node} NX PX lease_ms`, renewed every tick by its holder
-  (a Lua compare-and-extend); a node that dies stops renewing and another active node takes the
-  key over within `lease_ms` + one tick. Exactly one node polls a key at a time (modulo one
-  tick of overlap if Redis stalls past the lease; deltas are absolute values, so a duplicate is
-  harmless).
-* The holder publishes `d`/`c` + JSON text on `k:{key}`; after each tick it stores the key's
-  watermark so a new holder re-reads from there (no gap in the series after a takeover).
-* Each process runs ONE pub/sub connection and subscribes only to the channels of keys its
-  sockets need, plus one `org` channel for `send_to_org` (alerts).
-* Each node reports its writer lag in a hash; every node uses the largest fresh one.
-* Each node's writer reports the seconds per org of every INSERT on the `late` channel; every
-  other node's poller re-reads them (app/push/late.py), so rows inserted through any node
-  reach the viewers of every key's leader.
-"""
+Exactly one node polls a key at a time (a lease per key, renewed every tick; a dead node's
+keys are taken over within the lease time plus a tick, from the stored watermark, so the
+series has no gap). The holder publishes each key's deltas, and every process delivers from
+its one pub/sub connection, subscribed only to the keys its sockets need. Nodes also share
+their writer lag and the seconds each INSERT touched (late rows, app/push/late.py). See
+docs/push.md, section "Across nodes"."""
 
 from __future__ import annotations
 

@@ -1,26 +1,11 @@
 """The optional dedicated push transport: `/ws/subscribe` served by the `websockets` library
-directly (`websockets.asyncio.server.serve`) on `CLICKPULSE_PUSH_PORT`, next to the ASGI route.
+directly on `CLICKPULSE_PUSH_PORT`, next to the ASGI route, with the same auth, protocol and
+`Hub` (`DirectConnection` adapts a `websockets` connection to the hub's `Connection`).
 
-Same token auth (checked at connect), same protocol, same `Hub` (registry, subscribe /
-unsubscribe, snapshots, poller): `DirectConnection` is a thin adapter that gives the hub the
-`Connection` interface over a `websockets` connection.
-
-Why: a socket on the ASGI route costs a uvicorn protocol object, an ASGI scope, a writer task and
-a queue; here a caught-up socket has no task of its own beyond the library's handler, and the
-hub's `deliver` writes each delta to all of them with one `websockets.broadcast()` call.
-
-Slow consumers. `broadcast()` itself has no backpressure (it writes into every socket's transport
-buffer whatever its size), so the hub only uses it for sockets that are caught up: nothing
-queued and a transport buffer at most `write_limit` bytes. A socket past that falls back to the
-`Connection` policy: its deltas are coalesced per key in a bounded queue (latest state wins),
-drained by a writer task created on demand (`await ws.send(...)`, which waits for the buffer to
-drain below the limit) that exits once the queue is empty; a socket whose oldest queued message
-is older than `push_slow_consumer_s`, or with more than `push_max_queue` queued messages, is
-closed 4408 "slow consumer". The difference from the ASGI route: up to `write_limit` bytes per
-socket may sit in the transport buffer before coalescing starts (uvicorn's own buffer, ~64 KiB,
-plays the same role there), and a socket that stops reading is also dropped by websockets'
-keepalive (ping every 20 s, 20 s timeout → 1011).
-"""
+Why: a socket on the ASGI route costs a uvicorn protocol object, an ASGI scope, a writer task
+and a queue; here a caught-up socket has no task of its own, and the hub writes each delta to
+all of them with one `websockets.broadcast()` call. Sockets that fall behind take the
+coalescing `Connection` path instead. See docs/push.md, section "Dedicated transport"."""
 
 from __future__ import annotations
 

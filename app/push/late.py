@@ -1,20 +1,9 @@
-"""Late rows: which seconds of which org changed after the poller's re-read window passed them.
-
-Each round the poller re-reads a key's last `reread_s` seconds (plus the pipeline lag). Rows
-for older seconds — the WAL draining after an outage, a client sending events from an hour
-ago — would otherwise never reach a live viewer while history shows them. Two ways in:
-
-* **told**: the ingest writer reports, after each successful INSERT, the first and last second
-  of the batch per org (`note`); with Redis, every node publishes its reports to the others
-  (app.push.hub). The next round re-reads, for every key of that org, from the first such
-  second on; the diff against what was emitted sends only the seconds that changed.
-* **fallback**: every `full_reread_s` each key is re-read over its whole range (staggered by
-  org, so orgs do not all do it in the same round, while one org's keys do — one statement), for rows nobody reported (another node
-  without Redis, a report lost with a Redis hiccup, a round that failed).
-
-Kept apart from the poller (which only asks `reread_from` for each key it polls), so a new
-poller can call the same thing.
-"""
+"""Late rows: which seconds of which org changed after the poller's re-read window passed them,
+so a live series converges to history (the WAL draining after an outage, old client events).
+Seconds come in two ways: reported by the ingest writer after each INSERT (and, with Redis, by
+the other nodes), and, as the fallback, a periodic re-read of every key's whole range,
+staggered by org. Kept apart from the poller, which only asks `reread_from` for each key it
+polls, so another poller can use the same thing. See docs/push.md, section "Late rows"."""
 
 from __future__ import annotations
 
