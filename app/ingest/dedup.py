@@ -1,19 +1,10 @@
 """Event ids already stored, per org, remembered for a window: a repeated id is dropped.
 
-Why here and not in ClickHouse: a ReplacingMergeTree would collapse duplicate raw rows only
-at some later merge, and the rollups (AggregatingMergeTree sums and sketches) would still count
-them; so a duplicate must be dropped *before* the INSERT, for every table at once.
-
-`EventIdWindow` holds 64-bit hashes of `(org_id, event_id)` in two generations (current and
-previous); a generation is retired when it is `window_s` old or holds `max_ids / 2` ids, so an
-id is remembered for at least `window_s` unless more than `max_ids / 2` newer ids arrived
-meanwhile (logged), and for at most about 2 × `window_s`. A false "seen" needs a 64-bit hash
-collision among the remembered ids (≈ n² / 2⁶⁵: 3 × 10⁻⁸ at a million ids).
-
-Concurrency: `claim` reserves the batch's new ids until `settle`; a request holding an id
-that another request is storing right now waits for that outcome (stored → a duplicate;
-failed → its own to store), so two concurrent copies never both pass.
-"""
+Why here and not in ClickHouse: a ReplacingMergeTree would collapse duplicate raw rows only at
+some later merge, and the rollups would still count them, so a duplicate must be dropped
+before the INSERT, for every table at once. `EventIdWindow` keeps 64-bit hashes in two
+generations; `claim`/`settle` serialise concurrent requests holding the same id, so two copies
+never both pass. See docs/ingest.md, section "Idempotency: event ids and `Idempotency-Key`"."""
 
 from __future__ import annotations
 

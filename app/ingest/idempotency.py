@@ -1,24 +1,11 @@
 """`Idempotency-Key` on `POST /v1/events`: a retried request gets the first answer back.
 
-A request with the header claims `(org, key)`; once it is answered 200, the answer is kept for
-`ingest_idempotency_ttl_s` (default 24 h) with a hash of the body. The same key again:
-
-* answered before, same body → the stored answer (header `Idempotent-Replayed: true`),
-  nothing stored again;
-* answered before, another body → 422 `idempotency_key_reused`;
-* still being answered (a concurrent duplicate) → 409 `idempotency_key_in_use`;
-* a failed attempt (any non-200) leaves no trace: the retry runs afresh.
-
-Where: Redis (`REDIS_URL`: every node shares the keys) or else a SQLite file in the data dir
-(`<data_dir>/ingest-idempotency.sqlite3`, one process owns a data dir). A claim outlives a
-crash of its process: locally it is recognised as a previous process's (another owner) and
-taken over; in Redis it expires after `PENDING_TTL_S` (until then the retry gets 409).
-
-This store only answers repeats quickly and exactly. What makes a retry that ran afresh (after
-a crash between storing and recording) not count twice is the event ids derived from the key
-(app.ingest.parse: `idem:<hash>:<index>`), which the writer's window and the INSERT tokens
-deduplicate (docs/ingest.md, "Idempotency").
-"""
+The first 200 answer for `(org, key)` is kept with a hash of the body, in Redis (shared by
+every node) or else in a SQLite file in the data dir; the same key and body get it again,
+another body 422, a concurrent duplicate 409, and a failed attempt leaves no trace. This store
+only answers repeats quickly and exactly: what keeps a retry that ran afresh from counting twice
+is the event ids derived from the key (app.ingest.parse), which the writer's window and the
+INSERT tokens deduplicate. See docs/ingest.md, section "Idempotency"."""
 
 from __future__ import annotations
 

@@ -1,22 +1,9 @@
 """`POST /v1/events`: authenticate, rate-limit, parse, enrich, write; answer per event.
 
-Status codes (the body of every non-2xx is the shared error shape, see app/errors.py):
-
-* 200 `IngestResult` — at least one event accepted: written to the ingest WAL (fsynced with
-  `CLICKPULSE_WAL_FSYNC=1`), or, with `CLICKPULSE_WAL=off`, inserted; rejected events, if
-  any, are listed with their index and reason.
-* 400 — malformed JSON body, not an array/NDJSON, empty batch, or *every* event rejected
-  (code `no_valid_events`, with the full `IngestResult` in `where`).
-* 401 — missing, unknown (`invalid_api_key`) or revoked (`revoked_api_key`) key.
-* 413 — body over `ingest_max_body_bytes` or more than `ingest_max_events` events.
-* 409 — (`Idempotency-Key`) a request with the same key is being answered right now.
-* 422 — (`Idempotency-Key`) the key was used before with another body.
-* 429 — the org's rate limit (`Retry-After`).
-* 503 — the writer is overloaded (pending rows or WAL bytes over their bound), stopping, the
-  WAL write failed, (WAL off) the INSERT failed, or (Kafka) the broker did not acknowledge in
-  `kafka_delivery_timeout_ms` (`Retry-After`); nothing of the request was accepted (exceptions:
-  a failed WAL fsync, and a Kafka delivery that timed out in flight: see docs/ingest.md).
-"""
+200 when at least one event was accepted (into the WAL, or inserted with the WAL off), with the
+rejected ones listed by index and reason; every other status uses the shared error shape
+(app/errors.py). The status codes and when each is sent are in docs/ingest.md, section
+"Responses"."""
 
 from __future__ import annotations
 

@@ -1,38 +1,12 @@
 """The ingest write-ahead log: accepted rows on local disk until ClickHouse has them.
 
-Layout: a directory (`Settings.wal_path`, default `<data_dir>/wal`) holding
-
-* `LOCK` — an exclusive `flock` held by the one process that owns this WAL;
-* `<seq>.wal` — segments, numbered in write order. Exactly one is open for appends at a time;
-  the writer *seals* it when it takes the buffered rows for an INSERT, so every segment
-  holds rows of exactly one INSERT attempt (or of several, after a failed attempt is
-  retried together with newer rows), and it is deleted (*retired*) once those rows are in.
-
-A segment is a sequence of records, each
-
-    magic b"CPW1" | u32 payload length | u32 CRC-32 of the payload | payload
-
-(little endian), the payload being one accepted request's rows as an Arrow IPC stream with
-the exact types of `events_queue` (`app.ingest.columns.ARROW_SCHEMA`). Reading stops at the
-first record that is incomplete or fails its checksum: that is a torn tail (a crash or power
-loss during the write, before the request was acknowledged) or damage; either way the
-segment is kept renamed `*.damaged` for inspection after its valid prefix is replayed.
-
-Durability: `append` is a `write()` into the page cache, which survives a crash of this
-process (not of the machine). With `fsync=True`, `sync()` makes appended records durable
-against power loss too; concurrent callers share one fsync (group commit).
-
-Exactly once into ClickHouse: the writer inserts each segment as one INSERT (in sequence
-order, a failed one retried alone before the next) with `token(seq)` as its
-`insert_deduplication_token`: a hash of the segment number and every record's length and
-CRC, which the replay recomputes from the file, so a segment replayed after a crash inside or
-just after its INSERT carries the same token and ClickHouse drops whatever of it was already
-stored (per table, the materialized views' tables included). On top of that,
-`CHECKPOINT` — one 16-byte record `b"CPC1" | u64 seq | u32 CRC-32`, rewritten in place —
-holds the highest segment number known to be inserted; segments at or below it are deleted at
-the next start without being replayed (e.g. one whose deletion failed). The checkpoint also
-keeps segment numbers increasing across restarts (tokens never repeat a number).
-"""
+A directory of numbered segments, each a sequence of checksummed records (one accepted
+request's rows as an Arrow IPC stream), owned by one process through a `flock`. Each segment
+is inserted by exactly one INSERT under a deduplication token recomputed from the file, so a
+replay after a crash is dropped by ClickHouse wherever it was stored already; a checkpoint
+keeps inserted segments from being replayed. `append` survives a process crash; with
+`fsync=True`, `sync()` also survives power loss (group commit). The format and the guarantees
+are in docs/ingest.md, sections "The WAL on disk" and "Exactly once into ClickHouse (WAL)"."""
 
 from __future__ import annotations
 

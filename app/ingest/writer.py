@@ -1,40 +1,11 @@
 """The micro-batching writer: many small submissions in, few large INSERTs out.
 
-Why batch: every insert block costs the rollup MVs once per group they touch and writes one
-part per table, so rows/s grows with the block size (measured into chDB with every MV
-attached: ~110k rows/s at 16k-row inserts, ~350k+ at 100k). Why bound the delay: live
-dashboards read rollup_1s.
-
-Two modes (`Settings.wal_enabled`, env `CLICKPULSE_WAL`, default on):
-
-* **WAL (default)**: `submit(columns)` appends the rows to the write-ahead log
-  (`app.ingest.wal`) and to the in-memory buffer, and returns once the record is written
-  (with `wal_fsync`, once it is fsynced: group commit). The request is acknowledged then,
-  not after the INSERT, so clients never wait for ClickHouse and blocks grow to
-  `writer_max_rows`. WAL segments are retired only after the INSERT holding their rows
-  succeeded; a failed INSERT is retried with backoff (rows stay in memory and in the WAL);
-  on `start()`, segments left by a previous process are inserted before anything new is
-  accepted. **Exactly once**: each WAL segment is one INSERT carrying the segment's
-  deduplication token (`Wal.token`), retried alone and in order until it succeeds; a replay
-  after a crash re-cuts the same segment with the same token, so ClickHouse drops whatever of
-  it was already stored, in `events` and in every rollup (docs/ingest.md, "Durability").
-* **off**: `submit` returns only when the INSERT holding its rows succeeded and raises
-  `InsertFailed` if it failed (nothing is retried; the client retries). A submission with a
-  `token` (its events carry ids) is inserted alone under that token, so the client's retry of
-  a request whose INSERT was cut short by a crash completes it instead of doubling it.
-
-Common to both:
-
-* A flush starts when `writer_max_rows` rows are buffered, or `writer_max_delay_ms` after the
-  first row of the buffer arrived, whichever comes first.
-* One INSERT runs at a time; submissions keep accumulating meanwhile and the next flush
-  takes everything buffered, so batches grow with load (adaptive batching).
-* Backpressure: more than `writer_max_pending_rows` rows (or `wal_max_bytes` WAL bytes) not
-  yet inserted → `submit` raises `WriterOverloaded` at once, having stored nothing.
-* `stop()` refuses new submissions and inserts everything buffered before returning (in WAL
-  mode it gives up after a few failed attempts, leaving the rows in the WAL for the next
-  start).
-"""
+Why batch: every insert block costs the rollup MVs once per group it touches and writes one
+part per table, so rows/s grows with the block size (docs/pipeline.md, "Batch size decides
+throughput"). Why bound the delay: live dashboards read rollup_1s. With the WAL (the default)
+`submit` returns once the rows are in the write-ahead log and INSERTs run behind it, exactly
+once per segment; with the WAL off it returns once the INSERT holding its rows succeeded.
+Flush triggers, backpressure, retries and stop are in docs/ingest.md, section "The writer"."""
 
 from __future__ import annotations
 
