@@ -1,27 +1,12 @@
 """Per-org quotas against noisy neighbours: request rate, concurrent ClickHouse queries and rows
 read per minute. Over a limit → `ApiError(429, "rate_limited", …)` with `Retry-After`.
 
-* Request rate: a token bucket per org (`rate_per_s` refill, `burst` capacity). With Redis the
-  bucket lives in Redis (one Lua script, atomic, shared by every node); without, in process.
-* Concurrent ClickHouse queries: a semaphore per org in this process. A query waits up to
-  `queue_wait_s` for a slot, then gets 429. Per node on purpose. Beneath it, the facade's
-  worker threads are shared fairly between orgs whatever these limits say
-  (app/clickhouse/fair.py); a query that found no worker in time (`PoolBusy`) is a 429 too.
-* Rows read per minute: a fixed one-minute window per org, charged with `QueryResult.rows_read`
-  after each query; once the window's budget is spent, queries get 429 until the next minute.
-  In Redis with Redis (shared), else in process.
-
-Defaults come from Settings; `orgs.limits` (jsonb) overrides any of
-`rate_per_s`, `burst`, `concurrent_queries`, `rows_per_minute` for one org.
-
-Ceilings: the operator's `CLICKPULSE_LIMIT_MAX_*` settings (default: the defaults themselves,
-so out of the box an org's limits can only be lowered). `PUT /org/limits` refuses a value above
-its ceiling (422), and the effective limits are always clamped to the ceilings, whoever wrote
-`orgs.limits` (an override stored before ceilings existed, or one an operator wrote into the
-database): there is no per-org exception above the ceiling. Raising the ceiling raises what
-every org's admin may choose; the ClickHouse pool stays shared fairly whatever the limits say
-(app/clickhouse/fair.py).
-"""
+A token bucket per org (in Redis when configured, shared by every node), a semaphore per org
+in this process (per node on purpose: it protects this node's worker threads), and a fixed
+one-minute rows window (Redis or in process). Defaults come from Settings, `orgs.limits`
+overrides them per org, and the effective limits are always clamped to the operator's
+ceilings. Beneath these limits the ClickHouse pool is shared fairly (app/clickhouse/fair.py).
+See docs/api.md, section "Quotas against noisy neighbours"."""
 
 from __future__ import annotations
 

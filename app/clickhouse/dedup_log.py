@@ -1,28 +1,13 @@
 """Repair what a crash of embedded chDB can leave in a table's insert-deduplication log.
 
-Why: a plain MergeTree with `non_replicated_deduplication_window` remembers the block ids of
-its recent inserts in `<table>/deduplication_logs/deduplication_log_<n>.txt`, one line
-`1<TAB><part><TAB><block id>` per block. chDB 26.9 appends that line (one `write()`, kept
-across a process kill) *before* it renames the part's `tmp_insert_*` directory into place
-(traced with strace: write to the log, then rename, for every table of an INSERT). A process
-killed between the two leaves the block id in the log and no part: the temporary directory is
-deleted at the next start, and the replay of that INSERT under the same
-`insert_deduplication_token` is then dropped as a duplicate in exactly that table — the batch is
-lost there while every other table has it (seen as `rollup_1h` 200 events short in the crash
-suite; reproduced for each table by killing chDB at that rename).
-
-The repair restores ClickHouse's own invariant — a remembered block has its part on disk —
-before the engine reads the log: ClickHouse takes a table's parts lock around "log the block,
-rename the part", so per table at most the *last* logged part can be missing, and only after a
-crash. If that part is not on disk (nor covered by a merged part), a `DROP` record is appended
-for its block ids (ClickHouse's own record for "forget this block"), and the replay stores the
-block in that table. A last part that is gone for another reason (a TTL merge emptied it) is
-forgotten too, harmlessly: its rows are gone anyway, and only the WAL's not yet retired
-segments are ever replayed. Only run while no process has the data directory open (the repair
-takes ClickHouse's lock on `<data dir>/status` and gives up if it is held). If a later chDB
-commits the part before logging its block, the last part is always on disk and this does
-nothing (a kill in between would then store the block twice instead).
-"""
+chDB logs an INSERT's block id before it renames the part into place, so a process killed
+between the two leaves a remembered block without its part, and the replay under the same
+token is then dropped in that one table: the batch is lost there. Before chDB opens the data
+dir, this puts ClickHouse's invariant back (a remembered block has its part on disk) by
+appending a `DROP` record for a table's last logged part when that part is missing. Only run
+while no process holds the data dir. The trace, the reasoning and the limits are in
+docs/ingest.md, section "Exactly once into ClickHouse (WAL)" ("A crash inside one table's
+commit")."""
 
 from __future__ import annotations
 

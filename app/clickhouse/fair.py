@@ -1,34 +1,12 @@
 """Fair sharing of the facade's ClickHouse worker threads between orgs.
 
-The facade runs every blocking driver call on N worker threads shared by the whole process. A
-plain thread pool serves callers first come, first served: one org with many slow queries queued
-(an admin's raised `concurrent_queries`, or simply many dashboards) then makes every other org's
-query wait behind all of them. `FairPool` is the queue in front of those N threads:
-
-* **Lanes.** Every call names its tenant (`org_id`; `None` is the process's own work: health
-  pings, DDL, inserts). Waiting calls queue per tenant, FIFO within a tenant.
-* **Who gets a free worker.** The tenant with the fewest calls running, among those with calls
-  waiting; on a tie, the one whose oldest waiting call is oldest. So a tenant with nothing running
-  is always next, ahead of any number of calls another tenant queued earlier, and tenants that
-  all want more converge to equal shares (each ≥ `workers // tenants`).
-* **Headroom.** No tenant ever holds more than `max_per_tenant` threads (default half the pool,
-  at least 1: 4 of the default 8, the default per-org `concurrent_queries`; the embedded facade
-  also caps it at the CPU count): the rest is always
-  free of it, so other orgs' queries start at once even while one org keeps its share busy with
-  long queries, instead of waiting for one of them to finish — and, on a machine with few cores,
-  one org's queries cannot take every core's worth of ClickHouse threads either (chDB runs each
-  query on several threads). Work-conserving otherwise: a free worker is never left idle while
-  a tenant under that cap waits.
-* **Bounded waits.** A call that waits longer than `max_wait_s` (jittered down to between half
-  and all of it, so a burst of calls does not give up, and retry, as one burst) for a worker is
-  dropped from the
-  queue and raises `PoolBusy` (the API answers 429 + Retry-After, see app/limits.py). Cancelling
-  a waiting call removes it; a running call keeps its worker until the driver call returns (a
-  thread cannot be interrupted), so the accounting counts real threads, never abandoned ones.
-
-There is no preemption: a running query is never stopped to make room. State is guarded by one
-lock and completions arrive on worker threads, so one FairPool serves any number of event loops.
-"""
+The facade runs every blocking driver call on N worker threads shared by the whole process; a
+plain first-come-first-served pool lets one org with many slow queries queued make every other
+org wait behind them. `FairPool` is the queue in front of those threads: calls queue per
+tenant, a free worker goes to the tenant with the fewest calls running, no tenant holds more
+than `max_per_tenant` threads, and a call that waits too long raises `PoolBusy` (a 429). No
+preemption. The rules are in docs/api.md, section "Quotas against noisy neighbours" ("Fair
+sharing of the ClickHouse pool"); the measured bound in docs/benchmarks.md."""
 
 from __future__ import annotations
 
