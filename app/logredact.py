@@ -1,27 +1,11 @@
 """Secrets never reach a log line.
 
-Credentials travel where loggers look: the access log writes the request path with its query
-string (`/ws/subscribe?token=cpt_…`, `/login?token=…`), an exception's text can quote a URL or
-a header, a debug line can dump a scope's headers. One hook redacts them all: `install()`
-wraps the process's log record factory, so every record of every logger (uvicorn.access,
-uvicorn.error, litestar, clickpulse.*, libraries) is cleaned when it is created — before any
-filter, handler or formatter sees it, whatever logging configuration (uvicorn's dictConfig,
-`basicConfig`, a test's capture) is in place, and also for loggers that do not propagate.
-
-What is replaced by `[redacted]`:
-
-* the whole value of a query or form parameter named token, ticket, key, api_key, apikey,
-  access_token, secret or password (`?token=[redacted]`, `&ticket=[redacted]`);
-* the whole value of an `Authorization`, `Proxy-Authorization`, `X-Api-Key`, `Cookie` or
-  `Set-Cookie` header, written as `Name: value`, `name=value` or as a header tuple
-  `(b'authorization', b'…')`; the scheme word (`Bearer`, `Basic`) is kept;
-* our credentials anywhere else in the text: `cpk_…` ingest keys and `cpt_…` user tokens keep
-  their display prefix (`cpt_` + 6 characters, the part the API already shows in key lists —
-  36 of 256 bits, useless for guessing) so an operator can still tell which one it was.
-
-The message, every string argument (and the text of a non-string argument, when it holds a
-secret) and an exception's formatted traceback are redacted.
-"""
+Credentials travel where loggers look: the access log writes query strings
+(`/ws/subscribe?token=cpt_…`), an exception can quote a URL or a header, a debug line can dump
+headers. One hook cleans them all: `install()` wraps the process's log record factory, so every
+record of every logger is redacted when it is created, before any filter, handler or formatter
+sees it, whatever logging configuration is in place. What is replaced, and how much of our own
+credentials is kept for display, is in docs/api.md, section "Secrets in logs"."""
 
 from __future__ import annotations
 

@@ -1,37 +1,10 @@
 """The OpenAPI document at `/schema` (`/schema/openapi.json`): what the API really answers.
 
-Litestar derives each operation's parameters, request body and success body from the route
-handler's signature. What it cannot see is added here, in one place, from the routes
-themselves, so a new route is documented without anyone remembering to:
-
-* the error responses a route can produce, each with the one error body the API sends
-  (`{"error": {"code", "message", "where"}}`, `app.errors.ErrorResponse`; Litestar's own
-  `{status_code, detail, extra}` body is never sent, so it is replaced wherever it appears):
-
-  | the route ...                                        | documents                      |
-  |------------------------------------------------------|--------------------------------|
-  | depends on `principal` (a user token)                | 401, 403, 429, 503             |
-  | has a path parameter                                 | 404                            |
-  | has a query or header parameter                      | 400                            |
-  | takes a body                                         | 400, 413, 422                  |
-  | declares the `If-Match` header (`api.common.IfMatch`) | 400, 409, 428                  |
-  | declares more in `opt=api_doc(errors=...)`           | those                          |
-  | declares `opt=api_doc(without=...)`                  | not those                      |
-
-  with the headers those answers carry (`WWW-Authenticate` on 401 of user-token routes,
-  `Retry-After` on 429 and 503);
-* what a handler states with `opt=api_doc(...)` because its signature cannot: a body it
-  decodes itself (`request_body`), success bodies in several media types (`success`),
-  headers of the success answer (`success_headers`; `etag=True` for the object's ETag).
-
-A status the handler documents itself (`responses=` with a `ResponseSpec`, e.g. `/readyz`'s
-503 with its readiness body) is left as the handler wrote it.
-
-Litestar builds the document lazily, on the first request for it; `ApiOpenAPIConfig` hands it
-an `OpenAPI` whose `to_schema()` first completes it from the app's routes (`complete`).
-tests/test_openapi.py checks the rules over every route; tests/api/test_openapi_schemathesis.py
-runs schemathesis against the real app to check that the document is the API.
-"""
+Litestar derives each operation's parameters, request body and success body from the handler's
+signature. What it cannot see (every error a route can produce, with the one error body the
+API sends, and what a handler states with `opt=api_doc(...)`) is added here, in one place, from
+the routes themselves, so a new route is documented without anyone remembering to. The rules
+and how they are checked are in docs/api.md, section "The OpenAPI document"."""
 
 from __future__ import annotations
 

@@ -1,22 +1,11 @@
 """A series for the API: compile a metric for the caller's org, run it, answer it.
 
-The API's only door to the metric compiler (app/querybuilder) and to running its queries.
-Nothing in the API builds SQL: a metric definition and the request's parameters go to the
-querybuilder, which answers a CompiledQuery (SQL with bound params, the org guard, a plan);
-`run` hands it to the querybuilder's `run_compiled_async`, which re-checks the tenant guard on
-the final SQL before the facade executes it. A stored definition is `{"text": "<metric
-language>"}` or the form builder's JSON (any other object); both go to the compiler as they are.
-
-cache fresh?  ── yes ─▶ answer (meta.cached)
-    │ no
-quotas (rows/minute, concurrent slot) ── over ─▶ 429 Retry-After
-    │
-count_rows (the org's own rows), run_compiled_async (tenant guard re-checked), with a timeout
-    ├─ ok ─▶ cache it (TTL by range/granularity) ─▶ answer
-    └─ ClickHouse error/timeout ─▶ last known answer of this compiled query (whoever asked
-                                   for it: chart, history, /query) with stale: true, age_s
-                                   (nothing cached ─▶ 503)
-"""
+The API's only door to the metric compiler (app/querybuilder) and to running its queries:
+nothing in the API builds SQL. A definition and the request's parameters go to the
+querybuilder, which answers a CompiledQuery; `run` answers it from the hot cache, or charges
+the org's quotas and runs it through `run_compiled_async` (which re-checks the tenant guard on
+the final SQL), falling back to the last known answer when ClickHouse fails. The steps are in
+docs/api.md, section "A series, step by step"."""
 
 from __future__ import annotations
 
