@@ -167,7 +167,7 @@ class Settings(msgspec.Struct, kw_only=True):
     wal_fsync: bool = False
     # Backpressure: more WAL bytes than this not yet inserted -> 503 (nothing accepted).
     wal_max_bytes: int = 512 * 1024 * 1024
-    # HTTP API (issue 4): body size, timeouts, cache, per-org quotas (orgs.limits overrides)
+    # HTTP API: body size, timeouts, cache, per-org quotas (orgs.limits overrides)
     pg_timeout_s: float = 2.0
     query_timeout_s: float = 10.0
     cache_max_entries: int = 10_000
@@ -199,7 +199,7 @@ class Settings(msgspec.Struct, kw_only=True):
     limit_max_burst: int | None = None
     limit_max_concurrent_queries: int | None = None
     limit_max_rows_per_minute: int | None = None
-    # Live push (issue 5, app/push): poller tick (0 = ticks only when driven, for tests),
+    # Live push (app/push): poller tick (0 = ticks only when driven, for tests),
     # seconds re-read each tick for late updates, pipeline lag that makes a view stale,
     # per-socket protocol limits, slow-consumer cut-off and the Redis leader lease.
     push_tick_ms: int = 250
@@ -222,7 +222,7 @@ class Settings(msgspec.Struct, kw_only=True):
     # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
     # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.
     push_port: int | None = None
-    # Alerts (issue 6, app/alerts): a second is evaluated once it is this old past its end
+    # Alerts (app/alerts): a second is evaluated once it is this old past its end
     # (plus the pipeline lag); definitions are re-read this often (other nodes' edits);
     # webhook timeout per attempt, retries after the first attempt, first backoff (doubling).
     alert_settle_ms: int = 1500

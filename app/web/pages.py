@@ -1,19 +1,10 @@
-"""The browser UI: HTML shells rendered with jinja2, the UI's JS/CSS, and ECharts from npm.
+"""The browser UI: HTML shells rendered with jinja2, the UI's JS/CSS, and ECharts from npm
+(`web/node_modules`, never a CDN).
 
-Pages carry no data and need no credential: the user token lives in the browser
-(localStorage) and every API call the page makes sends it as `Authorization: Bearer`. So a
-page for an id of another org renders the shell, and the API's 404 becomes "not found".
-
-    /login            paste a token, or /login?token=cpt_… (the demo prints that URL)
-    /                 dashboards list
-    /d/{id}           a dashboard: charts, range, drilldown, comparison, live/paused
-    /builder          query builder: metric text or form, preview, save, add to a dashboard
-    /a, /a/{id}       alerts: list, create/edit, history
-    /admin/tokens     the org's user tokens (admins): list, create, revoke
-
-ECharts is served from `web/node_modules` (installed by `npm ci --prefix web`, see Makefile),
-never from a CDN.
-"""
+Pages carry no data and need no credential: the user token lives in the browser and every API
+call sends it as `Authorization: Bearer`, so a page for an id of another org renders the shell
+and the API's 404 becomes "not found". The pages (`/login`, `/`, `/d/{id}`, `/builder`, `/a`,
+`/admin/tokens`) are listed in docs/ui.md, section "Pages"."""
 
 from __future__ import annotations
 
