@@ -14,8 +14,9 @@ has to enforce the same rule. For org N this module plans and renders:
 
 The set of relations is derived from the rendered migrations (parsed with sqlglot), so a new
 table or view is covered without editing this file; one without an `org_id` column stops the
-command until it is given one or listed as internal here. Every identifier is validated and
-quoted, the org is an int, and a plaintext password never appears in a statement.
+command until it is given one or listed in `app/querybuilder/catalog.py` INTERNAL_TABLES. Every
+identifier is validated and quoted, the org is an int, and a plaintext password never appears
+in a statement.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from app.migrate import Migration, split_statements
+from app.querybuilder.catalog import INTERNAL_TABLES, MAX_ORG_ID
 
 __all__ = [
     "AnalystAccess",
@@ -56,11 +58,6 @@ _USER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _CLUSTER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-MAX_ORG_ID = 2**32 - 1  # org_id is UInt32 in every table
-
-#: Tables the pipeline uses and people never query (a Kafka/Null queue consumes or discards on
-#: read; the ledger and error tables carry no org_id).
-INTERNAL_TABLES = frozenset({"events_queue", "schema_migrations"})
 #: Name suffixes of plumbing: shard-local storage behind a Distributed table, dead letters.
 INTERNAL_SUFFIXES = ("_local", "_queue", "_errors", "_error")
 #: Engines whose SELECT consumes a stream or returns nothing: never an analyst's table.
@@ -288,7 +285,8 @@ def analyst_relations(migrations: Iterable[Migration], database: str) -> tuple[R
         if ORG_COLUMN not in columns:
             raise GrantError(
                 f"{c.name} has no {ORG_COLUMN} column, so no row policy can isolate it: give it "
-                f"one, or list it in app/analysts/grants.py INTERNAL_TABLES if people never query it"
+                "one, or list it in app/querybuilder/catalog.py INTERNAL_TABLES if people never "
+                "query it"
             )
         if c.kind == "distributed" and (c.local is None or c.local not in created):
             raise GrantError(f"Distributed table {c.name}: cannot find its shard-local table")

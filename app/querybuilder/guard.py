@@ -43,39 +43,17 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from app.querybuilder.catalog import low_cardinality_columns
+from app.querybuilder.catalog import (
+    ANALYST_TABLES,
+    MAX_ORG_ID,
+    METRIC_TABLES,
+    low_cardinality_columns,
+)
 from app.querybuilder.errors import TenantGuardError
 from app.querybuilder.sql_functions import analyst_function_allowed
 
 ORG_PARAM = "org_id"
 ORG_TYPE = "UInt32"
-MAX_ORG_ID = 2**32 - 1
-
-#: What the metric compiler reads.
-METRIC_TABLES = frozenset(
-    [
-        "events",
-        "rollup_1s",
-        "rollup_1m",
-        "rollup_1h",
-        "rollup_1d",
-        "rollup_detail_1m",
-        "rollup_detail_1h",
-        "rollup_detail_1d",
-    ]
-)
-#: What analysts may read: the metric tables and the finalizing views (0004_analyst_views.sql).
-ANALYST_TABLES = METRIC_TABLES | frozenset(
-    [
-        "metrics_1s",
-        "metrics_1m",
-        "metrics_1h",
-        "metrics_1d",
-        "metrics_detail_1m",
-        "metrics_detail_1h",
-        "metrics_detail_1d",
-    ]
-)
 #: CTEs of analysts' SQL are renamed to this prefix + a number (user names may not use it).
 CTE_PREFIX = "__cp_cte_"
 

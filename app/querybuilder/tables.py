@@ -10,23 +10,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.querybuilder.catalog import DETAIL_TABLES, RAW_TABLE, ROLLUP_TABLES
 from app.querybuilder.model import DETAIL_KEYS, ROLLUP_KEYS, Agg, Col, Expr, Metric, Prop
 from app.querybuilder.validate import children
 
 DAY = 86_400
 
-#: (table, grain seconds, retention seconds or None = kept), coarsest first.
-ROLLUP_TABLES = (
-    ("rollup_1d", DAY, None),
-    ("rollup_1h", 3_600, 365 * DAY),
-    ("rollup_1m", 60, 7 * DAY),
-    ("rollup_1s", 1, 600),
-)
-DETAIL_TABLES = (
-    ("rollup_detail_1d", DAY, None),
-    ("rollup_detail_1h", 3_600, 365 * DAY),
-    ("rollup_detail_1m", 60, 7 * DAY),
-)
 GRANULARITIES = {"1s": 1, "1m": 60, "1h": 3_600, "1d": DAY}
 #: Bucket widths `auto` may choose, finest first.
 AUTO_STEPS = (
@@ -121,7 +110,7 @@ def choose_table(req: Requirement, step: int, oldest: int, now: int) -> tuple[st
     """(table, grain, reason): the coarsest table that can answer buckets of `step` seconds
     reaching back to `oldest`; raw events otherwise."""
     if req.family == "raw":
-        return "events", 1, req.reason
+        return RAW_TABLE, 1, req.reason
     tables = ROLLUP_TABLES if req.family == "rollup" else DETAIL_TABLES
     reason = ""
     for table, grain, retention in tables:
@@ -132,7 +121,7 @@ def choose_table(req: Requirement, step: int, oldest: int, now: int) -> tuple[st
             reason = f"{table} keeps {retention}s; the range starts earlier"
             continue
         return table, grain, ""
-    return "events", 1, reason or "no rollup fits"
+    return RAW_TABLE, 1, reason or "no rollup fits"
 
 
 def auto_step(span: int, req: Requirement, time_from: int, now: int) -> int:
@@ -141,6 +130,6 @@ def auto_step(span: int, req: Requirement, time_from: int, now: int) -> int:
     if req.family != "raw":
         for step in fitting:
             start = time_from // step * step
-            if choose_table(req, step, start, now)[0] != "events":
+            if choose_table(req, step, start, now)[0] != RAW_TABLE:
                 return step
     return fitting[0]
