@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.analysts import grants
+from app.analyst_access import grants
 from app.migrate import Migration, render_clickhouse
 from app.querybuilder import catalog, guard, tables
 
