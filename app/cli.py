@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ).set_defaults(func=cmd_bridge)
 
-    from app.analysts.cli import add_parser as add_analysts_parser
+    from app.analyst_access.cli import add_parser as add_analysts_parser
 
     add_analysts_parser(sub, common)
 

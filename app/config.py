@@ -114,7 +114,7 @@ class Settings(msgspec.Struct, kw_only=True):
     redis_url: str | None = None
     kafka_brokers: str | None = None  # env KAFKA_BOOTSTRAP (alias CLICKPULSE_KAFKA_BROKERS)
     kafka_topic: str = "clickpulse_events"
-    # Embedded bridge (app/ingest/kafka.py): its consumer group (committed offsets live there).
+    # Embedded bridge (app/ingest/kafka/bridge.py): its consumer group (committed offsets live there).
     kafka_group: str = "clickpulse-bridge"
     # How long ingest waits for the broker's acknowledgement before answering 503: librdkafka's
     # own default (message.timeout.ms, 300 s) would hold every request through an outage.

@@ -38,7 +38,7 @@ def render_for(settings: Settings, database: str) -> list[Migration]:
     """The ClickHouse migrations in the variant these settings select (docs/pipeline.md):
     a cluster and the Kafka engine table only with a ClickHouse server (`clickhouse_url`);
     chDB always gets the embedded rendering (its Kafka topic, if any, is consumed by the
-    in-process bridge of app/ingest/kafka.py)."""
+    in-process bridge of app/ingest/kafka/bridge.py)."""
     server = bool(settings.clickhouse_url)
     return render_clickhouse(
         database=database,

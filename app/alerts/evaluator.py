@@ -21,7 +21,7 @@ from app.querybuilder import MetricError
 
 from .machine import Machine, Transition
 from .rules import Watched, fingerprint, rule_of, value_of, watched_metric
-from .store import AlertStateRepo, Change, to_second
+from .state import AlertStateRepo, Change, to_second
 from .webhook import WebhookSender
 
 if TYPE_CHECKING:

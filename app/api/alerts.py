@@ -247,7 +247,7 @@ class AlertController(Controller):
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> AlertEventsOut:
         """Firing/resolved history, newest first. Page with `before=<next_before>`."""
-        from app.alerts.store import AlertStateRepo
+        from app.alerts.state import AlertStateRepo
 
         await services.store.alerts.get(principal.org_id, check_id(alert_id))
         repo = AlertStateRepo(services.pg, services.settings.pg_timeout_s)

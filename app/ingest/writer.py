@@ -1,4 +1,7 @@
-"""The micro-batching writer: many small submissions in, few large INSERTs out.
+"""The micro-batching writer: many small submissions in, few large INSERTs out. Long because
+it owns the whole path from acceptance to ClickHouse — buffer, WAL segments, exactly-once
+INSERTs with their retries, replay, backpressure, health and insert listeners — around one
+shared state that splitting would have to pass around.
 
 Why batch: every insert block costs the rollup MVs once per group it touches and writes one
 part per table, so rows/s grows with the block size (docs/pipeline.md, "Batch size decides

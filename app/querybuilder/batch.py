@@ -1,43 +1,11 @@
-"""Batched live reads: many live keys of one org over one table, as ONE guarded statement.
+"""Batched live reads: many live keys of one org over rollup_1s as ONE guarded statement.
 
-The push poller reads every live key every round (app/push/poller.py). One statement per key
-costs a ClickHouse query each (~1–10 ms floor); keys of one org reading the same table over the
-same seconds can share one read instead:
-
-    SELECT arrayJoin([1, 2, …, N]) AS __k,            -- each row of the read, once per key
-           toUInt32(bucket) AS t,
-           if(__k IN (…keys grouping by country…), country, '') AS __d_country, …
-           <output expression> AS __o0, …             -- each distinct output once
-    FROM (<the org's isolated read of rollup_1s, bounded by [time_from, time_to)>) AS rollup_1s
-    WHERE bucket >= … AND bucket < …                   -- the read bounds (moved into the read)
-      AND ((__k = 1 AND <key 1's where and filters>) OR (__k = 2 AND …) OR …)
-    GROUP BY __k, t, __d_…
-    ORDER BY __k, __d_…, t WITH FILL FROM {time_from} TO {time_to} STEP 1
-
-Why this shape (measured in chDB; docs/push.md "Batched polling"):
-
-* **One isolated read** of the org (the tenant guard's construction, `guard.isolated_read`,
-  added by `planner.finish` like every other compile), so the statement is verified by the
-  unchanged `verify_tenant_guard` under `METRIC_POLICY`. `arrayJoin` of a literal array of key
-  numbers is not a table read; it was already an emitted function (sliding windows).
-* **Keys kept apart by the group key `__k`**: every aggregate only ever sees the rows of one
-  key's group, so aggregates need no per-key `-If`. An output expression is written once per
-  *distinct* text (values are bound parameters shared by value, so the same metric with other
-  filters or group-bys shares its output column, and ClickHouse computes each distinct
-  aggregate once per group); it is also evaluated, harmlessly, on the other keys' groups, whose
-  values are dropped when the result is split. Writing each key's outputs under
-  `if(__k = i, …)` or `-If(…, __k = i)` costs N× the aggregates for N keys; a UNION ALL of
-  per-key SELECTs would need N reads (no CTE under the metric policy).
-* A dimension column is the key's dimension for the keys that group by it and `''` for the
-  others, so it never splits another key's groups; `WITH FILL` fills each (key, dims) group
-  over the range exactly as the key's own statement does.
-
-What can be batched (`batchable`): rollup_1s plans without a sliding window or a comparison,
-grouped by plain columns — what a live key on a rollup-answerable metric is. Everything else
-(raw events, windows) keeps its own statement.
-
-`split` hands each key the rows its own statement (`compile_metric` … `granularity="1s"`)
-returns for [time_from, time_to): same columns, values, types and order.
+One isolated read of the org (added by `planner.finish`, verified unchanged under
+`METRIC_POLICY`), `arrayJoin` of the key numbers as `__k`, each key's conditions as
+`(__k = i AND …)`, grouped by `__k, t` and per-key dimension columns, each distinct output
+expression once; `LiveBatch.split` hands each key exactly the rows its own statement returns.
+`batchable` says which keys qualify (rollup_1s, no sliding window, plain group-by). Why this
+shape and what was rejected: docs/push.md, "Batched polling".
 """
 
 from __future__ import annotations
@@ -52,18 +20,20 @@ from sqlglot import exp
 from app.querybuilder.errors import MetricError
 from app.querybuilder.model import Col, CompiledQuery, Expr, Metric, Plan
 from app.querybuilder.planner import (
-    DIALECT,
     RESULT_LIMIT,
+    check_range,
+    finish,
+    resolve_filters,
+    resolve_metric,
+)
+from app.querybuilder.sqlbuild import (
+    DIALECT,
     Params,
     Renderer,
-    check_range,
     conjunction,
-    finish,
     fn,
     num,
     paren,
-    resolve_filters,
-    resolve_metric,
     table_node,
     time_filter,
     with_fill,

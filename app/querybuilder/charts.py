@@ -26,36 +26,32 @@ from app.querybuilder.model import (
     Plan,
 )
 from app.querybuilder.planner import (
-    _UINT32,
     RESULT_LIMIT,
+    align,
+    check_range,
+    finish,
+    resolve_filters,
+    resolve_metric,
+    to_epoch,
+)
+from app.querybuilder.sqlbuild import (
     Context,
     Params,
     Renderer,
-    _type_node,
-    align,
-    check_range,
-    choose_table,
     conjunction,
-    finish,
     fn,
     num,
     paren,
-    requirement,
-    resolve_filters,
-    resolve_metric,
     table_node,
     time_filter,
-    to_epoch,
+    uint32_placeholder,
 )
+from app.querybuilder.tables import auto_step, choose_table, requirement
 from app.querybuilder.validate import check_string, dimension_name, parse_dimension
 
 MAX_FUNNEL_STEPS = 10
 MAX_FUNNEL_WINDOW = 90 * 86_400
 MAX_TOP_N = 100
-
-
-def _placeholder(name: str) -> exp.Placeholder:
-    return exp.Placeholder(this=exp.Var(this=name), kind=_type_node(_UINT32))
 
 
 def _now(now: Any) -> int:
@@ -159,7 +155,7 @@ def compile_funnel(
     params.named("time_to", upper)
     render = Renderer("raw", params)
     step_sql = [render.expr(c) for c in conditions]
-    where = [time_filter("events", _placeholder("time_from"), _placeholder("time_to"))]
+    where = [time_filter("events", uint32_placeholder("time_from"), uint32_placeholder("time_to"))]
     where += [render.expr(c) for c in resolve_filters(filters)]
     where.append(paren(_any_of([s.copy() for s in step_sql])))
     funnel = exp.ParameterizedAgg(
@@ -302,7 +298,7 @@ def compile_heatmap(
         exp.alias_(fn("toHour", when.copy()), "hour"),
     ]
     columns += [exp.alias_(render.expr(o.expr), o.name, quoted=True) for o in resolved.outputs]
-    where = [time_filter(table, _placeholder("time_from"), _placeholder("time_to"))]
+    where = [time_filter(table, uint32_placeholder("time_from"), uint32_placeholder("time_to"))]
     if resolved.where is not None:
         where.append(render.expr(resolved.where))
     where += [render.expr(c) for c in conditions]
@@ -373,8 +369,6 @@ def compile_top_n(
     req = requirement(resolved, conditions)
     current = _now(now)
     # Bucket the range like a ~500-point series would, so the table choice matches the charts.
-    from app.querybuilder.planner import auto_step
-
     step = auto_step(upper - lower, req, lower, current)
     lower, upper = align(lower, upper, step)
     table, grain, reason = choose_table(req, step, lower, current)
@@ -385,7 +379,7 @@ def compile_top_n(
     metric_only = msgspec.structs.replace(resolved, group_by=())
 
     def where_clause() -> exp.Expression:
-        parts = [time_filter(table, _placeholder("time_from"), _placeholder("time_to"))]
+        parts = [time_filter(table, uint32_placeholder("time_from"), uint32_placeholder("time_to"))]
         if resolved.where is not None:
             parts.append(render.expr(resolved.where))
         parts += [render.expr(c) for c in conditions]

@@ -1,19 +1,10 @@
 """The JSON form the UI's form builder sends → the same Metric model as metric text.
 
-```json
-{"outputs": [
-   {"name": "purchases", "agg": "count", "where": [{"dimension": "event", "op": "=", "value": "purchase"}]},
-   {"name": "buyers", "agg": "uniq", "column": "user_id"},
-   {"name": "conversion", "formula": {"op": "/", "left": "purchases", "right": "buyers"}}
- ],
- "filters": [{"dimension": "country", "op": "in", "value": ["DE", "FR"]}],
- "group_by": ["device"]}
-```
-
-An output is either an aggregate (`agg` over `column`, with an optional `param` — quantile's
-p or topK's n — and optional per-aggregate filters, compiled to the -If form) or a formula
-combining earlier outputs and numbers with + - * /. The result goes through the same
-`check_metric` as text, so both forms accept and reject the same things.
+An output is an aggregate (`agg` over `column`, an optional `param` — quantile's p or topK's n
+— and optional per-aggregate filters, compiled to the -If form) or a formula combining earlier
+outputs and numbers with + - * /; `filters` and `group_by` are as in text. The result goes
+through the same `check_metric` as text, so both forms accept and reject the same things
+(docs/metric-language.md, "The form").
 """
 
 from __future__ import annotations

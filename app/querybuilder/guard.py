@@ -1,38 +1,15 @@
-"""The tenant guard: added in one place, last, and proven again before execution.
+"""The tenant guard: added in one place, last, and proven again before execution. Long because
+both policies' construction and verification live here, in one place.
 
-`apply_tenant_guard` replaces every read of one of our tables by an *isolated read*:
-
-    (SELECT * FROM <db>.<table> WHERE org_id = {org_id:UInt32} [AND <read bounds>]
-     LIMIT 1000000000000000000) AS <alias>
-
-and `verify_tenant_guard` walks a final AST (normally re-parsed from the exact SQL text about to
-run) and fails closed on anything it cannot prove to be of that form. Why the LIMIT: nothing a
-user wrote may ever be evaluated on another org's row (an error, a status or a timing keyed on
-that row's value would be a channel), and ClickHouse moves filters down into the read and
-reorders them (predicate push-down, PREWHERE, index analysis). A filter cannot move below a
-LIMIT without changing the query's meaning — the first n rows of a filtered stream are not the
-filtered first n rows — so every expression of the user's query runs above the LIMIT, on rows
-the guard already chose (docs/schema.md, "Why no user expression sees another org's row"). The
-limit itself is larger than any table can hold, so it never cuts a result. Inside the isolated
-read stand only the guard and *read bounds*: the compiler's own time range, a bare `ts`/`bucket`
-column compared with `toDateTime(<UInt32 parameter>, 'UTC')` — a comparison with a constant,
-which cannot fail or take longer whatever the row holds.
-
-Both policies use that one construction; they differ in what may surround it (`GuardPolicy`):
-
-* `METRIC_POLICY` (the metric compiler's own SQL): our raw and rollup tables, the compiler's
-  functions and parameters, read bounds; no JOIN, no CTE, no `org_id` outside a guard.
-* `ANALYST_POLICY` (people's SQL, app/querybuilder/analyst): also the `metrics_*` views; no
-  read bounds and no parameter but the guard's. JOINs, CTEs, UNION, subqueries and window
-  functions are allowed around the reads; every other table reference must be a CTE defined in
-  scope (renamed `__cp_cte_*`, so a reference ClickHouse would resolve differently can only
-  miss, never reach a real table); functions come from the allow-list in
-  app/querybuilder/sql_functions.py. A user alias, CTE or condition cannot shadow or weaken the
-  guard, since nothing of the user's query is inside the isolated read.
-
-`visible_rows_query` derives, from a guarded query, the statement that counts the rows its
-reads hand to the user's query: what the org is told it read and is charged for (ClickHouse's
-own `rows_read` also counts other orgs' rows sharing a granule, so it is never shown).
+`apply_tenant_guard` replaces every read of one of our tables by an *isolated read* —
+`(SELECT * REPLACE (CAST(<LowCardinality col> AS String) AS …) FROM <db>.<table> WHERE org_id =
+{org_id:UInt32} [AND <read bounds>] LIMIT 10^18) AS <alias>` — so that no expression a user
+wrote is ever evaluated on another org's row: a filter cannot cross the LIMIT, and the casts
+keep dictionaries holding other orgs' values away from user functions. `verify_tenant_guard`
+fails closed on any final AST (re-parsed from the SQL about to run) not of that shape under its
+`GuardPolicy` (metric compiler or analysts' SQL). `visible_rows_query` counts the org's rows the
+reads cover: what is shown and charged as rows read. The reasoning is in docs/schema.md ("Why no user expression sees
+another org's row") and docs/metric-language.md ("The tenant guard").
 """
 
 from __future__ import annotations
@@ -43,39 +20,17 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from app.querybuilder.catalog import low_cardinality_columns
+from app.querybuilder.catalog import (
+    ANALYST_TABLES,
+    MAX_ORG_ID,
+    METRIC_TABLES,
+    low_cardinality_columns,
+)
 from app.querybuilder.errors import TenantGuardError
 from app.querybuilder.sql_functions import analyst_function_allowed
 
 ORG_PARAM = "org_id"
 ORG_TYPE = "UInt32"
-MAX_ORG_ID = 2**32 - 1
-
-#: What the metric compiler reads.
-METRIC_TABLES = frozenset(
-    [
-        "events",
-        "rollup_1s",
-        "rollup_1m",
-        "rollup_1h",
-        "rollup_1d",
-        "rollup_detail_1m",
-        "rollup_detail_1h",
-        "rollup_detail_1d",
-    ]
-)
-#: What analysts may read: the metric tables and the finalizing views (0004_analyst_views.sql).
-ANALYST_TABLES = METRIC_TABLES | frozenset(
-    [
-        "metrics_1s",
-        "metrics_1m",
-        "metrics_1h",
-        "metrics_1d",
-        "metrics_detail_1m",
-        "metrics_detail_1h",
-        "metrics_detail_1d",
-    ]
-)
 #: CTEs of analysts' SQL are renamed to this prefix + a number (user names may not use it).
 CTE_PREFIX = "__cp_cte_"
 

@@ -1,7 +1,7 @@
-"""Metric text → model: the SQL-like metric language, checked against an allow-list.
+"""Metric text → model: the SQL-like metric language, checked against an allow-list. Long
+because the converter handles every node shape the language accepts, each with its own error.
 
-Three passes, in order, each of which fails closed with a `MetricError` naming the token and
-its position:
+Three passes, each failing closed with a `MetricError` naming the token and its position:
 
 1. `_check_text`   size and invisible characters (zero-width, bidi, controls) in the raw text;
 2. `_check_tokens` every token's type is on an allow-list (no FROM, JOIN, SETTINGS, FORMAT,
@@ -12,7 +12,7 @@ its position:
                    model nodes, anything else is rejected. Then `check_metric` applies the
                    type and grouping rules.
 
-The parse tree is discarded afterwards: SQL is built from the model alone.
+The parse tree is then discarded: SQL is built from the model alone.
 """
 
 from __future__ import annotations

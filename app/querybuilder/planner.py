@@ -3,12 +3,11 @@
 Passes, in order (each a small function, like sqlglot's optimizer):
 
 1. `resolve_metric`     text / form / model → Metric, with group-by override applied;
-2. `resolve_range`      [from, to) → epoch seconds; granularity → bucket width (auto: ≤ ~500 points);
-3. `requirement`        which table family can answer it: rollup, detail (quantiles, top paths) or raw;
-4. `choose_table`       the coarsest table whose grain divides the bucket and whose retention
-                        covers the range start (raw `events` when none does);
-5. `build_series`       the SELECT(s) over that table, values as bound parameters;
-6. `apply_tenant_guard` last, on the whole AST; then `verify_tenant_guard` and render.
+2. `to_epoch`, `align`  [from, to) → epoch seconds; granularity → bucket width (auto: ≤ ~500 points);
+3. `requirement`        which table family can answer it (tables.py);
+4. `choose_table`       the coarsest table that answers it (tables.py);
+5. `build_series`       the SELECT(s) over that table, values as bound parameters (sqlbuild.py);
+6. `finish`             `apply_tenant_guard` last, on the whole AST; `verify_tenant_guard`; render.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -26,69 +24,41 @@ from sqlglot import exp
 from app.querybuilder.errors import MetricError
 from app.querybuilder.guard import apply_tenant_guard, check_org_id, verify_tenant_guard
 from app.querybuilder.model import (
-    DETAIL_KEYS,
-    ROLLUP_KEYS,
-    Agg,
-    Binary,
-    Col,
     CompiledQuery,
-    Dimension,
     Expr,
     Filter,
-    Func,
-    InList,
-    Lit,
     Metric,
     Plan,
     Prop,
     SegmentComparison,
-    Unary,
+)
+from app.querybuilder.sqlbuild import (
+    DIALECT,
+    Context,
+    Params,
+    SeriesSpec,
+    build_series,
+    num,
+    uint32_placeholder,
+    union_all_outer,
+    with_fill,
+)
+from app.querybuilder.tables import (
+    DAY,
+    GRANULARITIES,
+    Requirement,
+    auto_step,
+    choose_table,
+    requirement,
 )
 from app.querybuilder.validate import (
     MAX_FILTERS,
     check_metric,
-    children,
     dimension_name,
     filter_to_expr,
     parse_dimension,
 )
 
-DIALECT = "clickhouse"
-DAY = 86_400
-
-#: (table, grain seconds, retention seconds or None = kept), coarsest first.
-ROLLUP_TABLES = (
-    ("rollup_1d", DAY, None),
-    ("rollup_1h", 3_600, 365 * DAY),
-    ("rollup_1m", 60, 7 * DAY),
-    ("rollup_1s", 1, 600),
-)
-DETAIL_TABLES = (
-    ("rollup_detail_1d", DAY, None),
-    ("rollup_detail_1h", 3_600, 365 * DAY),
-    ("rollup_detail_1m", 60, 7 * DAY),
-)
-GRANULARITIES = {"1s": 1, "1m": 60, "1h": 3_600, "1d": DAY}
-#: Bucket widths `auto` may choose, finest first.
-AUTO_STEPS = (
-    1,
-    5,
-    10,
-    15,
-    30,
-    60,
-    300,
-    600,
-    900,
-    1_800,
-    3_600,
-    10_800,
-    21_600,
-    43_200,
-    DAY,
-    7 * DAY,
-)
-AUTO_MAX_POINTS = 500
 MAX_POINTS = 10_000
 MAX_RANGE = 20 * 365 * DAY
 MAX_WINDOW = 31 * DAY
@@ -100,15 +70,6 @@ RESULT_LIMIT = 100_000
 RAW_SETTINGS = {"max_execution_time": 10}
 #: The most of an org's rows one metric query may cover (checked on the org's own rows).
 MAX_ROWS_PER_QUERY = 200_000_000
-
-_UINT32 = exp.DataType.build("UInt32", dialect=DIALECT)
-_STRING = exp.DataType.build("String", dialect=DIALECT)
-
-
-def _type_node(template: exp.DataType) -> exp.DataType:
-    # A fresh node per placeholder, built directly: deep-copying templates dominated compile time.
-    return exp.DataType(this=template.this, nested=False, nullable=False)
-
 
 # -- 1. the metric -------------------------------------------------------------------------
 
@@ -178,371 +139,7 @@ def align(time_from: int, time_to: int, step: int) -> tuple[int, int]:
     return time_from // step * step, -(-time_to // step) * step
 
 
-# -- 3/4. which table ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    family: str  # rollup | detail | raw
-    reason: str
-
-
-def requirement(metric: Metric, conditions: Sequence[Expr]) -> Requirement:
-    """The cheapest family of tables that holds every column this query touches."""
-    used: set[str] = set()
-    aggs: list[Agg] = []
-    props: list[Prop] = []
-
-    def scan(node: Expr, as_argument: bool) -> None:
-        # A column that is an aggregate's argument (sum(value), uniq(user_id)) is judged with
-        # its aggregate; every other column (filters, -If conditions, groups) must be a key.
-        if isinstance(node, Agg):
-            aggs.append(node)
-            if node.arg is not None:
-                scan(node.arg, True)
-            if node.cond is not None:
-                scan(node.cond, False)
-        elif isinstance(node, Prop):
-            props.append(node)
-        elif isinstance(node, Col):
-            if not as_argument:
-                used.add(node.name)
-        else:
-            for child in children(node):
-                scan(child, as_argument)
-
-    roots = [o.expr for o in metric.outputs] + list(conditions) + list(metric.group_by)
-    if metric.where is not None:
-        roots.append(metric.where)
-    for root in roots:
-        scan(root, False)
-    if props:
-        return Requirement("raw", f"props['{props[0].key}'] is only in raw events")
-    families = set()
-    for agg in aggs:
-        if (
-            agg.name == "count"
-            or agg.name in ("sum", "avg")
-            and agg.arg == Col("value")
-            or agg.name == "uniq"
-            and agg.arg == Col("user_id")
-        ):
-            families.add("rollup")
-        elif (
-            agg.name == "quantile"
-            and agg.arg == Col("value")
-            or agg.name == "topK"
-            and agg.arg == Col("path")
-            and int(agg.param or 0) <= 50
-        ):
-            families.add("detail")
-        else:
-            return Requirement("raw", f"{agg.name} over this argument needs raw events")
-    if len(families) > 1:
-        return Requirement("raw", "quantile/topK mixed with count/sum/uniq needs raw events")
-    family = families.pop() if families else "rollup"
-    keys = ROLLUP_KEYS if family == "rollup" else DETAIL_KEYS
-    extra = sorted(used - keys)
-    if extra:
-        return Requirement("raw", f"{extra[0]} is not a key of the {family} tables")
-    return Requirement(family, "")
-
-
-def choose_table(req: Requirement, step: int, oldest: int, now: int) -> tuple[str, int, str]:
-    """(table, grain, reason): the coarsest table that can answer buckets of `step` seconds
-    reaching back to `oldest`; raw events otherwise."""
-    if req.family == "raw":
-        return "events", 1, req.reason
-    tables = ROLLUP_TABLES if req.family == "rollup" else DETAIL_TABLES
-    reason = ""
-    for table, grain, retention in tables:
-        if step % grain:
-            reason = reason or f"{table} is coarser than {step}s buckets"
-            continue
-        if retention is not None and oldest < now - retention:
-            reason = f"{table} keeps {retention}s; the range starts earlier"
-            continue
-        return table, grain, ""
-    return "events", 1, reason or "no rollup fits"
-
-
-def auto_step(span: int, req: Requirement, time_from: int, now: int) -> int:
-    """The finest bucket width giving ≤ AUTO_MAX_POINTS that a rollup can serve (if any)."""
-    fitting = [s for s in AUTO_STEPS if math.ceil(span / s) <= AUTO_MAX_POINTS] or [AUTO_STEPS[-1]]
-    if req.family != "raw":
-        for step in fitting:
-            start = time_from // step * step
-            if choose_table(req, step, start, now)[0] != "events":
-                return step
-    return fitting[0]
-
-
-# -- 5. SQL --------------------------------------------------------------------------------
-
-
-class Params:
-    """Allocates bound parameters: every user value becomes `{pN:Type}`."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self._count = 0
-
-    def bind(
-        self, value: Any, type_: exp.DataType = _STRING, name: str | None = None
-    ) -> exp.Placeholder:
-        if name is None:
-            name = f"p{self._count}"
-            self._count += 1
-        self.values[name] = value
-        return exp.Placeholder(this=exp.Var(this=name), kind=_type_node(type_))
-
-    def named(self, name: str, value: int) -> exp.Placeholder:
-        return self.bind(value, _UINT32, name)
-
-
-def fn(name: str, *args: exp.Expression) -> exp.Anonymous:
-    return exp.Anonymous(this=name, expressions=list(args))
-
-
-def num(value: int | float) -> exp.Literal:
-    return exp.Literal.number(repr(value) if isinstance(value, float) else str(value))
-
-
-def paren(node: exp.Expression) -> exp.Expression:
-    return (
-        node
-        if isinstance(node, exp.Column | exp.Literal | exp.Placeholder | exp.Anonymous | exp.Paren)
-        else exp.Paren(this=node)
-    )
-
-
-_BINARY_SQL = {
-    "+": exp.Add,
-    "-": exp.Sub,
-    "*": exp.Mul,
-    "/": exp.Div,
-    "%": exp.Mod,
-    "=": exp.EQ,
-    "!=": exp.NEQ,
-    "<": exp.LT,
-    "<=": exp.LTE,
-    ">": exp.GT,
-    ">=": exp.GTE,
-    "and": exp.And,
-    "or": exp.Or,
-    "like": exp.Like,
-    "ilike": exp.ILike,
-}
-
-
-class Renderer:
-    """Model expressions → sqlglot nodes for one table family (`rollup`, `detail`, `raw`)."""
-
-    def __init__(self, family: str, params: Params):
-        self.family = family
-        self.params = params
-
-    def expr(self, node: Expr) -> exp.Expression:
-        if isinstance(node, Lit):
-            value = node.value
-            if isinstance(value, bool):
-                return exp.true() if value else exp.false()
-            if isinstance(value, str):
-                return self.params.bind(value)
-            return num(value)
-        if isinstance(node, Col):
-            return exp.column(node.name)
-        if isinstance(node, Prop):
-            return exp.Bracket(this=exp.column("props"), expressions=[self.params.bind(node.key)])
-        if isinstance(node, Unary):
-            inner = paren(self.expr(node.arg))
-            return exp.Not(this=inner) if node.op == "not" else exp.Neg(this=inner)
-        if isinstance(node, Binary):
-            op = node.op.removeprefix("not_")
-            built = _BINARY_SQL[op](
-                this=paren(self.expr(node.left)), expression=paren(self.expr(node.right))
-            )
-            return exp.Not(this=exp.Paren(this=built)) if node.op.startswith("not_") else built
-        if isinstance(node, InList):
-            built = exp.In(
-                this=paren(self.expr(node.arg)), expressions=[self.expr(v) for v in node.values]
-            )
-            return exp.Not(this=exp.Paren(this=built)) if node.negated else built
-        if isinstance(node, Func):
-            return fn(node.name, *(self.expr(a) for a in node.args))
-        if isinstance(node, Agg):
-            return self.aggregate(node)
-        raise MetricError("invalid_expression", f"cannot compile {type(node).__name__}")
-
-    def aggregate(self, agg: Agg) -> exp.Expression:
-        cond = self.expr(agg.cond) if agg.cond is not None else None
-
-        def call(name: str, *args: exp.Expression) -> exp.Expression:
-            return fn(name + "If", *args, cond) if cond is not None else fn(name, *args)
-
-        def param_call(name: str, param: exp.Expression, *args: exp.Expression) -> exp.Expression:
-            if cond is not None:
-                return exp.CombinedParameterizedAgg(
-                    this=name + "If", expressions=[param], params=[*args, cond]
-                )
-            return exp.ParameterizedAgg(this=name, expressions=[param], params=list(args))
-
-        if self.family == "raw":
-            arg = self.expr(agg.arg) if agg.arg is not None else None
-            if agg.name == "count":
-                return fn("countIf", cond) if cond is not None else fn("count")
-            if agg.name in ("sum", "avg"):
-                return call(agg.name, arg)
-            if agg.name == "uniq":
-                return call("uniqCombined", arg)
-            if agg.name == "quantile":
-                return param_call("quantileTDigest", num(float(agg.param)), arg)
-            return exp.ParameterizedAgg(
-                this="topK", expressions=[num(int(agg.param))], params=[arg]
-            )
-        if agg.name == "count":
-            return call("sum", exp.column("events"))
-        if agg.name == "sum":
-            return call("sum", exp.column("value_sum"))
-        if agg.name == "avg":
-            return exp.Div(
-                this=call("sum", exp.column("value_sum")),
-                expression=call("sum", exp.column("events")),
-            )
-        if agg.name == "uniq":
-            return call("uniqCombinedMerge", exp.column("users"))
-        if agg.name == "quantile":
-            return param_call(
-                "quantileTDigestMerge", num(float(agg.param)), exp.column("value_quantiles")
-            )
-        # The detail tables keep topK(50) states: merge with the same parameter, then cut to n.
-        merged = exp.ParameterizedAgg(
-            this="topKMerge", expressions=[num(50)], params=[exp.column("top_paths")]
-        )
-        return fn("arraySlice", merged, num(1), num(int(agg.param)))
-
-
-def table_node(database: str, table: str) -> exp.Table:
-    return exp.table_(table, db=database)
-
-
-def bucket_start(table: str, grain: int, step: int) -> exp.Expression:
-    """UInt32 epoch seconds of the bucket start, aligned to multiples of `step` since epoch."""
-    source = exp.column("ts" if table == "events" else "bucket")
-    seconds = fn("toUInt32", source)
-    if step == grain:
-        return seconds
-    return exp.Mul(this=fn("intDiv", seconds, num(step)), expression=num(step))
-
-
-def time_filter(table: str, lower: exp.Expression, upper: exp.Expression) -> exp.Expression:
-    column = exp.column("ts" if table == "events" else "bucket")
-    return exp.And(
-        this=exp.GTE(this=column, expression=fn("toDateTime", lower, exp.Literal.string("UTC"))),
-        expression=exp.LT(
-            this=column.copy(), expression=fn("toDateTime", upper, exp.Literal.string("UTC"))
-        ),
-    )
-
-
-def conjunction(parts: Sequence[exp.Expression]) -> exp.Expression | None:
-    result = None
-    for part in parts:
-        result = part if result is None else exp.And(this=result, expression=paren(part))
-    return result
-
-
-def dimension_sql(renderer: Renderer, dim: Dimension) -> exp.Expression:
-    return renderer.expr(dim)
-
-
-def with_fill(step: int, lower: exp.Expression, upper: exp.Expression) -> exp.Ordered:
-    return exp.Ordered(
-        this=exp.column("t"),
-        with_fill=exp.WithFill(from_=lower, to=upper, step=num(step)),
-    )
-
-
-@dataclass
-class SeriesSpec:
-    """One series of a (possibly compared) query."""
-
-    label: str | None
-    conditions: list[Expr]
-    lower: str  # parameter names
-    upper: str
-    shift: int = 0
-
-
-@dataclass
-class Context:
-    metric: Metric
-    database: str
-    table: str
-    grain: int
-    step: int
-    window: int
-    family: str
-    params: Params = field(default_factory=Params)
-
-    @property
-    def renderer(self) -> Renderer:
-        return Renderer("raw" if self.table == "events" else self.family, self.params)
-
-
-def build_series(ctx: Context, spec: SeriesSpec) -> exp.Select:
-    """SELECT [series,] t, dims…, outputs… FROM <table> WHERE time ∧ metric ∧ filters GROUP BY t, dims."""
-    renderer = ctx.renderer
-    base = bucket_start(ctx.table, ctx.grain, ctx.step)
-    lower = exp.Placeholder(this=exp.Var(this=spec.lower), kind=_type_node(_UINT32))
-    upper = exp.Placeholder(this=exp.Var(this=spec.upper), kind=_type_node(_UINT32))
-    having = None
-    if ctx.window > ctx.step:
-        # Sliding window: each bucket's row counts toward every point whose window covers it.
-        start = base if isinstance(base, exp.Anonymous) else fn("toUInt32", base)
-        t_expr: exp.Expression = fn(
-            "arrayJoin",
-            fn(
-                "range",
-                start,
-                exp.Add(this=start.copy(), expression=num(ctx.window)),
-                num(ctx.step),
-            ),
-        )
-        read_name = f"{spec.lower}_read"
-        ctx.params.named(read_name, max(ctx.params.values[spec.lower] - (ctx.window - ctx.step), 0))
-        read_lower = exp.Placeholder(this=exp.Var(this=read_name), kind=_type_node(_UINT32))
-        having = exp.And(
-            this=exp.GTE(this=exp.column("t"), expression=lower.copy()),
-            expression=exp.LT(this=exp.column("t"), expression=upper.copy()),
-        )
-    else:
-        t_expr = fn("toUInt32", base) if not isinstance(base, exp.Anonymous) else base
-        read_lower = lower
-    if spec.shift:
-        t_expr = fn("toUInt32", exp.Add(this=paren(t_expr), expression=num(spec.shift)))
-    columns: list[exp.Expression] = []
-    if spec.label is not None:
-        columns.append(exp.alias_(exp.Literal.string(spec.label), "series"))
-    columns.append(exp.alias_(t_expr, "t"))
-    dims = []
-    for dim in ctx.metric.group_by:
-        name = dimension_name(dim)
-        node = dimension_sql(renderer, dim)
-        columns.append(node if isinstance(dim, Col) else exp.alias_(node, name, quoted=True))
-        dims.append(exp.column(name, quoted=isinstance(dim, Prop)))
-    for output in ctx.metric.outputs:
-        columns.append(exp.alias_(renderer.expr(output.expr), output.name, quoted=True))
-    where_parts = [time_filter(ctx.table, read_lower, upper)]
-    if ctx.metric.where is not None:
-        where_parts.append(renderer.expr(ctx.metric.where))
-    where_parts.extend(renderer.expr(c) for c in spec.conditions)
-    select = exp.Select(expressions=columns).from_(table_node(ctx.database, ctx.table))
-    select.set("where", exp.Where(this=conjunction(where_parts)))
-    select.set("group", exp.Group(expressions=[exp.column("t"), *dims]))
-    if having is not None:
-        select.set("having", exp.Having(this=having))
-    return select
+# -- 3-6. table, SQL, guard (tables.py, sqlbuild.py, guard.py) ------------------------------
 
 
 def finish(
@@ -627,7 +224,7 @@ def compile_metric(
             build_series(ctx, SeriesSpec(label, conditions + seg, "time_from", "time_to"))
             for label, seg in zip(("a", "b"), segments, strict=True)
         ]
-        ast = _union_outer(branches)
+        ast = union_all_outer(branches)
         order = [exp.Ordered(this=exp.column("series"))]
     else:
         ctx.params.named("prev_from", lower - span)
@@ -638,14 +235,14 @@ def compile_metric(
                 ctx, SeriesSpec("previous", conditions, "prev_from", "prev_to", shift=span)
             ),
         ]
-        ast = _union_outer(branches)
+        ast = union_all_outer(branches)
         order = [exp.Ordered(this=exp.column("series"))]
     for dim in resolved.group_by:
         order.append(
             exp.Ordered(this=exp.column(dimension_name(dim), quoted=isinstance(dim, Prop)))
         )
-    fill_lower = exp.Placeholder(this=exp.Var(this="time_from"), kind=_type_node(_UINT32))
-    fill_upper = exp.Placeholder(this=exp.Var(this="time_to"), kind=_type_node(_UINT32))
+    fill_lower = uint32_placeholder("time_from")
+    fill_upper = uint32_placeholder("time_to")
     order.append(with_fill(step, fill_lower, fill_upper))
     ast.set("order", exp.Order(expressions=order))
     ast.set("limit", exp.Limit(expression=num(RESULT_LIMIT)))
@@ -665,11 +262,6 @@ def compile_metric(
         columns=columns,
     )
     return finish(ast, org_id=org_id, database=database, params=ctx.params, plan=plan)
-
-
-def _union_outer(branches: list[exp.Select]) -> exp.Select:
-    union = exp.union(*branches, distinct=False)
-    return exp.Select(expressions=[exp.Star()]).from_(exp.Subquery(this=union))
 
 
 def _resolve_window(window_seconds: int, step: int) -> int:

@@ -1,22 +1,14 @@
-"""The functions analysts' SQL may call: an explicit allow-list of pure ClickHouse functions.
+"""The functions analysts' SQL may call: an explicit allow-list of pure ClickHouse functions —
+the result depends only on the arguments and the rows the query reads. Left out on purpose:
+whatever reads outside the query's rows or reveals the server (`file`, `dictGet*`, `joinGet`,
+`getSetting`, `hostName`, …), takes a function or table name as a string (`arrayReduce`, …),
+`sleep`/`throwIf`, and every table function.
 
-Pure means: the result depends only on the arguments and the rows the query reads. Left out on
-purpose: anything that reads outside the query's own rows or reveals the server (`file`,
-`dictGet*`, `joinGet`, `hasColumnInTable`, `getSetting`, `currentDatabase`, `hostName`,
-`version`, `url`…), anything that takes a function or table *name as a string*
-(`arrayReduce`, `initializeAggregation`, `in`, `globalIn`…), `sleep`/`throwIf`, and every
-table function (tables are checked separately, app/querybuilder/guard.py).
-
-sqlglot turns many ClickHouse calls into typed nodes (`toStartOfHour(ts)` → `TimestampTrunc`,
-`uniq(x)` → `ApproxDistinct`, `ifNull` → `Coalesce`). A node is allowed when
-
-* it names its function (`Anonymous`, the aggregate-combinator forms, or a typed node with the
-  `clickhouse_name` the parser recorded) and that name is on the list — an aggregate may carry
-  the combinators `-If`, `-Merge`, `-State`, … (`uniqCombinedMerge`, `sumIf`, `argMaxIf`); and
-* a typed node's class is one that an allowed name or an allowed piece of syntax (`CAST`,
-  `CASE`, `[…]`, `EXTRACT`, …) parses to. Those classes are derived by parsing the lists below
-  with sqlglot itself, so the list stays names, and a class sqlglot gives, say,
-  `currentDatabase()` or `version()` is never allowed by accident.
+sqlglot turns many calls into typed nodes (`toStartOfHour(ts)` → `TimestampTrunc`): a node is
+allowed when the name it records is on the list (aggregates with their combinators), and a
+typed node's class is one an allowed name or piece of syntax parses to — classes derived by
+parsing the lists below with sqlglot itself, so a class some other function parses to is never
+allowed by accident.
 """
 
 from __future__ import annotations

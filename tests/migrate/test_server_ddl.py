@@ -23,7 +23,7 @@ from sqlglot import exp
 from app.clickhouse import ClickHouseError
 from app.config import Settings
 from app.migrate import Migration, migrate_clickhouse, split_statements
-from app.querybuilder import guard
+from app.querybuilder import catalog
 from app.runtime import render_for
 from tests.pipeline.events import queue_batch
 
@@ -66,7 +66,7 @@ FROZEN_EMBEDDED = {
     "materialized_views/0008_rollup_detail_1d_mv.sql": "51e7899c43cb0d2ae7afdcf3dfcb395519c726a3fe220f00950ccdfe6e3f1fcf",
 }
 
-# The tables the app reads by name (app/querybuilder/guard.py allows exactly these).
+# The tables the app reads by name (app/querybuilder/catalog.py; the guard allows exactly these).
 APP_TABLES = [
     "events",
     "rollup_1s",
@@ -302,7 +302,7 @@ def test_distributed_tables_cover_every_local_table(rendering):
 def test_app_table_names_are_unchanged_and_allowed_by_the_guard(rendering):
     objs = rendering.objects
     for name in APP_TABLES:
-        assert name in guard.METRIC_TABLES, name
+        assert name in catalog.METRIC_TABLES, name
         assert name in objs and objs[name].kind == "table", name
         if rendering.variant in CLUSTERED:
             assert objs[name].engine == "Distributed", name

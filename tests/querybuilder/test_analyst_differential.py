@@ -23,7 +23,8 @@ from sqlglot import exp
 from app.clickhouse import ClickHouse
 from app.migrate import migrate_clickhouse, render_clickhouse
 from app.querybuilder.analyst import compile_analyst_sql, run_analyst_sync
-from app.querybuilder.guard import ANALYST_TABLES, cte_in_scope
+from app.querybuilder.catalog import ANALYST_TABLES
+from app.querybuilder.guard import cte_in_scope
 
 ORGS = (1, 2)
 QUERIES_PER_ORG = 45

@@ -1,27 +1,12 @@
 """Analysts' SQL: a complete read-only ClickHouse SELECT, isolated to one org.
 
-`compile_analyst_sql(text, org_id, database=)` runs these passes, each in its own module and
-each refusing with an `AnalystSqlError` (code, message, token, line, column):
-
-1. `text`      size, invisible characters, nesting; tokens no read-only query needs
-               (SETTINGS, FORMAT, INTO OUTFILE, parameters), one statement, a SELECT;
-2. `parse`     sqlglot, dialect clickhouse, into one SELECT / set operation;
-3. `names`     CTE rules (no RECURSIVE, no name of one of our tables) and every table
-               reference checked: a CTE in scope or one of our tables or views, else refused
-               (table functions, system tables, other databases, unknown names);
-4. `clauses`   FINAL, SAMPLE, PREWHERE, LATERAL, `IN <table>`, nested statements …;
-5. `names`     names that may not appear (`org_id`, the reserved `__cp_` prefix, dots, the
-               database's name);
-6. `functions` every function on the allow-list (app/querybuilder/sql_functions.py);
-7. `names`     references resolved: CTEs renamed `__cp_cte_<n>`, our tables qualified with
-               the database;
-
-then the tenant guard (`guard.apply_tenant_guard` with `ANALYST_POLICY`, the metric compiler's
-guard function) turns each read of our tables into `(SELECT * FROM <db>.<table> WHERE org_id =
-{org_id:UInt32}) AS <alias>`, the AST is rendered (comments dropped), and the rendered text is
-re-parsed and verified (`run.check_analyst_query`) — again right before it runs. CTEs, joins
-between our tables, subqueries, UNION and window functions are all allowed around the guarded
-reads. The org id is a bound parameter, never text.
+`compile_analyst_sql(text, org_id, database=)` runs its passes — `text` (size, characters,
+forbidden tokens), `parse`, `names` (CTEs and table references), `clauses`, `functions` (the
+allow-list in sql_functions.py), `names` again (references resolved) — each refusing with an
+`AnalystSqlError` at a line and column; then the tenant guard (`guard.apply_tenant_guard`,
+`ANALYST_POLICY`) makes every read of our tables an isolated read of the org's rows, the whole
+query is wrapped in one `SELECT *` (result limits apply to it as a whole), and the rendered text
+is re-parsed and verified — again right before it runs. docs/schema.md has the rules.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * Every table reference is resolved, in this order: a CTE defined in scope (by the guard's
   `cte_in_scope`, narrower than ClickHouse on purpose), else one of our tables or views
-  (`guard.ANALYST_TABLES`, written without a database), else refused — table functions,
+  (`catalog.ANALYST_TABLES`, written without a database), else refused — table functions,
   `system.*` / `information_schema`, other databases and unknown names alike.
 * Our tables are qualified with the database (the guard isolates exactly those); CTEs are
   renamed `__cp_cte_<n>` (references keep the user's name as their alias), so a reference that
@@ -18,7 +18,8 @@ from __future__ import annotations
 from sqlglot import exp
 
 from app.querybuilder.analyst.errors import AnalystSqlError, at_node
-from app.querybuilder.guard import ANALYST_TABLES, CTE_PREFIX, ORG_PARAM, cte_in_scope
+from app.querybuilder.catalog import ANALYST_TABLES
+from app.querybuilder.guard import CTE_PREFIX, ORG_PARAM, cte_in_scope
 
 RESERVED_PREFIX = "__cp_"
 _SYSTEM_DATABASES = {"system", "information_schema"}

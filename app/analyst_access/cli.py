@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from app.analysts.grants import (
+from app.analyst_access.grants import (
     AnalystAccess,
     GrantError,
     Limits,

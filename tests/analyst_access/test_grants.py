@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from app.analysts.grants import (
+from app.analyst_access.grants import (
     AnalystAccess,
     GrantError,
     Limits,

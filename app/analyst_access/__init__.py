@@ -1,10 +1,10 @@
 """Analysts' direct ClickHouse access: roles, row policies, profiles and quotas per org.
 
-See `app.analysts.grants` for what is granted and why, `app.analysts.cli` for the
+See `app.analyst_access.grants` for what is granted and why, `app.analyst_access.cli` for the
 `clickpulse analysts grant|revoke` commands, and docs/analysts.md for operators.
 """
 
-from app.analysts.grants import (
+from app.analyst_access.grants import (
     AnalystAccess,
     GrantError,
     Limits,

@@ -1,5 +1,6 @@
-"""The evaluator's PostgreSQL access: load definitions + state, write transitions and events
-(one transaction per tick, state before side effects), webhook delivery outcomes, history."""
+"""The alert state in PostgreSQL, owned by the evaluator: load definitions + state, write
+transitions and events (one transaction per tick, state before side effects), webhook delivery
+outcomes, history. (What users write, the definitions, goes through app/store/alerts.py.)"""
 
 from __future__ import annotations
 

@@ -1,21 +1,13 @@
-"""ClickHouse access control for analysts who query ClickHouse directly (server mode).
+"""ClickHouse access control for analysts who query ClickHouse with their own client (server
+mode): for org N a role holding SELECT on our tables and views only, a row policy `org_id = N`
+on each, a read-only settings profile and a quota, and a user granted the role — because such a
+client bypasses the app's compiler, ClickHouse itself must enforce the tenant rule. Long
+because it plans and renders every statement kind (role, grants, policies, profile, quota,
+user, revoke) with their checks.
 
-The app isolates tenants in its compiler (DESIGN.md, "Tenant isolation"); an analyst who
-connects with their own client, BI tool or notebook bypasses the app, so ClickHouse itself
-has to enforce the same rule. For org N this module plans and renders:
-
-* a role `<db>_org_<N>` holding `SELECT` on each table and view a person may query and on
-  nothing else (no INSERT/ALTER, no dictionaries, no system tables, no CREATE TEMPORARY TABLE
-  or source grants, hence no `file`/`url`/`remote`/`s3` table functions);
-* a PERMISSIVE row policy `USING org_id = N` for that role on every one of them;
-* a settings profile (`readonly = 1` and execution limits, all `CONST`) and a quota per user
-  per hour, both attached to the role, and the profile also to the user;
-* a user with a salted SHA-256 password hash, granted the role (one user, one org).
-
-The set of relations is derived from the rendered migrations (parsed with sqlglot), so a new
-table or view is covered without editing this file; one without an `org_id` column stops the
-command until it is given one or listed as internal here. Every identifier is validated and
-quoted, the org is an int, and a plaintext password never appears in a statement.
+The relations come from the rendered migrations, so a new
+table or view is covered without editing this file; every identifier is validated and quoted
+and no plaintext password appears in a statement. docs/analysts.md has the statements.
 """
 
 from __future__ import annotations
@@ -32,6 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from app.migrate import Migration, split_statements
+from app.querybuilder.catalog import INTERNAL_TABLES, MAX_ORG_ID
 
 __all__ = [
     "AnalystAccess",
@@ -56,11 +49,6 @@ _USER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _CLUSTER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-MAX_ORG_ID = 2**32 - 1  # org_id is UInt32 in every table
-
-#: Tables the pipeline uses and people never query (a Kafka/Null queue consumes or discards on
-#: read; the ledger and error tables carry no org_id).
-INTERNAL_TABLES = frozenset({"events_queue", "schema_migrations"})
 #: Name suffixes of plumbing: shard-local storage behind a Distributed table, dead letters.
 INTERNAL_SUFFIXES = ("_local", "_queue", "_errors", "_error")
 #: Engines whose SELECT consumes a stream or returns nothing: never an analyst's table.
@@ -288,7 +276,8 @@ def analyst_relations(migrations: Iterable[Migration], database: str) -> tuple[R
         if ORG_COLUMN not in columns:
             raise GrantError(
                 f"{c.name} has no {ORG_COLUMN} column, so no row policy can isolate it: give it "
-                f"one, or list it in app/analysts/grants.py INTERNAL_TABLES if people never query it"
+                "one, or list it in app/querybuilder/catalog.py INTERNAL_TABLES if people never "
+                "query it"
             )
         if c.kind == "distributed" and (c.local is None or c.local not in created):
             raise GrantError(f"Distributed table {c.name}: cannot find its shard-local table")
