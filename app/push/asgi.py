@@ -31,18 +31,8 @@ async def serve_socket(hub: Hub, scope: Any, receive: Any, send: Any) -> None:
     if principal is None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return
-    s = hub.settings
-    conn = Connection(
-        send,
-        org_id=principal.org_id,
-        user_id=principal.user_id,
-        token_hash=token_hash,
-        max_queue=s.push_max_queue,
-        slow_s=s.push_slow_consumer_s,
-        id_columns=hub.id_columns,
-    )
-    hub.register(conn)
-    intake = Intake(s)
+    conn = hub.open(Connection, send, principal, token_hash)
+    intake = Intake(hub.settings)
     closed_wait = asyncio.ensure_future(conn.closed.wait())
     try:
         while conn.close_code is None:

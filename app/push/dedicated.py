@@ -241,16 +241,7 @@ class DedicatedServer:
         if principal is None:
             await ws.close(code, reason)
             return
-        conn = DirectConnection(
-            ws,
-            org_id=principal.org_id,
-            user_id=principal.user_id,
-            token_hash=token_hash,
-            max_queue=s.push_max_queue,
-            slow_s=s.push_slow_consumer_s,
-            id_columns=hub.id_columns,
-        )
-        hub.register(conn)
+        conn = hub.open(DirectConnection, ws, principal, token_hash)
         intake = Intake(s)
         try:
             async for data in ws:

@@ -308,6 +308,21 @@ class Hub:
         self.conns.add(conn)
         self.by_org.setdefault(conn.org_id, set()).add(conn)
 
+    def open(self, connection_class: Any, transport: Any, principal: Any, token_hash: str) -> Any:
+        """A socket of `connection_class` over `transport` for an authorised `principal`, with
+        this hub's queue limits, registered — the same for every transport."""
+        conn = connection_class(
+            transport,
+            org_id=principal.org_id,
+            user_id=principal.user_id,
+            token_hash=token_hash,
+            max_queue=self.settings.push_max_queue,
+            slow_s=self.settings.push_slow_consumer_s,
+            id_columns=self.id_columns,
+        )
+        self.register(conn)
+        return conn
+
     async def drop(self, conn: Any) -> None:
         """Forget a socket and release its keys (the socket is gone or closing)."""
         await self._drop(conn)
