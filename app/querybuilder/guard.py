@@ -14,7 +14,6 @@ another org's row") and docs/metric-language.md ("The tenant guard").
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,9 +135,9 @@ BARRIER_LIMIT = 10**18
 
 # A read bound as sqlglot writes it: a bare time column against a UInt32 parameter made a
 # DateTime. Matched on the rendered text, so the shape is exactly what will run.
-_READ_BOUND = re.compile(
-    r"^(ts|bucket) (>=|>|<|<=) toDateTime\(\{[a-z][a-z0-9_]*: UInt32\}, 'UTC'\)$"
-)
+_BOUND_COLUMNS = frozenset({"ts", "bucket"})
+_BOUND_OPS = (exp.GTE, exp.GT, exp.LT, exp.LTE)
+_STRING = exp.DataType.build("String", dialect="clickhouse")
 
 
 def check_org_id(org_id: object) -> int:
@@ -159,25 +158,75 @@ def guard_condition() -> exp.EQ:
     )
 
 
+def _is_uint32_param(node: exp.Expression) -> bool:
+    kind = node.args.get("kind")
+    return (
+        isinstance(node, exp.Placeholder)
+        and node.name != ORG_PARAM
+        and isinstance(kind, exp.DataType)
+        and kind.this is exp.DataType.Type.UINT  # UInt32 in ClickHouse
+        and not kind.expressions
+    )
+
+
 def is_read_bound(node: exp.Expression) -> bool:
-    """`node` is a read bound: `ts|bucket <op> toDateTime({p:UInt32}, 'UTC')`."""
-    if not isinstance(node, exp.GTE | exp.GT | exp.LT | exp.LTE):
+    """`node` is a read bound: `ts|bucket <op> toDateTime({p:UInt32}, 'UTC')`, exactly (checked
+    node by node: every argument set, and nothing else, is the one the compiler writes)."""
+    if not isinstance(node, _BOUND_OPS) or not _plain_args(node, {"this", "expression"}):
         return False
-    if any(isinstance(n, exp.Placeholder) and n.name == ORG_PARAM for n in node.walk()):
+    column, value = node.this, node.expression
+    if not (
+        isinstance(column, exp.Column)
+        and _plain_args(column, {"this"})
+        and isinstance(column.this, exp.Identifier)
+        and not column.this.quoted
+        and column.name in _BOUND_COLUMNS
+    ):
         return False
-    return bool(_READ_BOUND.match(node.sql(dialect="clickhouse", comments=False)))
+    if not (
+        isinstance(value, exp.Anonymous)
+        and _plain_args(value, {"this", "expressions"})
+        and value.this == "toDateTime"
+        and len(value.expressions) == 2
+    ):
+        return False
+    param, zone = value.expressions
+    return (
+        _is_uint32_param(param)
+        and _plain_args(param, {"this", "kind"})
+        and isinstance(zone, exp.Literal)
+        and zone.is_string
+        and zone.this == "UTC"
+    )
 
 
 def _plain_casts(table: str) -> list[exp.Expression]:
     """`CAST(c AS String) AS c` for each LowCardinality column of `table` (catalog.py: a
     function over such a column runs on a dictionary holding other orgs' values)."""
     return [
-        exp.alias_(
-            exp.Cast(this=exp.column(name), to=exp.DataType.build("String", dialect="clickhouse")),
-            name,
-        )
+        exp.alias_(exp.Cast(this=exp.column(name), to=_STRING.copy()), name)
         for name in low_cardinality_columns().get(table, ())
     ]
+
+
+def _is_plain_cast(item: exp.Expression, name: str) -> bool:
+    """`item` is exactly `CAST(<name> AS String) AS <name>`."""
+    if not (isinstance(item, exp.Alias) and _plain_args(item, {"this", "alias"})):
+        return False
+    cast, alias = item.this, item.args["alias"]
+    return (
+        isinstance(alias, exp.Identifier)
+        and alias.this == name
+        and isinstance(cast, exp.Cast)
+        and _plain_args(cast, {"this", "to", "_type"})
+        and isinstance(cast.this, exp.Column)
+        and _plain_args(cast.this, {"this"})
+        and isinstance(cast.this.this, exp.Identifier)
+        and cast.this.name == name
+        and isinstance(cast.args.get("to"), exp.DataType)
+        and cast.args["to"].this is exp.DataType.Type.TEXT
+        and not cast.args["to"].expressions
+    )
 
 
 def isolated_read(
@@ -382,9 +431,11 @@ def _read_condition(where: exp.Where | None, policy: GuardPolicy) -> exp.EQ | No
 def _casts_plain(star: exp.Star, table: str) -> bool:
     """The star replaces exactly the table's LowCardinality columns by plain casts of
     themselves, in catalog order — nothing else (`_plain_casts`)."""
-    expected = [c.sql(dialect="clickhouse") for c in _plain_casts(table)]
-    found = [r.sql(dialect="clickhouse") for r in star.args.get("replace") or []]
-    return found == expected
+    names = low_cardinality_columns().get(table, ())
+    found = star.args.get("replace") or []
+    return len(found) == len(names) and all(
+        _is_plain_cast(item, name) for item, name in zip(found, names, strict=True)
+    )
 
 
 def _is_isolated_read(select: exp.Select, database: str, policy: GuardPolicy) -> bool:
