@@ -9,8 +9,6 @@ import re
 import tokenize
 from pathlib import Path
 
-import pytest
-
 APP = Path(__file__).resolve().parent.parent / "app"
 MAX_LINES = 500
 
