@@ -1098,7 +1098,11 @@ SEED_CUSTOM = (
     ),
     ("SELECT countIf(event = 'error') / count() AS rate", [], ["device"]),
     ("SELECT count() AS n", [{"dimension": "device", "op": "=", "value": "mobile"}], ["browser"]),
-    ("SELECT uniq(user_id) AS distinct_users", [{"dimension": "os", "op": "!=", "value": "Linux"}], None),
+    (
+        "SELECT uniq(user_id) AS distinct_users",
+        [{"dimension": "os", "op": "!=", "value": "Linux"}],
+        None,
+    ),
 )
 
 
@@ -1279,6 +1283,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             except TimeoutError:
                 warm_done = False
             warm_s = time.perf_counter() - warm_began
+            warm_statements = poller.queries
             durations.clear()
             state["lat"], state["next"], state["recording"] = [], {}, True
             acks.clear()
@@ -1306,9 +1311,10 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             out[name] = {
                 "warm_round_s": round(warm_s, 1),
                 "warm_round_finished": warm_done,
+                "warm_round_statements": warm_statements,
                 "rounds_in_window": rounds,
                 "rounds_per_s": round(rounds / wall, 2),
-                "statements_per_round": round(queries / max(rounds, 1), 1),
+                "statements_per_round": round(queries / rounds, 1) if rounds else None,
                 "statements_per_s": round(queries / wall, 1),
                 "key_polls_skipped_per_round": round(
                     (poller.skipped - skipped0) / max(rounds, 1), 1
