@@ -5,6 +5,8 @@ messages/s.
     .venv/bin/python bench/push.py --clients 2000 --keys 4 --samples 30           # (a)
     .venv/bin/python bench/push.py --fanout --transport dedicated --connections 19500  # (b), (c)
     .venv/bin/python bench/push.py --scale --keys 400 --orgs 20 --seconds 10            # (d)
+    .venv/bin/python bench/push.py --scale --keys 10000 --orgs 1000 --ingest 50000 \
+        --seconds 20 --warm-timeout 60      # (d) at the seed's scale (`run_scale_seed`)
 
 Both modes start one server process (uvicorn + the real app, one process: chDB allows one data
 path per process) on a fresh chDB dir and a throwaway PostgreSQL schema (DATABASE_URL, default
