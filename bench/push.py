@@ -5,6 +5,8 @@ messages/s.
     .venv/bin/python bench/push.py --clients 2000 --keys 4 --samples 30           # (a)
     .venv/bin/python bench/push.py --fanout --transport dedicated --connections 19500  # (b), (c)
     .venv/bin/python bench/push.py --scale --keys 400 --orgs 20 --seconds 10            # (d)
+    .venv/bin/python bench/push.py --scale --keys 10000 --orgs 1000 --ingest 50000 \
+        --seconds 20 --warm-timeout 60      # (d) at the seed's scale (`run_scale_seed`)
 
 Both modes start one server process (uvicorn + the real app, one process: chDB allows one data
 path per process) on a fresh chDB dir and a throwaway PostgreSQL schema (DATABASE_URL, default
@@ -1083,6 +1085,292 @@ def run_scale(args: argparse.Namespace) -> dict:
     }
 
 
+# -- (d) at the seed's scale: --scale --ingest N (real writer, zipf orgs, event → delta) -------
+
+#: Per org: the four built-in metrics (app/querybuilder/builtin.py) and six custom ones with
+#: filters and group-bys. The first custom one (`count()`, no filter) is the probe that tells
+#: which of the org's events a delta already counts (event → delta).
+SEED_CUSTOM = (
+    ("SELECT count() AS n", [], None),
+    ("SELECT count() AS n", [], ["country"]),
+    (
+        "SELECT sum(value) AS revenue, uniq(user_id) AS visitors",
+        [{"dimension": "country", "op": "=", "value": "US"}],
+        None,
+    ),
+    ("SELECT countIf(event = 'error') / count() AS rate", [], ["device"]),
+    ("SELECT count() AS n", [{"dimension": "device", "op": "=", "value": "mobile"}], ["browser"]),
+    (
+        "SELECT uniq(user_id) AS distinct_users",
+        [{"dimension": "os", "op": "!=", "value": "Linux"}],
+        None,
+    ),
+)
+
+
+def _seed_specs(keys: int, orgs: int, database: str) -> tuple[list[Any], dict[str, int]]:
+    """`keys` live keys over `orgs` orgs (keys // orgs each: the built-ins first, then the
+    custom shapes), and {probe key: org}."""
+    from app.push.keys import make_key
+    from app.querybuilder.builtin import BUILTIN_METRICS
+
+    shapes: list[tuple[str, list, list | None, int]] = [
+        (m.text, [], None, m.window_seconds) for m in BUILTIN_METRICS.values()
+    ]
+    shapes += [(text, filters, group_by, 0) for text, filters, group_by in SEED_CUSTOM]
+    per_org = max(1, keys // orgs)
+    specs, probes = [], {}
+    for org in range(1, orgs + 1):
+        for j in range(per_org):
+            text, filters, group_by, window = shapes[j % len(shapes)]
+            if j >= len(shapes):  # more keys per org than shapes: distinct extra filters
+                filters = [*filters, {"dimension": "path", "op": "!=", "value": f"/x{j}"}]
+            spec = make_key(
+                text,
+                org_id=org,
+                database=database,
+                filters=filters,
+                group_by=group_by,
+                window_s=window,
+            )
+            specs.append(spec)
+            if j == len(BUILTIN_METRICS):
+                probes[spec.key] = org
+    return specs, probes
+
+
+def _weighted_pct(pairs: list[tuple[float, int]], p: float) -> float | None:
+    """The p-th percentile of values weighted by counts (each event counts once)."""
+    if not pairs:
+        return None
+    pairs = sorted(pairs)
+    total = sum(n for _, n in pairs)
+    want, seen = p / 100 * total, 0
+    for value, n in pairs:
+        seen += n
+        if seen >= want:
+            return value
+    return pairs[-1][0]
+
+
+def run_scale_seed(args: argparse.Namespace) -> dict:
+    """(d) at the seed's scale, in process: the real EventWriter (WAL on) takes `--ingest`
+    events/s (bench/ingest.py's Traffic: zipf over `--orgs` orgs) in 10 submissions a second
+    stamped with the current time, its insert listener feeding the poller as the app wires it;
+    `--keys` live keys (built-ins + custom metrics, `_seed_specs`) polled by the real Poller on
+    its own loop (`--tick-ms`). First `ingest_only` (no poller: the baseline CPU), then each
+    mode for `--seconds`. Event → delta: from `writer.submit` returning (the ack) to the
+    poller emitting the org's probe-key delta whose count includes the event (in-process
+    timestamps, same clock)."""
+    import copy
+    import tempfile
+    from collections import Counter
+
+    from app.clickhouse import EmbeddedClickHouse
+    from app.config import Settings
+    from app.ingest.writer import EventWriter
+    from app.migrate import migrate_clickhouse, render_clickhouse
+    from app.push.poller import Poller
+    from bench.ingest import Traffic
+
+    data_dir = tempfile.mkdtemp(prefix="cp-seed-")
+    root = EmbeddedClickHouse(database="default", data_dir=data_dir)
+    ch = root.with_database("scale")
+    migrate_clickhouse(ch, render_clickhouse(database="scale"))
+    built = time.perf_counter()
+    specs, probes = _seed_specs(args.keys, args.orgs, "scale")
+    compile_s = time.perf_counter() - built
+    per_submit = max(1, args.ingest // 10)
+    pool_n = min(max(per_submit * 20, 1000), 200_000)
+    traffic = Traffic(orgs=args.orgs, seed=11)
+    pool = traffic.columns(pool_n, start_ms=0, rate_per_s=max(args.ingest, 1), chunk=per_submit)
+    pool_orgs = [Counter(c.org_id) for c in pool]
+    settings = Settings.from_env(wal_dir=str(Path(data_dir, "wal")))
+    modes = {
+        "per_key": {"batch": False, "poll_all_s": 0},
+        "batched": {"batch": True, "poll_all_s": 0},
+        "batched_skip_idle": {"batch": True, "poll_all_s": 1},
+    }
+    wanted = [m for m in args.modes.split(",") if m] if args.modes else list(modes)
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        writer = EventWriter(ch, settings)
+        await writer.start()
+        # (org, second) → [(cumulative events acked, ack time)], and how many were delivered.
+        acks: dict[tuple[int, int], list[tuple[int, float]]] = {}
+        state = {"poller": None, "submitted": 0, "lat": [], "next": {}, "recording": False}
+
+        async def feed(until: float) -> None:
+            i = 0
+            period = 0.1
+            while time.time() < until:
+                now = time.time()
+                template = pool[i % len(pool)]
+                counts = pool_orgs[i % len(pool)]
+                i += 1
+                c = copy.copy(template)
+                ms = int(now * 1000)
+                c.ts = [ms] * len(template)
+                c.received_at = c.ts
+                await writer.submit(c)
+                acked = time.time()
+                state["submitted"] += len(template)
+                second = ms // 1000
+                for org, n in counts.items():
+                    entries = acks.setdefault((org, second), [])
+                    entries.append(((entries[-1][0] if entries else 0) + n, acked))
+                await asyncio.sleep(max(0.0, period - (time.time() - now)))
+
+        async def emit(key: str, kind: str, text: str) -> None:
+            org = probes.get(key)
+            if org is None or kind != "d" or not state["recording"]:
+                return
+            emitted = time.time()
+            for row in json.loads(text)["rows"]:
+                t = row["t"]
+                if isinstance(t, str):
+                    import datetime as dt
+
+                    t = int(dt.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp())
+                entries = acks.get((org, int(t)))
+                if not entries:
+                    continue
+                done = state["next"].get((org, int(t)), 0)
+                prev = entries[done - 1][0] if done else 0
+                while done < len(entries) and entries[done][0] <= row["n"]:
+                    cum, acked = entries[done]
+                    state["lat"].append((emitted - acked, cum - prev))
+                    prev = cum
+                    done += 1
+                state["next"][(org, int(t))] = done
+
+        writer.insert_listeners.append(lambda ranges: _note(state, ranges))
+        # Baseline: ingest alone.
+        cpu0, t0 = sum(os.times()[:2]), time.time()
+        await feed(t0 + args.seconds)
+        wall = time.time() - t0
+        out["ingest_only"] = {
+            "events_per_s": round(state["submitted"] / wall),
+            "process_cpu_s_per_wall_s": round((sum(os.times()[:2]) - cpu0) / wall, 3),
+            "load_average": _loadavg(),
+        }
+        for name in wanted:
+            poller = Poller(
+                ch,
+                tick_ms=args.tick_ms,
+                full_reread_s=30,
+                emit=emit,
+                lag_source=writer.oldest_pending_age_s,
+                **modes[name],
+            )
+            state["poller"] = poller
+            for spec in specs:
+                poller.acquire(spec)
+            durations: list[float] = []
+            tick = poller.tick
+
+            async def timed(now: float | None = None, tick=tick, durations=durations) -> Any:
+                began = time.perf_counter()
+                result = await tick(now)
+                durations.append(time.perf_counter() - began)
+                return result
+
+            poller.tick = timed
+            warm_began = time.perf_counter()
+            warm_done = True
+            feeder = asyncio.create_task(feed(time.time() + args.warm_timeout + args.seconds + 5))
+            try:
+                await asyncio.wait_for(tick(), args.warm_timeout)  # every key's first read
+            except TimeoutError:
+                warm_done = False
+            warm_s = time.perf_counter() - warm_began
+            warm_statements = poller.queries
+            durations.clear()
+            state["lat"], state["next"], state["recording"] = [], {}, True
+            acks.clear()
+            q0, s0, skipped0 = poller.queries, poller.query_s, poller.skipped
+            submitted0 = state["submitted"]
+            load_before = _loadavg()
+            cpu0, t0 = sum(os.times()[:2]), time.time()
+            poller.start()
+            await asyncio.sleep(args.seconds)
+            wall = time.time() - t0
+            cpu = sum(os.times()[:2]) - cpu0
+            rounds = len(durations)
+            queries = poller.queries - q0
+            window_acks = sum(e[-1][0] for e in acks.values() if e)
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+            stop = asyncio.create_task(poller.stop())
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(stop), args.warm_timeout)
+            state["recording"] = False
+            lat = state["lat"]
+            delivered = sum(n for _, n in lat)
+            base = out["ingest_only"]["process_cpu_s_per_wall_s"]
+            out[name] = {
+                "warm_round_s": round(warm_s, 1),
+                "warm_round_finished": warm_done,
+                "warm_round_statements": warm_statements,
+                "rounds_in_window": rounds,
+                "rounds_per_s": round(rounds / wall, 2),
+                "statements_per_round": round(queries / rounds, 1) if rounds else None,
+                "statements_per_s": round(queries / wall, 1),
+                "key_polls_skipped_per_round": round(
+                    (poller.skipped - skipped0) / max(rounds, 1), 1
+                ),
+                "round_ms": {
+                    "p50": round(1000 * statistics.median(durations), 1) if durations else None,
+                    "p99": round(1000 * _pct(durations, 99), 1) if durations else None,
+                },
+                "events_per_s": round((state["submitted"] - submitted0) / wall),
+                "process_cpu_s_per_wall_s": round(cpu / wall, 3),
+                # Polling's share: the process's CPU over the ingest-only baseline.
+                "polling_cpu_s_per_wall_s": round(cpu / wall - base, 3),
+                "statement_latency_s_per_wall_s": round((poller.query_s - s0) / wall, 2),
+                "event_to_delta_ms": {
+                    "p50": _ms(_weighted_pct(lat, 50)),
+                    "p99": _ms(_weighted_pct(lat, 99)),
+                    "max": _ms(max((x for x, _ in lat), default=None)),
+                },
+                # Events acked in the window whose delta was emitted before it ended.
+                "events_delivered_fraction": round(delivered / max(window_acks, 1), 3),
+                "load_average_before": load_before,
+                "load_average_after": _loadavg(),
+            }
+            print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
+            state["poller"] = None
+        await writer.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        root.close()
+    return {
+        "mode": "scale-seed",
+        "keys": len(specs),
+        "batchable_keys": sum(1 for s in specs if s.batchable),
+        "orgs": args.orgs,
+        "ingest_events_per_s_target": args.ingest,
+        "tick_ms": args.tick_ms,
+        "seconds_per_mode": args.seconds,
+        "key_compile_s": round(compile_s, 1),
+        "results": out,
+    }
+
+
+def _note(state: dict, ranges: dict[int, tuple[int, int]]) -> None:
+    """The writer's insert listener: report the inserted seconds to the running poller."""
+    if state["poller"] is not None:
+        state["poller"].late.note(ranges)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1112,6 +1400,16 @@ def main() -> None:
         "--active", type=float, default=0.2, help="(d) share of orgs with events each second"
     )
     parser.add_argument("--rate", type=int, default=50, help="(d) events per active org per second")
+    parser.add_argument(
+        "--ingest",
+        type=int,
+        default=0,
+        help="(d) > 0: the seed-scale run — this many events/s through the real writer",
+    )
+    parser.add_argument("--modes", default="", help="(d) --ingest: comma-separated modes to run")
+    parser.add_argument(
+        "--warm-timeout", type=float, default=60, help="(d) --ingest: bound on a mode's first round"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not taskset the cores")
     # The poller (both modes).
     parser.add_argument("--max-phases", type=int, default=8, help="poller phases per round")
@@ -1156,7 +1454,7 @@ def main() -> None:
     else:
         started = time.time()
         if args.scale:
-            result = run_scale(args)
+            result = run_scale_seed(args) if args.ingest else run_scale(args)
         else:
             result = run_fanout(args) if args.fanout else run_latency(args)
         result["command"] = " ".join(sys.argv[1:])
