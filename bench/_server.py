@@ -56,6 +56,21 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg writes them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def app_healthy(port: int) -> bool:
+    """True when the app on 127.0.0.1:`port` answers /healthz with 200."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def schema_url(base: str, schema: str) -> str:
     """`base` with the PostgreSQL search_path set to `schema`."""
     sep = "&" if "?" in base else "?"

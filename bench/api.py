@@ -36,7 +36,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import free_port, pg_schema, server_process, work_dir  # noqa: E402
+from bench._server import (  # noqa: E402
+    app_healthy,
+    free_port,
+    loadavg,
+    pg_schema,
+    server_process,
+    work_dir,
+)
 
 METRIC = "SELECT count() AS views WHERE event = 'pageview'"
 DATABASE = "bench_api"
@@ -388,11 +395,11 @@ def main() -> None:
         )
         argv = [sys.executable, __file__, "--serve", data_dir, db_url, str(port), str(seed_file)]
         # Seeding a year of data happens before the server listens: allow it 30 minutes.
-        with server_process(argv, ready=lambda: _healthy(port), timeout_s=1800):
+        with server_process(argv, ready=lambda: app_healthy(port), timeout_s=1800):
             for i in range(args.rounds):
-                load_before = _loadavg()
+                load_before = loadavg()
                 results = asyncio.run(_run_load(port, orgs, args.clients, args.seconds, i))
-                rounds.append((load_before, _loadavg(), results))
+                rounds.append((load_before, loadavg(), results))
                 _report(i + 1, *rounds[-1])
     if args.rounds > 1:
         print("\nsummary over rounds (min - max):", flush=True)
@@ -401,20 +408,6 @@ def main() -> None:
                 values = [r[name][stat] for _, _, r in rounds if stat in r[name]]
                 if values:
                     print(f"  {name} {stat}: {min(values):,.1f} - {max(values):,.1f}")
-
-
-def _healthy(port: int) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def _report(round_no: int, load_before: str, load_after: str, results: dict) -> None:

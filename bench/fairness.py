@@ -42,7 +42,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import free_port, pg_schema, server_process, work_dir  # noqa: E402
+from bench._server import (  # noqa: E402
+    app_healthy,
+    free_port,
+    loadavg,
+    pg_schema,
+    server_process,
+    work_dir,
+)
 
 DATABASE = "bench_fair"
 HEAVY = (
@@ -264,20 +271,6 @@ async def _raise_a(port: int, orgs: dict) -> dict:
         return {"effective": effective, "heavy_alone_ms": heavy_ms}
 
 
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def _healthy(port: int) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--serve":
         serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
@@ -310,15 +303,15 @@ def main() -> None:
         )
         port = free_port()
         argv = [sys.executable, __file__, "--serve", data_dir, db_url, str(port), str(seed_file)]
-        with server_process(argv, ready=lambda: _healthy(port), timeout_s=600):
+        with server_process(argv, ready=lambda: app_healthy(port), timeout_s=600):
             info = asyncio.run(_raise_a(port, orgs))
             print(f"A's effective limits: {info['effective']}", flush=True)
             print(f"one heavy query of A alone: {info['heavy_alone_ms']:.0f} ms", flush=True)
             for name, noisy in (("B alone", False), ("A saturating", True)):
-                load = _loadavg()
+                load = loadavg()
                 result = asyncio.run(_phase(port, orgs, args, noisy))
                 print(
-                    f"{name:13s} (load {load} -> {_loadavg()}): B {result['b_requests']} requests "
+                    f"{name:13s} (load {load} -> {loadavg()}): B {result['b_requests']} requests "
                     f"{result['b_status']}, p50 {result['b_p50_ms']:.1f} ms, "
                     f"p99 {result['b_p99_ms']:.1f} ms, max {result['b_max_ms']:.1f} ms; "
                     f"after {args.settle:g} s: {result['b_steady_n']} requests, "

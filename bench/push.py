@@ -70,6 +70,7 @@ from bench._server import (  # noqa: E402
     create_org_credentials,
     creds_ready,
     free_port,
+    loadavg,
     pg_schema,
     server_process,
     work_dir,
@@ -107,10 +108,6 @@ def _rss_kib(pid: int) -> int:
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _raise_nofile() -> None:
@@ -457,7 +454,7 @@ async def run_clients(ws_port: int, http_port: int, creds: dict, args: argparse.
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
     latencies, spreads, delivered = [], [], []
     counts: dict[tuple[str, int], int] = {}
-    load_before = _loadavg()
+    load_before = loadavg()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
         for sample in range(args.samples):
             k = random.randrange(args.keys)
@@ -498,7 +495,7 @@ async def run_clients(ws_port: int, http_port: int, creds: dict, args: argparse.
         "keys": args.keys,
         "samples": args.samples,
         "load_average_before": load_before,
-        "load_average_after": _loadavg(),
+        "load_average_after": loadavg(),
         "connect_s": round(connect_s, 2),
         "subscribe_s": round(subscribe_s, 2),
         "server_rss_before_mib": round(rss0 / 1024, 1),
@@ -896,7 +893,7 @@ def _measure_fanout(args, cfg, ws_port, http_port, procs, websockets) -> dict:
         elif not poller:
             ctl.write_text(str(rate))
         time.sleep(1.2)
-        load_before = _loadavg()
+        load_before = loadavg()
         cpu0 = _cpu_s(pid)
         window_from = time.time()
         each("record", reply=False)
@@ -937,7 +934,7 @@ def _measure_fanout(args, cfg, ws_port, http_port, procs, websockets) -> dict:
                 figures["rounds"] = json.loads(Path(cfg["stats_file"]).read_text())
         result[label] = figures
     result["server_rss_end_mib"] = round(_rss_kib(pid) / 1024, 1)
-    result["load_average_end"] = _loadavg()
+    result["load_average_end"] = loadavg()
     return result
 
 
@@ -1253,7 +1250,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
         out["ingest_only"] = {
             "events_per_s": round(state["submitted"] / wall),
             "process_cpu_s_per_wall_s": round((sum(os.times()[:2]) - cpu0) / wall, 3),
-            "load_average": _loadavg(),
+            "load_average": loadavg(),
         }
         for name in wanted:
             poller = Poller(
@@ -1291,7 +1288,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             acks.clear()
             q0, s0, skipped0 = poller.queries, poller.query_s, poller.skipped
             submitted0 = state["submitted"]
-            load_before = _loadavg()
+            load_before = loadavg()
             cpu0, t0 = sum(os.times()[:2]), time.time()
             poller.start()
             await asyncio.sleep(args.seconds)
@@ -1338,7 +1335,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
                 # Events acked in the window whose delta was emitted before it ended.
                 "events_delivered_fraction": round(delivered / max(window_acks, 1), 3),
                 "load_average_before": load_before,
-                "load_average_after": _loadavg(),
+                "load_average_after": loadavg(),
             }
             print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
             state["poller"] = None
