@@ -19,8 +19,9 @@ from app.querybuilder.guard import METRIC_POLICY, verify_tenant_guard, visible_r
 from app.querybuilder.model import CompiledQuery
 
 
-def check_compiled(compiled: CompiledQuery, database: str) -> None:
-    """Raise TenantGuardError unless `compiled.sql` provably reads only `compiled.org_id`'s rows."""
+def check_compiled(compiled: CompiledQuery, database: str) -> exp.Expression:
+    """Raise TenantGuardError unless `compiled.sql` provably reads only `compiled.org_id`'s rows;
+    the verified tree of that text."""
     if compiled.database != database:
         raise TenantGuardError(
             f"query compiled for database {compiled.database!r}, not {database!r}"
@@ -33,6 +34,7 @@ def check_compiled(compiled: CompiledQuery, database: str) -> None:
     if len(trees) != 1:
         raise TenantGuardError("compiled SQL must be exactly one statement")
     verify_tenant_guard(trees[0], compiled.org_id, database=database, params=dict(compiled.params))
+    return trees[0]
 
 
 def run_compiled(ch: ClickHouse, compiled: CompiledQuery) -> QueryResult:
@@ -57,11 +59,14 @@ async def run_compiled_async(ch: ClickHouse, compiled: CompiledQuery) -> QueryRe
     )
 
 
-def visible_rows_statement(compiled: CompiledQuery) -> tuple[str, dict[str, Any]] | None:
+def visible_rows_statement(
+    compiled: CompiledQuery, tree: exp.Expression | None = None
+) -> tuple[str, dict[str, Any]] | None:
     """SQL and parameters counting the rows `compiled`'s reads hand to the query (what the org
     is told it read and is charged for; `guard.visible_rows_query`), or None if it reads no
     table. The statement is verified like any other before it is returned."""
-    tree = sqlglot.parse_one(compiled.sql, dialect="clickhouse")
+    if tree is None:  # `check_compiled`'s verified tree of the same text, when the caller has it
+        tree = sqlglot.parse_one(compiled.sql, dialect="clickhouse")
     count = visible_rows_query(tree, compiled.database, METRIC_POLICY)
     if count is None:
         return None
@@ -78,8 +83,7 @@ def visible_rows_statement(compiled: CompiledQuery) -> tuple[str, dict[str, Any]
 
 async def count_visible_rows_async(ch: ClickHouse, compiled: CompiledQuery) -> int:
     """How many of the org's rows `compiled`'s reads cover (0 when it reads no table)."""
-    check_compiled(compiled, ch.database)
-    statement = visible_rows_statement(compiled)
+    statement = visible_rows_statement(compiled, check_compiled(compiled, ch.database))
     if statement is None:
         return 0
     sql, params = statement
