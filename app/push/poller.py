@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.clickhouse import ClickHouse
+from app.observability import Telemetry
 from app.push import protocol
 from app.push.keys import KeySpec
 from app.push.late import LateRows
@@ -136,8 +137,10 @@ class Poller:
         poll_all_s: int = 0,
         batch: bool = True,
         unit_weight: int = 256,
+        telemetry: Telemetry | None = None,
     ):
         self.ch = ch
+        self.telemetry = telemetry or Telemetry()  # round durations and statements
         self.tick_ms = tick_ms
         self.reread_s = reread_s
         self.retention_s = retention_s
@@ -263,7 +266,7 @@ class Poller:
         from tests (`CLICKPULSE_PUSH_TICK_MS=0` leaves rounds to them); `now` (epoch s) pins
         the time every phase reads up to, otherwise each phase reads up to its own start."""
         async with self._tick_lock:
-            started = time.perf_counter()
+            started, queries_before = time.perf_counter(), self.queries
             loop = asyncio.get_running_loop()
             round_at = loop.time()
             lag_ms = int(self.lag_source() * 1000)
@@ -327,6 +330,7 @@ class Poller:
             self.ticks += 1
             self._rounds += 1
             self.last_tick_s = time.perf_counter() - started
+            self.telemetry.poll_round(self.last_tick_s, self.queries - queries_before)
             return ticks
 
     def plan_phases(
