@@ -268,7 +268,7 @@ async def _store_events(
     columns, errors = build_columns(items, ctx, ingest.enricher)
     result = IngestResult(accepted=len(columns), rejected=len(errors), errors=errors)
     if not columns:
-        services.telemetry.ingest_stored(0, (e.code for e in errors), 0)
+        services.telemetry.ingest_stored(0, errors, 0)
         raise ApiError(
             400, "no_valid_events", f"all {len(errors)} events were rejected", where=result
         )
@@ -292,7 +292,7 @@ async def _store_events(
     finally:
         if claim is not None:
             window.settle(claim, stored=stored)
-    services.telemetry.ingest_stored(len(columns), (e.code for e in errors), result.duplicates or 0)
+    services.telemetry.ingest_stored(len(columns), errors, result.duplicates or 0)
     return Response(result, status_code=200)
 
 

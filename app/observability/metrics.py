@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,12 +207,14 @@ class Telemetry:
         self.throttled_by_org = OrgTopN(self.top_orgs)
 
     # -- counting (called by the parts) -------------------------------------------------------
-    def ingest_stored(self, accepted: int, rejected: Iterable[str], duplicates: int) -> None:
-        """One ingest request's per-event outcome: stored, rejected codes, duplicates."""
+    def ingest_stored(self, accepted: int, errors: Sequence[Any], duplicates: int) -> None:
+        """One ingest request's per-event outcome: stored, rejected (`errors`: the per-event
+        errors, each with its `code`), dropped as duplicates."""
         if accepted:
             self.events_accepted.inc(accepted)
-        for reason, count in Tally(rejected).items():
-            self.events_rejected.labels(reason).inc(count)
+        if errors:
+            for reason, count in Tally(e.code for e in errors).items():
+                self.events_rejected.labels(reason).inc(count)
         if duplicates:
             self.events_duplicate.inc(duplicates)
 
