@@ -139,6 +139,7 @@ def build_services(
         telemetry=telemetry,
     )
     telemetry.registry.register(PartsCollector(services))
+    telemetry.include_process()
     if s.metrics_port is not None:
         from app.observability.exposition import MetricsServer
 

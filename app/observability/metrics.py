@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -205,6 +212,12 @@ class Telemetry:
             registry=r,
         )
         self.throttled_by_org = OrgTopN(self.top_orgs)
+
+    def include_process(self) -> None:
+        """Add the process' own series (`process_*`: CPU, resident memory, open files, start
+        time; `python_gc_*`: collections) — for the process's real registry, once."""
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     # -- counting (called by the parts) -------------------------------------------------------
     def ingest_stored(self, accepted: int, errors: Sequence[Any], duplicates: int) -> None:

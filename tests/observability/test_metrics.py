@@ -53,6 +53,7 @@ async def test_ingest_counters_move_by_exact_amounts(make_node, org):
         after = await scrape(node)
 
         assert delta(after, before, "clickpulse_ingest_events_accepted_total") == 3
+        assert after.get_value("process_resident_memory_bytes") > 0  # the standard series too
         rejected = "clickpulse_ingest_events_rejected_total"
         assert delta(after, before, rejected, reason="invalid_type") == 1
         assert delta(after, before, rejected, reason="missing_field") == 1
