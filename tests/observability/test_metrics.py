@@ -140,6 +140,9 @@ async def test_only_the_scrape_token_opens_the_metrics(make_node, make_org):
             r = await http.get(url, headers={"Authorization": f"Basic {basic}"})
             assert r.status_code == 200 and "clickpulse_org_throttled_total" in r.text
             bearer = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+            r = await http.head(url, headers=bearer)
+            assert r.status_code == 200 and r.content == b""
+            assert int(r.headers["content-length"]) > 0  # what a GET would carry
             r = await http.post(url, headers=bearer)
             assert r.status_code == 405 and "clickpulse_" not in r.text
             r = await http.get(url.replace("/metrics", "/metrics/x"), headers=bearer)
