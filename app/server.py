@@ -16,6 +16,7 @@ from app.deps import provide_services
 from app.errors import exception_handlers
 from app.httpheaders import security_headers
 from app.jsondepth import check_depth
+from app.observability import logformat
 from app.openapi import ApiOpenAPIConfig
 from app.services import Services
 from app.web.apidocs import LocalSwaggerPlugin
@@ -107,6 +108,8 @@ def create_app(services: Services) -> Litestar:
         # The docs page from our own assets (Litestar's pages load from CDNs), and the JSON.
         render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
     )
+    # JSON logs (CLICKPULSE_LOG_FORMAT): Litestar must not put its text handler on the root.
+    logging_config = logformat.litestar_logging_config(services.settings.log_format)
     app = Litestar(
         route_handlers=for_roles(
             services.settings.roles,
@@ -124,6 +127,7 @@ def create_app(services: Services) -> Litestar:
         openapi_config=openapi_config,
         before_send=[security_headers],
         request_max_body_size=services.settings.ingest_max_body_bytes,
+        **({"logging_config": logging_config} if logging_config is not None else {}),
     )
     openapi_config.bind(app)
     app.state.services = services

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.cache import SingleFlight
+from app.observability.metrics import Telemetry
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.ingest.writer import EventWriter
     from app.limits import Limiter
+    from app.observability.exposition import MetricsServer
     from app.push.dedicated import DedicatedServer
     from app.push.hub import Hub
     from app.store import Store
@@ -40,6 +42,9 @@ class Services:
     degradation: Degradation  # what is failing, for readyz
     redis: Redis | None = None  # when REDIS_URL is set
     database_url: str = ""  # the PostgreSQL `pg` is on (the demo creates its org there)
+    # This process's Prometheus metrics (its own registry) and, with metrics_port, their port.
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    metrics_server: MetricsServer | None = None
     # Built over this object by `build_services` (they read its parts when they run).
     push: Hub = field(init=False)  # live push
     alerts: Evaluator = field(init=False)  # alerts on the push ticks
@@ -58,6 +63,9 @@ class Services:
         none: its cache, limiter and store work on demand."""
         roles = self.settings.roles
         try:
+            if self.metrics_server is not None:
+                # First: a long WAL replay below is then visible to the operator's scrapes.
+                await self.metrics_server.start()
             await self.pg.open()
             if "ingest" in roles:
                 listeners = getattr(self.writer, "insert_listeners", None)
@@ -94,3 +102,5 @@ class Services:
         await self.pg.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()

@@ -150,7 +150,10 @@ class SqlController(Controller):
                     {"limit": "max_execution_time"},
                 ) from None
             except RowBudgetExceeded as exc:
-                raise _over_budget(exc, limits.rows_per_minute, limiter.clock()) from None
+                refusal = _over_budget(exc, limits.rows_per_minute, limiter.clock())
+                if refusal.status == 429:
+                    limiter.throttled(org_id, "rows_per_minute")
+                raise refusal from None
             except ClickHouseError as exc:
                 raise self._failed(services, exc, data.sql) from None
         services.degradation.ok("clickhouse")

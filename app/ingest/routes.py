@@ -155,6 +155,14 @@ def _body_too_large(max_bytes: int) -> ApiError:
 )
 async def post_events(request: Request, services: ServicesDep) -> Response[IngestResult]:
     """Store a batch of events for the key's org; answer per-event reasons for rejects."""
+    try:
+        return await _post_events(request, services)
+    except ApiError as exc:  # counted by code (the events of it, where known, by _store_events)
+        services.telemetry.ingest_refused(exc.code)
+        raise
+
+
+async def _post_events(request: Request, services: Services) -> Response[IngestResult]:
     settings = services.settings
     ingest = ingest_state(services)
     key = await ingest.keys.authenticate(
@@ -236,6 +244,8 @@ async def _store_events(
     else:
         wait_s = ingest.limiter.acquire(key.org_id, len(items), key.rate_per_s)
     if wait_s > 0:
+        services.telemetry.events_rejected.labels("rate_limited").inc(len(items))
+        services.telemetry.org_throttled(key.org_id, "ingest_rate")
         retry_after = RateLimiter.retry_after_header(wait_s)
         raise ApiError(
             429,
@@ -258,6 +268,7 @@ async def _store_events(
     columns, errors = build_columns(items, ctx, ingest.enricher)
     result = IngestResult(accepted=len(columns), rejected=len(errors), errors=errors)
     if not columns:
+        services.telemetry.ingest_stored(0, errors, 0)
         raise ApiError(
             400, "no_valid_events", f"all {len(errors)} events were rejected", where=result
         )
@@ -275,9 +286,13 @@ async def _store_events(
         if len(columns):
             await _submit(writer, columns, key.org_id)
         stored = True
+    except ApiError as exc:  # 503: none of the request's events was stored
+        services.telemetry.events_rejected.labels(exc.code).inc(len(items))
+        raise
     finally:
         if claim is not None:
             window.settle(claim, stored=stored)
+    services.telemetry.ingest_stored(len(columns), errors, result.duplicates or 0)
     return Response(result, status_code=200)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.clickhouse import ClickHouse
+from app.observability import Telemetry
 from app.push import protocol
 from app.push.keys import KeySpec
 from app.push.late import LateRows
@@ -144,8 +145,10 @@ class Poller:
         batch: bool = True,
         fan_in: bool = True,
         unit_weight: int = 256,
+        telemetry: Telemetry | None = None,
     ):
         self.ch = ch
+        self.telemetry = telemetry or Telemetry()  # round durations and statements
         self.tick_ms = tick_ms
         self.reread_s = reread_s
         self.retention_s = retention_s
@@ -275,7 +278,7 @@ class Poller:
         from tests (`CLICKPULSE_PUSH_TICK_MS=0` leaves rounds to them); `now` (epoch s) pins
         the time every phase reads up to, otherwise each phase reads up to its own start."""
         async with self._tick_lock:
-            started = time.perf_counter()
+            started, queries_before = time.perf_counter(), self.queries
             loop = asyncio.get_running_loop()
             round_at = loop.time()
             lag_ms = int(self.lag_source() * 1000)
@@ -339,6 +342,7 @@ class Poller:
             self.ticks += 1
             self._rounds += 1
             self.last_tick_s = time.perf_counter() - started
+            self.telemetry.poll_round(self.last_tick_s, self.queries - queries_before)
             return ticks
 
     def plan_phases(
