@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_sql_parser(sub, common)
 
+    from app.site_command import add_parser as add_sites_parser
+
+    add_sites_parser(sub, common)
+
     args = parser.parse_args(argv)
     from app import logredact
 
