@@ -41,9 +41,8 @@ def _message(raw: Any, kind: str | None, batch: Batch) -> Any:
     if kind == "track":
         name = raw.get("event")
     else:
+        # An unknown or missing type has no name: refused by validation (`event`).
         name = EVENT_OF_TYPE.get(kind) if isinstance(kind, str) else None
-        if name is None:
-            name = kind  # an unknown or missing type: refused by validation
     event: dict[str, Any] = {"event": name}
     user = raw.get("userId")
     if user is None or user == "":
