@@ -176,7 +176,6 @@ async def _store_keyed(
 @post(POSTHOG_PATHS, status_code=200, include_in_schema=False)
 async def posthog_capture(request: Request, services: ServicesDep) -> Response[IngestResult]:
     """PostHog's capture endpoints: one event, an array, or `{"batch": [...]}`."""
-
     batch = posthog.to_batch(await _decoded(request, services))
     return await _store_keyed(request, services, batch, "`api_key` (PostHog's token)", 200)
 

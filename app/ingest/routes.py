@@ -172,7 +172,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         )
     body = await read_body(request, settings.ingest_max_body_bytes)
     if idem_key is None:
-        return await _store_events(request, services, ingest, key, body, None)
+        return await _store_events(request, services, key, body, None)
 
     store, org_id = ingest.idempotency, key.org_id
     hashed, digest = key_hash(idem_key), body_hash(body)
@@ -180,7 +180,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         begun = await store.begin(org_id, hashed, digest)
     except Exception as exc:  # Redis down: answer anyway; the derived event ids still dedup
         log.warning("idempotency store unavailable, answering without it: %s", exc)
-        return await _store_events(request, services, ingest, key, body, idem_key)
+        return await _store_events(request, services, key, body, idem_key)
     if begun.state == "done":
         return Response(
             _decode_result(begun.response),
@@ -202,7 +202,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             where={"header": "Idempotency-Key"},
         )
     try:
-        response = await _store_events(request, services, ingest, key, body, idem_key)
+        response = await _store_events(request, services, key, body, idem_key)
     except BaseException:
         try:
             await store.abandon(org_id, hashed)
@@ -219,7 +219,6 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
 async def _store_events(
     request: Request,
     services: Services,
-    ingest: IngestState,
     key: Any,
     body: bytes,
     idem_key: str | None,
