@@ -68,7 +68,8 @@ def _message(raw: Any, kind: str | None, batch: Batch) -> Any:
     if kind in ("page", "screen") and isinstance(raw.get("name"), str):
         extra.setdefault("name", raw["name"])
     if kind == "identify":
-        extra = {**flat_props(raw.get("traits"), context.get("traits")), **extra}
+        # The message's own traits win over context.traits (what the SDK remembered).
+        extra = {**flat_props(context.get("traits"), raw.get("traits")), **extra}
     if extra:
         event["props"] = extra
     return event
