@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_sql_parser(sub, common)
 
+    from app.site_command import add_parser as add_sites_parser
+
+    add_sites_parser(sub, common)
+
     args = parser.parse_args(argv)
     from app.config import LOG_FORMATS, log_format_from_env
     from app.observability import logformat
