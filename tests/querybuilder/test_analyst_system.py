@@ -7,6 +7,7 @@ counts; the user's words only ever become literals.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -35,9 +36,7 @@ FACTS = ServerFacts(
 
 
 def _rows(ch, text: str) -> list[dict]:
-    facts = ServerFacts(
-        **{**{f: getattr(FACTS, f) for f in FACTS.__slots__}, "database": ch.database}
-    )
+    facts = dataclasses.replace(FACTS, database=ch.database)
     query = compile_analyst_sql(rewrite_statement(text, facts), 7, database=ch.database)
     return json.loads(run_analyst_sync(ch, query, "json").data)["data"]
 
