@@ -88,7 +88,9 @@ async def test_connects_and_answers_what_clickhouse_connect_asks_on_connect(
     served, org, pg_url, ch
 ):
     _, _, port = served
-    client = await _client(port, _password(await _analyst(pg_url, org.id)))
+    client = await _client(
+        port, _password(await _analyst(pg_url, org.id)), database=ch.database, session_id="s-7"
+    )
     version, timezone = ch.query_sync("SELECT version(), timezone()").rows[0]
     assert client.server_version == version
     assert str(client.server_tz) in (timezone, "UTC")
@@ -123,6 +125,17 @@ async def test_query_query_df_query_arrow_and_command_return_the_orgs_exact_valu
     assert list(zip(*table.to_pydict().values(), strict=True)) == EXPECTED_PATHS
     assert await _call(client.command, "SELECT count() FROM events") == 40
     assert await _call(client.command, "SELECT sum(value) FROM events") == 39  # 0+1+2 per 3
+
+    # Client-side binding (%s, %(name)s) sends literals: it works; server-side `{p:String}`
+    # binding is refused with our message (no query parameters).
+    bound = await _call(
+        client.query, "SELECT count() FROM events WHERE path = %(p)s", parameters={"p": "/p1"}
+    )
+    assert bound.result_rows == [(13,)]
+    error = await _refused(
+        client.query, "SELECT count() FROM events WHERE path = {p:String}", parameters={"p": "/p1"}
+    )
+    assert error.code == 456 and "query parameters ({name:Type}) are not supported" in str(error)
 
     theirs = await _client(port, _password(await _analyst(pg_url, other.id)))
     assert (await _call(theirs.query, sql)).result_rows == [(OTHER_MARKER, 25)]
