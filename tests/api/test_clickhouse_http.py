@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
@@ -247,6 +248,20 @@ async def test_refused_statements_raise_database_error_with_our_message(served, 
     assert status == 404 and body.startswith(b"Code: 81.")
     status, _, body = await _call(_http, port, "/", b"SELECT 1 FORMAT XML", auth)
     assert status == 400 and body.startswith(b"Code: 73.")
+    # A query id that is not a plain id is not echoed (it would be a header injection).
+    status, headers, body = await _call(
+        _http, port, "/?query_id=a%0D%0AX-Evil:%201", b"SELECT 1", auth
+    )
+    assert status == 200 and body == b"1\n" and "x-evil" not in headers
+    assert re.fullmatch(r"[0-9a-f-]{36}", headers["x-clickhouse-query-id"])
+    form = {**auth, "Content-Type": "multipart/form-data; boundary=x"}
+    status, _, body = await _call(_http, port, "/", b"--x--", form)
+    assert status == 400 and body.startswith(b"Code: 456.")
+    # Everything else answers in ClickHouse's convention too; a GET without query is "Ok.".
+    status, headers, body = await _call(_http, port, "/play", None, auth)
+    assert status == 404 and body.startswith(b"Code: ") and "x-clickhouse-exception-code" in headers
+    status, _, body = await _call(_http, port, "/", None, {})
+    assert (status, body) == (200, b"Ok.\n")
 
 
 async def test_wrong_or_missing_token_and_wrong_role_are_refused(served, org, pg_url):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,9 @@ _NAMES = {
     516: "AUTHENTICATION_FAILED",
     1002: "UNKNOWN_EXCEPTION",
 }
+
+
+_QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 class ProtocolError(Exception):
@@ -172,9 +176,12 @@ class Statement:
     query_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def statement(params: Mapping[str, str], body: bytes) -> Statement:
+def statement(params: Mapping[str, str], body: bytes, content_type: str = "") -> Statement:
     """The statement of a request: the `query` URL parameter followed by the body (as
     ClickHouse reads them), its trailing `FORMAT x` or else `default_format`."""
+    if content_type.lower().startswith("multipart/form-data"):
+        # What clickhouse-connect sends for large server-side query parameters.
+        raise ProtocolError(456, "form-encoded queries (query parameters) are not supported", 400)
     try:
         text = "\n".join(p for p in (params.get("query", ""), body.decode()) if p)
     except UnicodeDecodeError:
@@ -183,8 +190,9 @@ def statement(params: Mapping[str, str], body: bytes) -> Statement:
         raise ProtocolError(62, "Empty query", 400, name="SYNTAX_ERROR")
     sql, fmt = split_format(text)
     found = Statement(sql, output_format(fmt or params.get("default_format")))
-    if params.get("query_id"):
-        found.query_id = params["query_id"][:100]
+    asked = params.get("query_id", "")
+    if _QUERY_ID.fullmatch(asked):  # echoed in a header: nothing but a plain id
+        found.query_id = asked
     return found
 
 

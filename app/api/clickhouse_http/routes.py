@@ -116,7 +116,7 @@ def create_clickhouse_http_app(services: Services) -> Litestar:
             await services.limiter.check_rate(principal.org_id)
             if request.headers.get("content-encoding", "identity").lower() != "identity":
                 raise ProtocolError(36, "compressed requests are not accepted", 400)
-            found = statement(params, body)
+            found = statement(params, body, request.headers.get("content-type", ""))
             query_id = found.query_id
             check_params(params, services.ch.database)
             text = rewrite_statement(found.sql, await facts.get())

@@ -22,6 +22,7 @@ from sqlglot.errors import SqlglotError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from app.querybuilder.analyst.errors import AnalystSqlError
+from app.querybuilder.analyst.text import MAX_SQL_CHARS
 from app.querybuilder.catalog import ANALYST_TABLES, TABLES
 
 _DIALECT = Dialect.get_or_raise("clickhouse")
@@ -304,6 +305,8 @@ def rewrite_statement(text: str, facts: ServerFacts) -> str:
     """`text` with SHOW/DESCRIBE, `system.*` reads and server functions rewritten (module
     docstring); `text` itself when there is nothing to rewrite or it does not parse here (the
     compiler then reports it). Raises AnalystSqlError for a SHOW/DESCRIBE it cannot answer."""
+    if len(text) > MAX_SQL_CHARS:
+        return text  # the compiler refuses it, before anything parses it here
     lowered = text.lower()
     if (
         "system" not in lowered
