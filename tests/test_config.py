@@ -39,3 +39,12 @@ def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         Settings.from_env()
+
+
+def test_the_clickhouse_http_port_is_off_unless_set(monkeypatch):
+    monkeypatch.delenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", raising=False)
+    assert Settings.from_env().clickhouse_http_port is None
+    monkeypatch.setenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "8124")
+    assert Settings.from_env().clickhouse_http_port == 8124
+    monkeypatch.setenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "0")  # any free port
+    assert Settings.from_env().clickhouse_http_port == 0

@@ -336,3 +336,22 @@ async def test_hostile_sql_through_every_client_method_never_shows_another_org(
             assert OTHER_MARKER not in shown, (sql, method, shown[:300])
             assert "7777" not in shown and "15554" not in shown, (sql, method, shown[:300])
     assert refused >= len(REFUSED) * 2 and answered >= len(extra)
+
+
+async def test_clickhouse_down_is_a_503_in_clickhouse_convention(served, org, pg_url):
+    _, services, port = served
+    auth = {"X-ClickHouse-Key": _password(await _analyst(pg_url, org.id))}
+    services.ch.down = True  # before the server's facts were ever read
+    status, headers, body = await _call(_http, port, "/", b"SELECT 1", auth)
+    assert (status, headers["x-clickhouse-exception-code"]) == (503, "210")
+    assert body.startswith(b"Code: 210. DB::Exception: ClickHouse did not answer")
+    services.ch.down = False
+    assert (await _call(_http, port, "/", b"SELECT 1", auth))[::2] == (200, b"1\n")
+    services.ch.down = True  # now while a statement runs (its row count fails)
+    status, headers, body = await _call(_http, port, "/", b"SELECT count() FROM events", auth)
+    assert (status, headers["x-clickhouse-exception-code"], headers["retry-after"]) == (
+        503,
+        "210",
+        "5",
+    )
+    assert b"Connection refused" not in body  # never ClickHouse's own text

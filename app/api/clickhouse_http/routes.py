@@ -29,6 +29,7 @@ from app.api.clickhouse_http.protocol import (
     summary,
 )
 from app.api.sql import MAX_SQL_BODY_BYTES, SQL_ROLES
+from app.clickhouse import ClickHouseError, PoolBusy
 from app.credentials import USER_TOKEN_PREFIX
 from app.errors import ApiError
 from app.querybuilder.analyst import AnalystSqlError, output_format
@@ -83,9 +84,7 @@ def create_clickhouse_http_app(services: Services) -> Litestar:
         return answer_error(exc)
 
     def on_http_error(_: Request, exc: HTTPException) -> Response[bytes]:
-        status = exc.status_code
-        code = {404: 1002, 405: 1002, 413: 1002}.get(status, 1002)
-        return answer_error(ProtocolError(code, str(exc.detail)[:200], status))
+        return answer_error(ProtocolError(1002, str(exc.detail)[:200], exc.status_code))
 
     def on_error(request: Request, exc: Exception) -> Response[bytes]:
         log.exception("ClickHouse HTTP request failed: %s", request.url.path)
@@ -128,6 +127,21 @@ def create_clickhouse_http_app(services: Services) -> Litestar:
             return answer_error(_from_api_error(exc), query_id)
         except ProtocolError as exc:
             return answer_error(exc, query_id)
+        except (ClickHouseError, PoolBusy):  # reading the server's facts, before any statement
+            unavailable = ProtocolError(
+                210,
+                "ClickHouse did not answer; try again shortly",
+                503,
+                headers={"Retry-After": "5"},
+            )
+            return answer_error(unavailable, query_id)
+        log.info(
+            "org %s ran SQL over the ClickHouse interface: %s, %d bytes, %s rows read",
+            principal.org_id,
+            found.fmt,
+            len(result.data),
+            result.rows_read,
+        )
         known = await facts.get()
         return Response(
             content=result.data,
