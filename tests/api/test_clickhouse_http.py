@@ -232,6 +232,9 @@ async def test_refused_statements_raise_database_error_with_our_message(served, 
     assert error.code == 164 and "only SELECT queries can run here, not DROP" in str(error)
     error = await _refused(client.command, "INSERT INTO events (path) VALUES ('x')")
     assert error.code == 164
+    # clickhouse-connect's insert: DESCRIBE works, the INSERT (Native data in the body) not.
+    error = await _refused(client.insert, "events", [["/x"]], column_names=["path"])
+    assert error.code == 164 and "only SELECT queries can run here" in str(error)
     error = await _refused(client.query, "SELECT nosuchcolumn FROM events")
     assert error.code == 47 and "unknown column or alias (at 'nosuchcolumn')" in str(error)
     error = await _refused(client.query, "SELECT dictGet('d', 'x', 1)")

@@ -76,6 +76,7 @@ _REFUSALS: dict[str, tuple[int, str, int]] = {
 }
 _SYNTAX = (62, "SYNTAX_ERROR", 400)
 _NAMES = {
+    36: "BAD_ARGUMENTS",
     81: "UNKNOWN_DATABASE",
     73: "UNKNOWN_FORMAT",
     159: "TIMEOUT_EXCEEDED",

@@ -114,7 +114,14 @@ def create_clickhouse_http_app(services: Services) -> Litestar:
             principal.require_any(*SQL_ROLES)
             await services.limiter.check_rate(principal.org_id)
             if request.headers.get("content-encoding", "identity").lower() != "identity":
-                raise ProtocolError(36, "compressed requests are not accepted", 400)
+                if "query" not in params:  # what clients send for INSERT data
+                    raise ProtocolError(
+                        164,
+                        "only SELECT queries can run here; compressed request bodies "
+                        "(INSERT data) are not accepted",
+                        403,
+                    )
+                body = b""  # data for the statement in the URL (an INSERT): refused below
             found = statement(params, body, request.headers.get("content-type", ""))
             query_id = found.query_id
             check_params(params, services.ch.database)
