@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -25,7 +26,15 @@ from litestar.testing import AsyncTestClient
 from app.querybuilder.catalog import ANALYST_TABLES, low_cardinality_columns
 from tests.api.conftest import build_services, make_app
 from tests.api.test_sql import OTHER_MARKER, _analyst, _seed
+from tests.pipeline.events import queue_batch
 from tests.querybuilder.test_analyst_sql import REFUSED
+from tests.querybuilder.test_oracles import (
+    _FAILS_ON_MARKER,
+    _GUESS_PLACEMENTS,
+    _GUESSES,
+    _PLACEMENTS,
+    MARKER,
+)
 
 EXPECTED_PATHS = [("/p0", 14), ("/p1", 13), ("/p2", 13)]  # 40 events of _seed, path i % 3
 
@@ -358,3 +367,54 @@ async def test_clickhouse_down_is_a_503_in_clickhouse_convention(served, org, pg
         "5",
     )
     assert b"Connection refused" not in body  # never ClickHouse's own text
+
+
+async def test_oracle_answers_through_the_client_do_not_change_when_another_org_gets_a_marker(
+    served, ch, org, other_org, pg_url
+):
+    """Org A's answers and errors — values, codes, messages, rows read — are the same before
+    and after org B inserts rows that would make A's expressions fail (the corpus of
+    tests/querybuilder/test_oracles.py, through clickhouse-connect)."""
+    _, _, port = served
+    base = (int(time.time()) // 60 - 3) * 60 * 1000
+    rows = [
+        {"org_id": org.id, "ts": base + i * 1000, "event": ("pageview", "purchase")[i % 2],
+         "user_id": str(10 + i), "value": 1.0 + i % 50, "path": f"/p{i % 7}",
+         "country": ("DE", "FR", "US")[i % 3], "props": {"k": str(i)}}
+        for i in range(30)
+    ]  # fmt: skip
+    other = [{**row, "org_id": other_org.id} for row in rows]
+    ch.insert_sync("events_queue", queue_batch(rows + other))
+    client = await _client(port, _password(await _analyst(pg_url, org.id)))
+    probes = [
+        placement.format(e=expression)
+        for index, placement in enumerate(_PLACEMENTS)
+        for expression in _FAILS_ON_MARKER[index :: len(_PLACEMENTS)]
+    ] + [
+        placement.format(e=guess)
+        for index, placement in enumerate(_GUESS_PLACEMENTS)
+        for guess in _GUESSES[index % 2 :: 2]
+    ]
+
+    async def answers() -> list[tuple]:
+        out = []
+        for sql in probes:
+            try:
+                result = await _call(client.query, sql)
+                out.append((result.result_rows, result.summary["read_rows"]))
+            except DatabaseError as exc:
+                out.append((exc.code, str(exc)))
+        return out
+
+    before = await answers()
+    markers = [
+        {"org_id": other_org.id, "ts": base + 30_000, "event": "zz" + MARKER,
+         "user_id": MARKER, "path": "/" + MARKER, "country": "ZZ", "props": {"k": MARKER},
+         "value": value}
+        for value in (0.0, 1e15)
+    ]  # fmt: skip
+    ch.insert_sync("events_queue", queue_batch(markers))
+    after = await answers()
+    assert after == before
+    assert "SECRET" not in repr(after)
+    assert sum(1 for answer in before if isinstance(answer[0], list)) >= len(probes) // 2
