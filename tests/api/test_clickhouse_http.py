@@ -277,7 +277,7 @@ async def test_refused_statements_raise_database_error_with_our_message(served, 
 
 
 async def test_wrong_or_missing_token_and_wrong_role_are_refused(served, org, pg_url):
-    _, _, port = served
+    _, services, port = served
     with pytest.raises(DatabaseError) as info:
         await _client(port, "cpt_" + "x" * 43)
     assert info.value.code == 516 and "Authentication failed" in str(info.value)
@@ -291,6 +291,13 @@ async def test_wrong_or_missing_token_and_wrong_role_are_refused(served, org, pg
     assert status == 401 and headers["x-clickhouse-exception-code"] == "194"
     admin = await _client(port, _password(org.h("admin")))
     assert await _call(admin.command, "SELECT 2") == 2
+    # Guessing tokens is throttled like the API (CLICKPULSE_AUTH_FAIL_MAX per address).
+    wrong = {"X-ClickHouse-Key": "cpt_" + "y" * 43}
+    for _ in range(services.settings.auth_fail_max):
+        await _call(_http, port, "/", b"SELECT 1", wrong)
+    status, headers, body = await _call(_http, port, "/", b"SELECT 1", wrong)
+    assert (status, headers["x-clickhouse-exception-code"]) == (429, "516")
+    assert b"too many failed authentication attempts" in body and int(headers["retry-after"]) >= 1
 
 
 async def test_the_orgs_quota_applies(served, seeded, pg_url):

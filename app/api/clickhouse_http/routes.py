@@ -50,6 +50,8 @@ def _from_api_error(exc: ApiError) -> ProtocolError:
         return ProtocolError(516, "Authentication failed: " + exc.message, 403)
     if exc.status == 403:
         return ProtocolError(497, exc.message, 403)
+    if exc.code == "too_many_failed_attempts":
+        return ProtocolError(516, exc.message, 429, headers=headers)
     if exc.status == 429:
         code = 201 if where.get("limit") == "rows_per_minute" else 202
         return ProtocolError(code, exc.message, 429, headers=headers)
