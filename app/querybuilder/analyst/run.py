@@ -198,7 +198,8 @@ def run_analyst_sync(
 ) -> RawResult:
     """Verify the guard on the final SQL, count the org's rows its reads cover (refused with
     `RowBudgetExceeded` above `max_rows_to_read`), then run it read-only with `limits`; the
-    output is in `output` (json, csv or parquet) and its `rows_read` is that count."""
+    output is in `output` (`output_format`: json, csv, parquet or a ClickHouse format name)
+    and its `rows_read` is that count."""
     fmt = output_format(output)
     check_analyst_query(query, ch.database)
     visible = 0
