@@ -32,8 +32,9 @@ class ClickHouseHttpServer:
         config = uvicorn.Config(
             create_clickhouse_http_app(self.services),
             lifespan="off",  # the main app's lifespan starts and stops the services
-            log_level="warning",
-            access_log=False,
+            # uvicorn's logging is process-wide: configured once, by the main server. (A level
+            # or access_log=False here would silence the main server's logs too.)
+            log_config=None,
         )
         config.load()
         server = uvicorn.Server(config)
