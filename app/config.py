@@ -258,6 +258,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
     # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.
     push_port: int | None = None
+    # The ClickHouse HTTP interface for analysts (app/api/clickhouse_http): ClickHouse clients
+    # connect here with an analyst token as password. None = off; 0 = any free port.
+    clickhouse_http_port: int | None = None
     # Alerts (app/alerts): a second is evaluated once it is this old past its end
     # (plus the pipeline lag); definitions are re-read this often (other nodes' edits);
     # webhook timeout per attempt, retries after the first attempt, first backoff (doubling).
@@ -411,6 +414,11 @@ class Settings(msgspec.Struct, kw_only=True):
             "push_port": (
                 _env_int("CLICKPULSE_PUSH_PORT", 0)
                 if env.get("CLICKPULSE_PUSH_PORT", "").strip()
+                else None
+            ),
+            "clickhouse_http_port": (
+                _env_int("CLICKPULSE_CLICKHOUSE_HTTP_PORT", 0)
+                if env.get("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "").strip()
                 else None
             ),
             "alert_settle_ms": _env_int("CLICKPULSE_ALERT_SETTLE_MS", 1500),

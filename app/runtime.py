@@ -152,6 +152,10 @@ def build_services(
         from app.push.dedicated import DedicatedServer
 
         services.dedicated = DedicatedServer(services.push)
+    if s.clickhouse_http_port is not None and "api" in s.roles:
+        from app.api.clickhouse_http import ClickHouseHttpServer
+
+        services.clickhouse_http = ClickHouseHttpServer(services)
     return services
 
 

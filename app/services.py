@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from app.alerts import Evaluator
+    from app.api.clickhouse_http import ClickHouseHttpServer
     from app.auth import Authenticator
     from app.cache import Cache, Degradation
     from app.clickhouse import ClickHouse
@@ -49,6 +50,8 @@ class Services:
     push: Hub = field(init=False)  # live push
     alerts: Evaluator = field(init=False)  # alerts on the push ticks
     dedicated: DedicatedServer | None = None  # the `websockets` transport, when push_port is set
+    # The ClickHouse HTTP interface's listener, when clickhouse_http_port is set (api role).
+    clickhouse_http: ClickHouseHttpServer | None = None
     # app/api/metrics.py's memos: compiled metrics and saved definitions (with the one read in
     # flight per definition).
     compiled_memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
@@ -59,8 +62,8 @@ class Services:
 
     async def start(self) -> None:
         """Start the background parts of this process's roles (`settings.roles`): the writer
-        (ingest); the poller, push transports and alerts evaluator (push). The api role has
-        none: its cache, limiter and store work on demand."""
+        (ingest); the poller, push transports and alerts evaluator (push); the ClickHouse HTTP
+        listener when configured (api; its cache, limiter and store work on demand)."""
         roles = self.settings.roles
         try:
             if self.metrics_server is not None:
@@ -78,6 +81,8 @@ class Services:
                 if self.dedicated is not None:
                     await self.dedicated.start()
                 await self.alerts.start()
+            if "api" in roles and self.clickhouse_http is not None:
+                await self.clickhouse_http.start()
         except BaseException:
             # A failed start must not leave a part running (the pool's connection workers
             # would keep a process whose server never started alive): stop what started.
@@ -87,6 +92,8 @@ class Services:
     async def stop(self) -> None:
         """Stop what `start` started, in dependency order."""
         roles = self.settings.roles
+        if "api" in roles and self.clickhouse_http is not None:
+            await self.clickhouse_http.stop()  # no new statement once stopping
         if "push" in roles:
             # Alerts first: no evaluation (or webhook) outlives the poller and the store.
             await self.alerts.stop()

@@ -74,3 +74,12 @@ def test_bad_metrics_and_log_settings(values, message):
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
 def test_loopback_metrics_need_no_token(host):
     assert Settings(metrics_port=0, metrics_host=host).metrics_token is None
+
+
+def test_the_clickhouse_http_port_is_off_unless_set(monkeypatch):
+    monkeypatch.delenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", raising=False)
+    assert Settings.from_env().clickhouse_http_port is None
+    monkeypatch.setenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "8124")
+    assert Settings.from_env().clickhouse_http_port == 8124
+    monkeypatch.setenv("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "0")  # any free port
+    assert Settings.from_env().clickhouse_http_port == 0
