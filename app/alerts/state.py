@@ -26,11 +26,13 @@ _EVENT_COLUMNS = (
     "id, alert_id, kind, value, threshold, at, details, delivery, delivery_attempts, "
     "delivery_error, delivered_at, silenced_by"
 )
-# The silence covering an event of an alert at a second: on the alert, or on its saved metric.
+# The silence covering an event of an alert — on the alert, or on its saved metric — active
+# at the event's second (a replay after a restart) or now, when it is recorded.
 _SILENCE = (
     "SELECT s.id FROM alert_silences s JOIN alerts a ON a.id = %(alert)s AND a.org_id = s.org_id "
     "WHERE s.org_id = %(org)s AND (s.alert_id = a.id OR s.metric_id = a.metric_id) "
-    "AND s.starts_at <= %(at)s AND s.ends_at > %(at)s ORDER BY s.ends_at DESC, s.id LIMIT 1"
+    "AND ((s.starts_at <= %(at)s AND s.ends_at > %(at)s) "
+    "OR (s.starts_at <= now() AND s.ends_at > now())) ORDER BY s.ends_at DESC, s.id LIMIT 1"
 )
 # An alert's channels (the composite foreign keys keep them the alert's org's).
 _TARGETS = (

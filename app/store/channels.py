@@ -185,4 +185,7 @@ async def _read_channel(conn: Any, org_id: int, channel_id: int) -> dict[str, An
 
 
 async def _check_channel_version(conn: Any, org_id: int, channel_id: int) -> None:
-    await check_version(conn, "alert_channels", org_id, channel_id)
+    try:
+        await check_version(conn, "alert_channels", org_id, channel_id)
+    except NotFound:
+        raise NotFound("channel") from None
