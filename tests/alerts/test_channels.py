@@ -5,6 +5,7 @@ another org's channels unreachable (docs/alerts.md, "Channels")."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import hashlib
 import hmac
@@ -540,3 +541,34 @@ async def test_viewers_read_channels_but_cannot_write(env, org, pg_url):
     assert r.json()[0]["secret"] is None
     r = await env.http.post(f"/alerts/channels/{ch['id']}/secret", headers=vh)
     assert r.status_code == 403
+
+
+async def test_pending_channel_deliveries_are_resent_after_a_restart(make_env, org, pg_url):
+    """Stopped mid-delivery: the next process sends to the targets not yet delivered to —
+    the channel whose receiver hung, not the webhook_url that already answered."""
+    async with Receiver() as fast, Receiver(delay_s=30) as slow:
+        async with make_env(alert_webhook_timeout_s=30) as env:
+            ch = await create_channel(env, org, kind="webhook", name="slow", url=slow.url)
+            base = base_second()
+            a = await create_alert(
+                env, org, threshold=5, for_seconds=2, channel_ids=[ch["id"]], webhook_url=fast.url
+            )
+            await env.post(org.api_key, series_events(base, [10, 10, 0]))
+            await env.tick(base + SETTLE_S - 1)
+            await env.tick_through(base + SETTLE_S, base + 1 + SETTLE_S)
+            while not fast.calls or len(slow.calls) < 1:
+                await asyncio.sleep(0.05)
+            recorded = "SELECT 1 FROM alert_deliveries WHERE channel_name = 'webhook_url'"
+            while not await pg_rows(pg_url, recorded):  # the fast target's attempt is stored
+                await asyncio.sleep(0.05)
+            assert env.evaluator.sender.pending == 1
+        [event] = await events_of(pg_url, a["id"])
+        assert event["delivery"] == "pending"
+        slow.delay_s = 0
+        async with make_env() as env:
+            await env.evaluator.sender.drain()
+        assert len(fast.calls) == 1  # not sent twice
+        assert [c["json"]["event_id"] for c in slow.calls] == [event["id"]] * 2
+        assert verify_signature(ch["secret"], slow.calls[1]["headers"], slow.calls[1]["body"])
+    [event] = await events_of(pg_url, a["id"])
+    assert event["delivery"] == "delivered"
