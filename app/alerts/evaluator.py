@@ -2,8 +2,9 @@
 loop of its own. Each enabled alert becomes a push key watched through the poller, so alerts
 and viewers of the same metric and filters share the key's read each tick; after each tick, every
 alert's state machine advances over the seconds that became complete. Transitions are stored
-first, then pushed to the org's sockets and sent to the alert's channels (unless silenced). See docs/alerts.md, sections
-"Evaluation", "Firing and resolving: in this order" and "Restarts"."""
+first, then pushed to the org's sockets and sent to the alert's channels (unless silenced).
+See docs/alerts.md, sections "Evaluation", "Firing and resolving: in this order" and
+"Restarts"."""
 
 from __future__ import annotations
 

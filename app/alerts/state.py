@@ -109,8 +109,8 @@ class AlertStateRepo(Repo):
                 row = await (
                     await conn.execute(
                         "INSERT INTO alert_events (alert_id, org_id, kind, value, threshold, at, "
-                        "details, delivery, silenced_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                        "RETURNING id",
+                        "details, delivery, silenced_by) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                         (
                             c.alert_id,
                             c.org_id,

@@ -29,6 +29,8 @@ from tests.alerts.conftest import (
     series_events,
 )
 
+LINK = "INSERT INTO alert_channel_links (alert_id, channel_id, org_id) VALUES (%s, %s, %s)"
+
 
 def verify_signature(secret: str, headers: dict[str, str], raw: bytes) -> bool:
     """What a receiver does (written from docs/alerts.md, not from the sender's code)."""
@@ -503,13 +505,13 @@ async def test_another_orgs_channel_is_unreachable(env, org, make_org, pg_url):
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             await pg_rows(
                 pg_url,
-                "INSERT INTO alert_channel_links (alert_id, channel_id, org_id) VALUES (%s, %s, %s)",
+                LINK,
                 (theirs["id"], cid, other.id),
             )
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             await pg_rows(
                 pg_url,
-                "INSERT INTO alert_channel_links (alert_id, channel_id, org_id) VALUES (%s, %s, %s)",
+                LINK,
                 (theirs["id"], cid, org.id),
             )
         r = await env.http.get(f"/alerts/channels/{cid}", headers=h(org))
