@@ -125,6 +125,10 @@ async def send_email(
                 f"SMTP {exc.smtp_code}: {text}"[:300],
                 _transient(exc.smtp_code),
             )
+        except (smtplib.SMTPNotSupportedError, ssl.SSLCertVerificationError) as exc:
+            # The server cannot do what the channel requires (STARTTLS, a valid certificate):
+            # a setting to fix, not a passing failure.
+            return SmtpOutcome(False, None, f"{type(exc).__name__}: {exc}"[:300], False)
         except TimeoutError:
             last = SmtpOutcome(False, None, f"timed out after {timeout_s:g}s", True)
         except (OSError, smtplib.SMTPException) as exc:

@@ -574,3 +574,20 @@ async def test_pending_channel_deliveries_are_resent_after_a_restart(make_env, o
         assert verify_signature(ch["secret"], slow.calls[1]["headers"], slow.calls[1]["body"])
     [event] = await events_of(pg_url, a["id"])
     assert event["delivery"] == "delivered"
+
+
+async def test_starttls_required_but_not_offered_is_final(env, org, smtp_server):
+    """The default `security: starttls` never falls back to clear text: a server without
+    STARTTLS gets no message, and the attempt is not retried."""
+    box, port = smtp_server()
+    body = email_channel(port)
+    del body["security"]
+    ch = await create_channel(env, org, **body)
+    assert ch["settings"]["security"] == "starttls"
+    a, _ = await fire(env, org, channel_ids=[ch["id"]])
+    assert box.data_commands == 0 and box.messages == []
+    [attempt] = await deliveries_via_api(env, org, a["id"])
+    assert (attempt["attempt"], attempt["status"]) == (1, "failed")
+    assert attempt["error"] == (
+        "SMTPNotSupportedError: STARTTLS extension not supported by server."
+    )
