@@ -2,8 +2,9 @@
 loop of its own. Each enabled alert becomes a push key watched through the poller, so alerts
 and viewers of the same metric and filters share the key's read each tick; after each tick, every
 alert's state machine advances over the seconds that became complete. Transitions are stored
-first, then pushed to the org's sockets and sent to the webhook. See docs/alerts.md, sections
-"Evaluation", "Firing and resolving: in this order" and "Restarts"."""
+first, then pushed to the org's sockets and sent to the alert's channels (unless silenced).
+See docs/alerts.md, sections "Evaluation", "Firing and resolving: in this order" and
+"Restarts"."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from app.push.keys import KeySpec
 from app.push.poller import KeyTick, Watch, run_guarded
 from app.querybuilder import MetricError
 
+from .delivery import Dispatcher
 from .machine import Machine, Transition
 from .rules import Watched, fingerprint, rule_of, value_of, watched_metric
 from .state import AlertStateRepo, Change, to_second
-from .webhook import WebhookSender
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -82,8 +83,8 @@ class Evaluator:
         self.sync_s = s.alert_sync_s
         self.reload_gap_s = 3.0
         self._repo = AlertStateRepo(services.pg, s.pg_timeout_s)
-        self.sender = WebhookSender(
-            self.record_delivery,
+        self.sender = Dispatcher(
+            self.repo,
             timeout_s=s.alert_webhook_timeout_s,
             retries=s.alert_webhook_retries,
             backoff_s=s.alert_webhook_backoff_s,
@@ -138,17 +139,11 @@ class Evaluator:
         self.alerts.clear()
         await self.sender.close()
 
-    async def record_delivery(
-        self, event_id: int, delivery: str, attempts: int, error: str | None
-    ) -> None:
-        await self.repo.record_delivery(event_id, delivery, attempts, error)
-
     async def resend_undelivered(self, max_age_s: int = 3600) -> int:
         rows = await self.repo.undelivered(max_age_s)
         for row in rows:
-            if row["webhook_url"]:
-                payload = _payload(row, row["details"], to_second(row["at"]), row["kind"])
-                self.sender.submit(row["id"], row["webhook_url"], payload)
+            payload = _payload(row, row["details"], to_second(row["at"]), row["kind"])
+            self.sender.submit(row["id"], row["org_id"], payload, row["targets"])
         return len(rows)
 
     # -- definitions ----------------------------------------------------------------------
@@ -389,18 +384,20 @@ class Evaluator:
                 continue
             ev = change.event
             message = _message(live.row, change.event_id, ev)
+            # A silenced event still updates the org's pages (state), flagged so no toast pops.
+            message["silenced"] = change.silenced_by is not None
             try:
                 await self.hub.send_to_org(live.org_id, message)
             except Exception as exc:
                 log.warning("alerts: push of event %s failed: %s", change.event_id, exc)
-            if ev["webhook_url"]:
+            if change.targets:  # empty when silenced (docs/alerts.md "Silences")
                 payload = _payload(
                     {"id": change.event_id, "org_id": live.org_id, "alert_id": live.id, **ev},
                     ev["details"],
                     ev["at"],
                     ev["kind"],
                 )
-                self.sender.submit(change.event_id, ev["webhook_url"], payload)
+                self.sender.submit(change.event_id, live.org_id, payload, change.targets)
 
 
 def _iso(second: int) -> str:
