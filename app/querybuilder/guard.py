@@ -71,6 +71,8 @@ EMITTED_FUNCTIONS = frozenset(
         "not",
         "arrayElement",
         "greatest",
+        "isNaN",
+        "toNullable",
     ]
 )
 

@@ -38,6 +38,7 @@ from app.querybuilder.sqlbuild import (
     Params,
     SeriesSpec,
     build_series,
+    gap_when_empty,
     num,
     uint32_placeholder,
     union_all_outer,
@@ -170,6 +171,7 @@ def compile_metric(
     window_seconds: int = 0,
     now: Any = None,
     force_raw: bool = False,
+    empty_as_null: bool = False,
 ) -> CompiledQuery:
     """Compile a metric into one guarded ClickHouse time-series query.
 
@@ -179,7 +181,8 @@ def compile_metric(
     previous rows moved onto the current period's t). `window_seconds` makes each point
     aggregate the trailing window ending with its bucket (sliding window, e.g. 300 for
     "active users in the last 5 minutes"). `force_raw` answers from raw events even when a
-    rollup could (to cross-check rollups, or to debug them).
+    rollup could (to cross-check rollups, or to debug them). `empty_as_null`: averages,
+    quantiles and ratios are NULL in a bucket without a value (a chart's gap), not 0 or NaN.
     """
     check_org_id(org_id)
     resolved = resolve_metric(metric, group_by)
@@ -213,6 +216,7 @@ def compile_metric(
     oldest = lower - max(window - step, 0) - (span if comparison[0] == "previous_period" else 0)
     table, grain, reason = choose_table(req, step, oldest, current)
     ctx = Context(resolved, database, table, grain, step, window, req.family)
+    ctx.empty_as_null = empty_as_null
     ctx.params.named("time_from", lower)
     ctx.params.named("time_to", upper)
     kind, segments = comparison
@@ -260,6 +264,7 @@ def compile_metric(
         window_s=window if window > step else 0,
         comparison=kind,
         columns=columns,
+        gap_outputs=tuple(o.name for o in resolved.outputs if gap_when_empty(o.expr)),
     )
     return finish(ast, org_id=org_id, database=database, params=ctx.params, plan=plan)
 
