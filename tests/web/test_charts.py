@@ -85,7 +85,8 @@ async def test_open_bucket_is_drawn_open_on_every_granularity(server, org, page)
             newest = [open_t - k * step * 1000 for k in range(4 if step == 1 else 2)]
             assert last["open"] and last["p"][0] in newest, (title, last, open_t)
             # One bucket open (two at 1 s: the second before may still be receiving events).
-            assert len(tail["data"]) == (3 if step == 1 else 2), (title, tail)
+            # (at 1 s the page may draw before its clock's second has a point: 2 then)
+            assert len(tail["data"]) in ((2, 3) if step == 1 else (2,)), (title, tail)
             assert not any(d["open"] for d in main["data"])
         else:
             (bars,) = drawn
@@ -268,6 +269,7 @@ async def _time_zone_checks(server, org, page, zone_name: str) -> None:
     await page.goto(f"{server.url}/d/{dash}")
     await page.evaluate("localStorage.removeItem('clickpulse.tz')")
     await page.reload()
+    await page.wait_for_function("() => document.body.dataset.ready === '1'")
     ny, utc = ZoneInfo(zone_name), ZoneInfo("UTC")
     for zone, label in ((ny, zone_name), (utc, "UTC")):
         if zone is utc:
@@ -333,6 +335,7 @@ async def _time_zone_checks(server, org, page, zone_name: str) -> None:
         await page.goto(f"{server.url}/d/{dash}")
     # Remembered: a new page of the same browser keeps UTC.
     await page.reload()
+    await page.wait_for_function("() => document.body.dataset.ready === '1'")
     assert await page.get_by_label("Time zone").input_value() == "UTC"
 
 

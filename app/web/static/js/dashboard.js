@@ -405,6 +405,9 @@ class ChartView {
       }
       this.store = new SeriesStore({ dims: this.dimension ? [this.dimension] : [], stepS: this.stepS, labels });
       this.store.upsert(withMissingSeries(rowObjects(answer.columns, answer.rows), cmp));
+      // 1 s: the seconds up to now at once (the answer may be a second or two old), so the
+      // open ones are drawn open from the first frame, as every redraw does.
+      if (this.liveExact && this.store.lastT() !== null) this.store.fill(start, nowS() + 1);
       const m = answer.meta || {};
       // The previous period is the answer's window moved back by its length (whole buckets).
       this.shiftS = m.time_from != null && m.time_to != null ? m.time_to - m.time_from : this.spanS;
