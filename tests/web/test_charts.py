@@ -342,6 +342,9 @@ async def _time_zone_checks(server, org, page, zone_name: str) -> None:
 # -- 5. units and numbers; 6. headers -----------------------------------------------------------
 
 
+HOSTILE = '<img src=x onerror="window.__pwned=1">'
+
+
 async def test_units_format_axes_tooltips_and_gaps(server, org, page):
     now_ms = int(time.time() * 1000)
     await post_events(
@@ -368,6 +371,9 @@ async def test_units_format_axes_tooltips_and_gaps(server, org, page):
              "metric_inline": {"text": "SELECT countIf(event = 'purchase') / countIf(event = 'pageview') AS conversion"}},
             {"chart_type": "line", "title": "Page p95", "default_range": "1h", "options": {"unit": {"kind": "duration", "base": "ms"}},
              "metric_inline": {"text": "SELECT quantile(0.95)(value) AS p95 WHERE event = 'purchase'"}},
+            # A chart's unit is the editor's free text: shown as text, never as markup.
+            {"chart_type": "line", "title": "Hostile", "default_range": "1h", "metric_inline": PAGEVIEWS,
+             "options": {"unit": {"kind": "currency", "currency": HOSTILE}}},
         ],
     )  # fmt: skip
     await login(page, server, org.admin_token)
@@ -420,6 +426,15 @@ async def test_units_format_axes_tooltips_and_gaps(server, org, page):
         .text_content()
     )
     assert header == "Last hour · per minute"
+
+    v = await wait_chart(
+        page, "Hostile", "v => v.series.length && v.series[0].data.some(p => p[1] === 2)"
+    )
+    t = next(p[0] for p in v["series"][0]["data"] if p[1] == 2)
+    tip = await tooltip_text(page, "Hostile", 0, t, "page_views")
+    assert f"page_views: 2 {HOSTILE.upper()}" in tip, tip  # the code as text, upper-cased
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator(".chart-box img").count() == 0
 
 
 async def test_headers_say_range_and_granularity_in_words(server, org, page):
