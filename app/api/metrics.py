@@ -29,6 +29,11 @@ def _out(row: dict[str, Any]) -> MetricOut:
     return msgspec.convert(row, MetricOut, from_attributes=False)
 
 
+def _unit(data: MetricIn) -> dict[str, Any] | None:
+    """The unit as stored (defaults left out), or None for a plain count."""
+    return None if data.unit is None else msgspec.to_builtins(data.unit)
+
+
 class MetricController(Controller):
     path = "/metrics"
     tags = ["metrics"]
@@ -48,7 +53,7 @@ class MetricController(Controller):
         principal.require("editor")
         validate_definition(data.definition)
         row = await services.store.metrics.create(
-            principal.org_id, data.name, data.description, data.definition
+            principal.org_id, data.name, data.description, data.definition, _unit(data)
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
@@ -75,7 +80,13 @@ class MetricController(Controller):
         version = expected_version(request, data.version)
         validate_definition(data.definition)
         row = await services.store.metrics.update(
-            principal.org_id, metric_id, version, data.name, data.description, data.definition
+            principal.org_id,
+            metric_id,
+            version,
+            data.name,
+            data.description,
+            data.definition,
+            _unit(data),
         )
         forget_definition(services, principal.org_id, metric_id)
         return Response(_out(row), headers={"ETag": etag(row["version"])})

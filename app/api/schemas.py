@@ -32,9 +32,31 @@ class Meta_(msgspec.Struct):
     time_to: int | None = None
     comparison: str | None = None
     rows_read: int | None = None
+    # outputs that are null in a bucket without a value (averages, quantiles, ratios): charts
+    # draw gaps there and give them no rate basis ("per minute")
+    gap_outputs: list[str] | None = None
 
 
 # -- metrics -------------------------------------------------------------------------------
+
+
+class Unit(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How a metric's values read: axes, tooltips and stat numbers format them by `kind`.
+
+    `percent` values are ratios (0.25 shows as 25%); `duration` values are in `base` units;
+    `bytes` are bytes; `currency` needs its ISO 4217 `currency` code."""
+
+    kind: Literal["count", "currency", "percent", "duration", "bytes"] = "count"
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] | None = None
+    base: Literal["s", "ms"] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == "currency") != (self.currency is not None):
+            raise ValueError(
+                "`currency` (an ISO 4217 code such as EUR) goes with kind currency only"
+            )
+        if self.base is not None and self.kind != "duration":
+            raise ValueError("`base` (s or ms) goes with kind duration only")
 
 
 class MetricIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,6 +65,7 @@ class MetricIn(msgspec.Struct, forbid_unknown_fields=True):
     definition: dict[str, Any]
     description: Description = ""
     version: Version | None = None  # alternative to If-Match on PUT
+    unit: Unit | None = None  # None: a plain count
 
 
 class MetricOut(msgspec.Struct):
@@ -53,6 +76,7 @@ class MetricOut(msgspec.Struct):
     version: int
     created_at: datetime
     updated_at: datetime
+    unit: Unit | None = None
 
 
 # -- dashboards ----------------------------------------------------------------------------

@@ -109,6 +109,7 @@ def compile_query(
             filters=filters or (),
             group_by=groups,
             compare=compare,
+            empty_as_null=True,
         )
     except MetricError as exc:
         raise locate_metric_error(exc, field, isinstance(metric, str)) from None
@@ -157,6 +158,7 @@ def _plan_meta(plan: Any) -> dict[str, Any]:
         "time_from": getattr(plan, "time_from", None),
         "time_to": getattr(plan, "time_to", None),
         "comparison": getattr(plan, "comparison", None) or None,
+        "gap_outputs": list(getattr(plan, "gap_outputs", ()) or ()) or None,
     }
 
 

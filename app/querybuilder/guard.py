@@ -76,6 +76,8 @@ EMITTED_FUNCTIONS = frozenset(
         "arrayElement",
         "greatest",
         "least",
+        "isNaN",
+        "toNullable",
     ]
 )
 

@@ -205,6 +205,9 @@ class Plan(msgspec.Struct, frozen=True):
     window_s: int = 0  # sliding window per point, when the metric has one
     comparison: str = ""  # "", "segments" or "previous_period"
     columns: tuple[str, ...] = ()  # output column names, in order
+    # outputs that are NULL in a bucket without a value (averages, quantiles, ratios): not
+    # rates, and drawn with gaps; the others (counts, sums, uniq) are 0 there
+    gap_outputs: tuple[str, ...] = ()
 
 
 class FanInQuery(msgspec.Struct, frozen=True):

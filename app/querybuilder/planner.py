@@ -45,6 +45,7 @@ from app.querybuilder.sqlbuild import (
     Params,
     SeriesSpec,
     build_series,
+    gap_when_empty,
     num,
     uint32_placeholder,
     union_all_outer,
@@ -189,6 +190,7 @@ def compile_metric(
     window_seconds: int = 0,
     now: Any = None,
     force_raw: bool = False,
+    empty_as_null: bool = False,
 ) -> CompiledQuery:
     """Compile a metric into one guarded ClickHouse time-series query.
 
@@ -198,7 +200,8 @@ def compile_metric(
     previous rows moved onto the current period's t). `window_seconds` makes each point
     aggregate the trailing window ending with its bucket (sliding window, e.g. 300 for
     "active users in the last 5 minutes"). `force_raw` answers from raw events even when a
-    rollup could (to cross-check rollups, or to debug them).
+    rollup could (to cross-check rollups, or to debug them). `empty_as_null`: averages,
+    quantiles and ratios are NULL in a bucket without a value (a chart's gap), not 0 or NaN.
     """
     check_org_id(org_id)
     ast, params, plan = plan_metric(
@@ -266,6 +269,7 @@ def plan_metric(
     oldest = lower - max(window - step, 0) - (span if comparison[0] == "previous_period" else 0)
     table, grain, reason = choose_table(req, step, oldest, current)
     ctx = Context(resolved, database, table, grain, step, window, req.family)
+    ctx.empty_as_null = empty_as_null
     ctx.params.named("time_from", lower)
     ctx.params.named("time_to", upper)
     kind, segments = comparison
@@ -313,6 +317,7 @@ def plan_metric(
         window_s=window if window > step else 0,
         comparison=kind,
         columns=columns,
+        gap_outputs=tuple(o.name for o in resolved.outputs if gap_when_empty(o.expr)),
     )
     return ast, ctx.params, plan
 

@@ -249,6 +249,7 @@ class Context:
     window: int
     family: str
     params: Params = field(default_factory=Params)
+    empty_as_null: bool = False  # averages, quantiles, ratios: NULL where a bucket has no value
 
     @property
     def renderer(self) -> Renderer:
@@ -301,7 +302,12 @@ def build_series(ctx: Context, spec: SeriesSpec) -> exp.Select:
         columns.append(node if isinstance(dim, Col) else exp.alias_(node, name, quoted=True))
         dims.append(exp.column(name, quoted=isinstance(dim, Prop)))
     for output in ctx.metric.outputs:
-        columns.append(exp.alias_(renderer.expr(output.expr), output.name, quoted=True))
+        node = renderer.expr(output.expr)
+        if ctx.empty_as_null and gap_when_empty(output.expr):
+            # NaN (no matching rows) → NULL, and a Nullable column makes WITH FILL fill NULL:
+            # a chart draws a gap where there is no value instead of a false 0.
+            node = fn("if", fn("isNaN", node.copy()), exp.Null(), fn("toNullable", node))
+        columns.append(exp.alias_(node, output.name, quoted=True))
     where_parts = [time_filter(ctx.table, read_lower, upper)]
     if ctx.metric.where is not None:
         where_parts.append(renderer.expr(ctx.metric.where))
@@ -312,6 +318,20 @@ def build_series(ctx: Context, spec: SeriesSpec) -> exp.Select:
     if having is not None:
         select.set("having", exp.Having(this=having))
     return select
+
+
+def gap_when_empty(node: Any) -> bool:
+    """True for an output that has no value in a bucket without events — an average, a
+    quantile or a ratio — as opposed to a count, sum or uniq, which are 0 there."""
+    if isinstance(node, Agg):
+        return node.name in ("avg", "quantile")
+    if isinstance(node, Binary):
+        return node.op == "/" or gap_when_empty(node.left) or gap_when_empty(node.right)
+    if isinstance(node, Unary):
+        return gap_when_empty(node.arg)
+    if isinstance(node, Func):
+        return any(gap_when_empty(a) for a in node.args)
+    return False
 
 
 def union_all_outer(branches: list[exp.Select]) -> exp.Select:

@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 
 from app.store.base import Conflict, NotFound, Repo, check_version
 
-_COLUMNS = "id, name, description, definition, version, created_at, updated_at"
+_COLUMNS = "id, name, description, definition, unit, version, created_at, updated_at"
 
 
 class MetricRepo(Repo):
@@ -27,13 +27,19 @@ class MetricRepo(Repo):
         return row
 
     async def create(
-        self, org_id: int, name: str, description: str, definition: dict[str, Any]
+        self,
+        org_id: int,
+        name: str,
+        description: str,
+        definition: dict[str, Any],
+        unit: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """A new metric; `unit` (how its values read, see api/schemas.py Unit) may be None."""
         try:
             row = await self.fetchone(
-                "INSERT INTO metrics (org_id, name, description, definition) "
-                f"VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (org_id, name, description, Jsonb(definition)),
+                "INSERT INTO metrics (org_id, name, description, definition, unit) "
+                f"VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (org_id, name, description, Jsonb(definition), _json(unit)),
             )
         except pg_errors.UniqueViolation:
             raise _name_taken(name) from None
@@ -48,15 +54,24 @@ class MetricRepo(Repo):
         name: str,
         description: str,
         definition: dict[str, Any],
+        unit: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         async with self.conn() as conn:
             try:
                 row = await (
                     await conn.execute(
                         "UPDATE metrics SET name = %s, description = %s, definition = %s, "
-                        "version = version + 1, updated_at = now() "
+                        "unit = %s, version = version + 1, updated_at = now() "
                         f"WHERE id = %s AND org_id = %s AND version = %s RETURNING {_COLUMNS}",
-                        (name, description, Jsonb(definition), metric_id, org_id, version),
+                        (
+                            name,
+                            description,
+                            Jsonb(definition),
+                            _json(unit),
+                            metric_id,
+                            org_id,
+                            version,
+                        ),
                     )
                 ).fetchone()
             except pg_errors.UniqueViolation:
@@ -80,6 +95,10 @@ class MetricRepo(Repo):
                 ) from None
             if cur.rowcount == 0:
                 await check_version(conn, "metrics", org_id, metric_id)
+
+
+def _json(value: dict[str, Any] | None) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 def _name_taken(name: str) -> Conflict:

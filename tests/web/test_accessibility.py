@@ -296,7 +296,7 @@ async def test_dashboard_by_keyboard_only(server, org, page):
     await page.keyboard.press("ArrowDown")  # Last 5 min
     await page.keyboard.press("ArrowDown")  # Last 1 hour
     assert await range_box.input_value() == "1h"
-    await views.get_by_text("1m buckets").wait_for()
+    await views.get_by_text("Last hour · per minute").wait_for()
     await wait_chart(page, "Views", f"v => {SUM} === 3")
 
     # Drilldown: Tab to the DE value of the bar chart, Enter; focus lands on the new crumb.

@@ -1,5 +1,7 @@
 // /a and /a/{id}: alert definitions (create/edit) and an alert's history.
 import { ApiError, api, get, post, put } from "./api.js";
+import { formatValue } from "./format.js";
+import { dateTime, parseInstant, zoneLabel } from "./time.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
@@ -141,9 +143,11 @@ async function loadAlert() {
   try {
     const events = await get(`/alerts/${alertId}/events`);
     const rows = Array.isArray(events) ? events : events.events || [];
+    // Times in the zone chosen on the dashboards (time.js), named in the column header.
+    $("history-table").querySelector("thead th").textContent = `When (${zoneLabel()})`;
     $("history-table").querySelector("tbody").replaceChildren(
       ...rows.map((ev) =>
-        el("tr", {}, el("td", { text: new Date(ev.at || ev.created_at || ev.ts).toLocaleString() }), el("td", { text: ev.delivery === "silenced" ? `${ev.state || ev.kind} (silenced)` : ev.state || ev.kind }), el("td", { text: ev.value ?? "" })),
+        el("tr", {}, el("td", { text: dateTime(parseInstant(ev.at || ev.created_at || ev.ts)) }), el("td", { text: ev.delivery === "silenced" ? `${ev.state || ev.kind} (silenced)` : ev.state || ev.kind }), el("td", { text: ev.value === null || ev.value === undefined ? "" : formatValue(ev.value) })),
       ),
     );
     $("history-note").textContent = rows.length ? "" : "It has not fired yet.";

@@ -222,7 +222,9 @@ async function run() {
   const store = new SeriesStore({ dims, stepS: answer.meta?.granularity_s || 1 });
   store.upsert(rows);
   const end = Math.floor(Date.now() / 1000);
-  const option = timeSeriesOption(store, { type: "line", from: end - span, to: end });
+  const step = answer.meta?.granularity_s || 1;
+  // The bucket of "now" is still filling: drawn open (dashed), as on the dashboards.
+  const option = timeSeriesOption(store, { type: "line", from: end - span, to: end, stepS: step, openFrom: Math.floor(end / step) * step });
   preview.setOption(option, { notMerge: true });
   const m = answer.meta || {};
   const plan = [m.table, m.granularity && `${m.granularity} buckets`, m.stale && "cached"].filter(Boolean);

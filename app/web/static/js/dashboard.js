@@ -1,7 +1,11 @@
 // /d/{id}: the dashboard's charts. Each chart loads its history over REST, then subscribes
 // over /ws/subscribe and merges what arrives into its series in place (see docs/ui.md).
+// Long because one chart's life — controls, load, comparison, live merge, open bucket — is
+// one class whose parts share its state; the formats live in time.js and format.js.
 import { ApiError, get, qs, query } from "./api.js";
 import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
+import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
+import { dateTime, fromInput, onTimeZoneChange, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
 import { el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -9,6 +13,21 @@ const UNIT_S = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
 const GRAN_S = { "1s": 1, "1m": 60, "1h": 3600, "1d": 86400 };
 export const LIVE_EXACT_MAX_S = 600; // ≤ 10 min: 1 s buckets, push deltas merged point by point
 const DRILL_DIMS = ["country", "device", "browser", "os", "event"];
+const PLURAL = { country: "countries", device: "devices", browser: "browsers", os: "operating systems", event: "events", city: "cities", region: "regions" };
+const GRAN_WORDS = { 1: "second", 60: "minute", 3600: "hour", 86400: "day" };
+
+/** A span in words: "last 5 minutes", "last hour", "last 30 days". */
+export function spanWords(spanS) {
+  if (spanS === 86400) return "last 24 hours";
+  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+  for (const [s, w] of units) {
+    if (spanS % s === 0 && spanS >= s) {
+      const n = spanS / s;
+      return n === 1 ? `last ${w}` : `last ${n} ${w}s`;
+    }
+  }
+  return `last ${spanS} seconds`;
+}
 
 const parseRange = (text) => Number(text.slice(0, -1)) * UNIT_S[text.slice(-1)];
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -76,22 +95,26 @@ function writeState(state, push = false) {
   else history.replaceState(null, "", url);
 }
 
-/** A compared series with no rows at all in the range is all zeros (docs/metric-language.md). */
+/**
+ * A compared series with no rows at all in the range is all zeros (docs/metric-language.md).
+ * A range where NO series has a row comes back as the server's fill alone — rows without a
+ * series label — which stand for every series' empty buckets.
+ */
 function withMissingSeries(rows, compare) {
   if (!compare || !rows.length) return rows;
   const expected = compare === "previous_period" ? ["current", "previous"] : ["a", "b"];
-  const present = new Set(rows.map((r) => r.series));
-  const source = expected.find((e) => present.has(e));
+  const labelled = rows.filter((r) => expected.includes(r.series));
+  const present = new Set(labelled.map((r) => r.series));
+  const template = labelled.length ? labelled.filter((r) => r.series === labelled[0].series) : rows;
   const extra = [];
   for (const missing of expected.filter((e) => !present.has(e))) {
-    for (const r of rows) {
-      if (r.series !== source) continue;
+    for (const r of template) {
       const zero = { ...r, series: missing };
       for (const [k, v] of Object.entries(r)) if (typeof v === "number" && k !== "t") zero[k] = 0;
       extra.push(zero);
     }
   }
-  return extra.length ? [...rows, ...extra] : rows;
+  return [...labelled, ...extra];
 }
 
 // -- one chart ---------------------------------------------------------------------------------
@@ -107,13 +130,16 @@ class ChartView {
     this.generation = 0;
     this.status = el("span", { class: "chart-status muted", role: "status" });
     this.errorNode = el("p", { class: "error", role: "alert" });
+    this.noteNode = el("p", { class: "chart-note muted" });
     this.box = el("div", { class: "chart-box", role: "img", "aria-label": chart.title || `${chart.chart_type} chart` });
     this.values = el("div", { class: "drill-values" });
+    this.titleNode = el("h2", { id: `${this.key}-title`, text: chart.title || `Chart ${chart.id}` });
     this.card = el(
       "article",
       { class: "card chart-card", "data-chart-id": chart.id, "data-chart-type": chart.chart_type, "aria-labelledby": `${this.key}-title` },
-      el("header", { class: "chart-head" }, el("h2", { id: `${this.key}-title`, text: chart.title || `Chart ${chart.id}` }), this.status),
+      el("header", { class: "chart-head" }, this.titleNode, this.status),
       this.errorNode,
+      this.noteNode,
       this.box,
       this.values,
     );
@@ -163,17 +189,53 @@ class ChartView {
     if (s.compare === "segment" && s.segment) return { a: [], b: parseSegment(s.segment) };
     return this.chart.comparison || null;
   }
+  /** The compared series' name: "previous period" or the segment as typed. */
+  get compareLabel() {
+    const cmp = this.compare;
+    if (!cmp) return "";
+    if (cmp === "previous_period") return "previous period";
+    return this.dash.state.segment || "segment B";
+  }
   get liveExact() {
     return this.kind === "series" && this.stepS === 1 && !this.compare && this.dash.isRelative;
   }
   get definition() {
     return this.chart.metric_inline;
   }
+  /** The metric's unit: the saved metric's, or the chart's `options.unit` for an inline one. */
+  get unit() {
+    return normalizeUnit(this.chart.options?.unit || this.dash.metricUnits.get(this.chart.metric_id));
+  }
   get range() {
     const s = this.dash.state;
     if (s.range === "custom") return { from: String(s.from), to: String(s.to), start: s.from, end: s.to };
     const end = nowS();
     return { from: relative(this.spanS), to: undefined, start: end - this.spanS, end };
+  }
+  /** The start of the bucket still filling (epoch s), or null when the range ended. One-second
+   *  buckets: the second before is open too (its last events may still be on their way). */
+  openFrom(stepS = this.stepS) {
+    const now = nowS();
+    const end = this.dash.isRelative ? now + 1 : this.dash.state.to;
+    if (end <= now) return null;
+    return Math.floor(now / stepS) * stepS - (stepS === 1 ? 1 : 0);
+  }
+
+  /** The title: the chart's, following a drilldown to another dimension; "(live)" only when
+   *  the chart is drawn second by second. */
+  get displayTitle() {
+    let title = this.chart.title || `Chart ${this.chart.id}`;
+    if (!this.liveExact) title = title.replace(/\s*\(live\)\s*$/i, "");
+    const dim = this.dimension;
+    if (dim && this.chart.dimension && dim !== this.chart.dimension) {
+      const filters = this.dash.state.filters.map((f) => `${f.dimension} = ${Array.isArray(f.value) ? f.value.join(",") : f.value === "" ? "(none)" : f.value}`).join(", ");
+      const what = this.kind === "top" ? `Top ${PLURAL[dim] || dim}` : `${this.outputName || "value"} by ${dim}`;
+      title = `${what} (${filters})`;
+    }
+    return title;
+  }
+  get outputName() {
+    return this.store?.outputs?.[0] || null;
   }
 
   setStatus(text) {
@@ -184,18 +246,16 @@ class ChartView {
   label(option, { throttle = false } = {}) {
     if (throttle && Date.now() - (this.labelledAt || 0) < 2000) return;
     this.labelledAt = Date.now();
-    const title = this.chart.title || `Chart ${this.chart.id}`;
-    this.box.setAttribute("aria-label", summarize(option, { title, context: this.describe().replaceAll(" · ", ", ") }));
+    this.box.setAttribute("aria-label", summarize(option, { title: this.displayTitle, context: this.describe().replaceAll(" · ", ", "), unit: this.unit, note: this.noteNode.textContent }));
   }
 
   setError(err) {
     this.errorNode.textContent = err ? (err instanceof ApiError ? `${err.message}` : String(err)) : "";
   }
 
-  async fetchSeries(from, to) {
+  async fetchSeries(from, to, { compare = this.compare } = {}) {
     const group = this.dimension || undefined;
     const filters = this.dash.state.filters;
-    const compare = this.compare;
     if (this.chart.metric_id) {
       return get(
         `/metrics/${this.chart.metric_id}/history` +
@@ -209,11 +269,10 @@ class ChartView {
           }),
       );
     }
-    return query("/query", { definition: this.definition, from, to, granularity: this.granularity, filters, group_by: group || null, compare });
+    return query("/query", { definition: this.definition, from, to, granularity: this.granularity, filters, group_by: group || null, compare: compare || null });
   }
 
-  async fetchOther(from, to) {
-    const filters = this.dash.state.filters;
+  async fetchOther(from, to, { filters = this.dash.state.filters, n } = {}) {
     const metric = this.chart.metric_id ? { metric_id: this.chart.metric_id } : { definition: this.definition };
     if (this.kind === "funnel") {
       const opts = this.chart.options || {};
@@ -223,7 +282,36 @@ class ChartView {
       const axes = this.chart.options?.axes || this.dimension || "weekday_hour";
       return query("/ui/data/heatmap", { ...metric, from, to, axes, granularity: axes === "weekday_hour" ? "auto" : this.granularity, filters });
     }
-    return query("/ui/data/top", { ...metric, dimension: this.dimension, n: this.chart.options?.n || 10, from, to, filters });
+    return query("/ui/data/top", { ...metric, dimension: this.dimension, n: n || this.chart.options?.n || 10, from, to, filters });
+  }
+
+  /**
+   * The comparison of a top-N or funnel chart (the API compares time series only): the same
+   * query again over the previous period (the answer's own window moved back by its length)
+   * or with the segment's filters; a top-N compares the categories it shows, exactly.
+   */
+  async fetchCompared(answer) {
+    const cmp = this.compare;
+    if (!cmp || (this.kind !== "top" && this.kind !== "funnel")) return null;
+    const meta = answer.meta || {};
+    const { start, end } = this.range;
+    const from = meta.time_from ?? start;
+    const to = meta.time_to ?? end;
+    const filters = [...this.dash.state.filters];
+    let range = [String(from), String(to)];
+    if (cmp === "previous_period") range = [String(from - (to - from)), String(from)];
+    else filters.push(...cmp.b);
+    if (this.kind === "funnel") return { label: this.compareLabel, ...(await this.fetchOther(range[0], range[1], { filters })) };
+    const idx = answer.columns.indexOf("is_other");
+    const cats = answer.rows.filter((r) => !r[idx]).map((r) => r[0]);
+    const values = new Map();
+    if (cats.length) {
+      filters.push({ dimension: this.dimension, op: "in", value: cats });
+      const other = await this.fetchOther(range[0], range[1], { filters, n: cats.length });
+      const vi = other.columns.findIndex((c) => c !== other.columns[0] && c !== "is_other");
+      for (const r of other.rows) if (!r[other.columns.indexOf("is_other")]) values.set(r[0], Number(r[vi]));
+    }
+    return { label: this.compareLabel, values };
   }
 
   /** History (or the chart's whole answer) over REST; draws from scratch. */
@@ -232,84 +320,143 @@ class ChartView {
     this.unsubscribe();
     this.setError(null);
     this.setStatus("loading…");
+    this.titleNode.textContent = this.displayTitle;
+    this.noteNode.textContent = this.kind === "heatmap" && this.compare ? `Heatmaps are not compared: switch Compare off or look at the line charts for the ${this.compareLabel}.` : "";
+    this.noteNode.hidden = !this.noteNode.textContent;
     const { from, to, start, end } = this.range;
     let answer;
+    let compared = null;
     try {
       answer = this.kind === "series" ? await this.fetchSeries(from, to) : await this.fetchOther(from, to);
+      compared = await this.fetchCompared(answer);
     } catch (err) {
       if (gen !== this.generation) return;
       this.setStatus("");
       this.setError(err);
       this.ec.clear();
-      this.box.setAttribute("aria-label", `${this.chart.title || `Chart ${this.chart.id}`}: not available (${err.message || err}).`);
+      this.box.setAttribute("aria-label", `${this.displayTitle}: not available (${err.message || err}).`);
       return;
     }
     if (gen !== this.generation) return;
     this.meta = answer.meta || {};
     this.dash.freshness.setCached(this.key, !!this.meta.stale, this.meta.age_s);
+    this.compared = compared;
     this.draw(answer, start, end);
+    this.titleNode.textContent = this.displayTitle;
     this.setStatus(this.describe());
+    this.status.title = this.plan();
     this.subscribe();
   }
 
+  /** The header: range and granularity in words ("last hour · per minute · by country"). */
   describe() {
     const m = this.meta || {};
+    const s = this.dash.state;
     const parts = [];
-    if (this.kind === "series" || (this.kind === "heatmap" && this.dimension)) parts.push(`${this.granularity} buckets`);
-    if (m.table) parts.push(m.table);
-    if (m.stale) parts.push(`cached, ${Math.round(m.age_s || 0)} s old`);
+    if (s.range === "custom") parts.push(`${dateTime(s.from * 1000).slice(0, 16)} – ${dateTime(s.to * 1000).slice(0, 16)} ${zoneLabel()}`);
+    else parts.push(spanWords(this.spanS));
+    if (this.kind === "series" || (this.kind === "heatmap" && this.dimension)) {
+      const step = m.granularity_s || this.stepS;
+      parts.push(this.isRate ? rateBasis(step) : `each ${GRAN_WORDS[step] || `${step} s`}`);
+    }
+    if (this.kind === "heatmap" && !this.dimension) parts.push(`by weekday and hour, ${zoneLabel()}`);
     if (this.dimension && this.kind !== "funnel") parts.push(`by ${this.dimension}`);
-    return parts.join(" · ");
+    if (m.stale) parts.push(`cached, ${Math.round(m.age_s || 0)} s old`);
+    const text = parts.join(" · ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  /** The query plan for the curious (the header's tooltip): table and bucket size. */
+  plan() {
+    const m = this.meta || {};
+    return [m.table && `from ${m.table}`, m.granularity_s && `${m.granularity_s} s buckets`, m.reason].filter(Boolean).join(", ");
+  }
+
+  /** Counts and sums per bucket are rates ("per minute"); averages, quantiles and ratios
+   *  (the API's `gap_outputs`) and percentages or durations are not. */
+  get isRate() {
+    const gaps = (this.meta || {}).gap_outputs || [];
+    const outputs = this.store?.outputs || [];
+    return isRate(this.unit) && !outputs.some((o) => gaps.includes(o));
+  }
+
+  /** The y axis' name: the unit and, for counts and sums, the rate basis ("EUR per hour"). */
+  axisName(stepS) {
+    const unit = unitName(this.unit);
+    const basis = this.isRate ? rateBasis(stepS) : "";
+    return [unit, basis].filter(Boolean).join(" ");
+  }
+
+  seriesOption(start, end) {
+    const type = this.chart.chart_type === "bar" ? "bar" : "line";
+    const stepS = this.stepS;
+    return timeSeriesOption(this.store, { type, title: this.chart.title, from: start, to: end, stepS, unit: this.unit, axisName: this.axisName(stepS), openFrom: this.openFrom(), width: this.box.clientWidth });
   }
 
   draw(answer, start, end) {
     const title = this.chart.title;
+    const unit = this.unit;
     if (this.kind === "series") {
       const labels = {};
       const cmp = this.compare;
       if (cmp && typeof cmp === "object") {
         labels.a = "all";
-        labels.b = this.dash.state.segment || "segment B";
+        labels.b = this.compareLabel;
       }
       this.store = new SeriesStore({ dims: this.dimension ? [this.dimension] : [], stepS: this.stepS, labels });
       this.store.upsert(withMissingSeries(rowObjects(answer.columns, answer.rows), cmp));
+      // 1 s: the seconds up to now at once (the answer may be a second or two old), so the
+      // open ones are drawn open from the first frame, as every redraw does.
+      if (this.liveExact && this.store.lastT() !== null) this.store.fill(start, nowS() + 1);
+      const m = answer.meta || {};
+      // The previous period is the answer's window moved back by its length (whole buckets).
+      this.shiftS = m.time_from != null && m.time_to != null ? m.time_to - m.time_from : this.spanS;
       this.window = { start, end };
-      const type = this.chart.chart_type === "bar" ? "bar" : "line";
-      const option = timeSeriesOption(this.store, { type, title, from: start, to: end });
+      const option = this.seriesOption(start, end);
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
       this.ec.setOption(option, { notMerge: true });
       this.label(option);
       this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
     } else if (this.kind === "funnel") {
-      const opt = funnelOption(answer.columns, answer.rows, { title });
+      const opt = funnelOption(answer.columns, answer.rows, { title, compared: this.compared, mainLabel: this.compared && this.compare === "previous_period" ? "this period" : "all" });
       this.ec.setOption(opt, { notMerge: true });
       this.label(opt);
       this.renderValues([]);
     } else if (this.kind === "heatmap") {
-      const dimension = this.chart.options?.axes || this.dimension;
-      const opt = heatmapOption(answer.columns, answer.rows, { title, dimension });
+      const opt = this.heatOption(answer);
       this.ec.setOption(opt, { notMerge: true });
       this.label(opt);
       this.renderValues([]);
     } else {
-      const opt = topOption(answer.columns, answer.rows, { title, dimension: this.dimension });
+      const opt = topOption(answer.columns, answer.rows, { title, dimension: this.dimension, unit, compared: this.compared, mainLabel: this.compared ? (this.compare === "previous_period" ? "this period" : "all") : "" });
       this.ec.setOption(opt, { notMerge: true });
       this.label(opt);
       this.renderValues(opt.series[0].data.filter((d) => !d.isOther).map((d) => d.dimValue));
     }
   }
 
-  /** Keyboard path to drilldown: one button per dimension value shown. */
+  heatOption(answer) {
+    const dimension = this.chart.options?.axes || this.dimension;
+    const byTime = dimension && dimension !== "weekday_hour";
+    const stepS = (answer.meta || {}).granularity_s || this.stepS;
+    return heatmapOption(answer.columns, answer.rows, { title: this.chart.title, dimension, unit: this.unit, stepS, openFrom: byTime ? this.openFrom(stepS) : null });
+  }
+
+  /** Keyboard path to drilldown: one button per dimension value shown, in the bars' order. */
   renderValues(values) {
+    const dim = this.dimension;
+    const shown = !dim || this.kind === "funnel" ? [] : values.filter((x) => x !== undefined).slice(0, 20);
+    const current = [...this.values.querySelectorAll("button")].map((b) => b.dataset.drill);
+    if (current.length === shown.length && current.every((v, i) => v === String(shown[i])) && this.values.dataset.dim === dim) return; // unchanged: keep focus
     this.values.replaceChildren();
     this.values.removeAttribute("role");
     this.values.removeAttribute("aria-label");
-    const dim = this.dimension;
-    if (!dim || this.kind === "funnel" || !values.length) return;
+    this.values.dataset.dim = dim || "";
+    if (!shown.length) return;
     this.values.setAttribute("role", "group");
     this.values.setAttribute("aria-label", `Drill into ${dim}`);
     this.values.append(el("span", { class: "muted", "aria-hidden": "true", text: `Drill into ${dim}: ` }));
-    for (const v of values.filter((x) => x !== undefined).slice(0, 20)) {
+    for (const v of shown) {
       this.values.append(
         el("button", { type: "button", class: "chip", "data-drill": v, text: v === "" ? "(none)" : v, onclick: () => this.dash.drill(dim, v) }),
       );
@@ -322,11 +469,12 @@ class ChartView {
     if (this.kind === "top") {
       if (params.data && !params.data.isOther) this.dash.drill(dim, params.data.dimValue);
     } else if (this.kind === "series") {
-      const s = this.store?.series.get(params.seriesId);
+      const s = this.store?.series.get(String(params.seriesId).replace(/#open$/, ""));
       if (s && s.dims[dim] !== undefined) this.dash.drill(dim, s.dims[dim]);
     } else if (this.kind === "heatmap" && this.chart.options?.axes !== "weekday_hour") {
       const values = this.ec.getOption().yAxis[0].data;
-      const v = values[params.data[1]];
+      const cell = params.data.value || params.data;
+      const v = values[cell[1]];
       if (v !== undefined) this.dash.drill(dim, v === "(none)" ? "" : v);
     }
   }
@@ -387,13 +535,14 @@ class ChartView {
   renderWindow() {
     const end = nowS() + 1;
     const start = end - this.spanS;
-    const last = this.store.lastT();
-    if (last !== null) this.store.fill(Math.max(start, this.window.start), Math.min(last, end));
+    // Seconds without events are 0 up to now: the newest two are drawn open (dashed), so a
+    // quiet or late second never reads as a drop.
+    if (this.store.lastT() !== null) this.store.fill(Math.max(start, this.window.start), end);
     this.store.trim(start);
     this.window = { start, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
-    const series = this.store.seriesOptions(type);
-    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series });
+    const series = this.store.seriesOptions(type, { openFrom: this.openFrom() });
+    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series }, { replaceMerge: ["series"] });
     this.label({ series }, { throttle: true });
   }
 
@@ -408,38 +557,69 @@ class ChartView {
     }, wait);
   }
 
+  /**
+   * The newest bucket(s) again. Previous-period comparison: the tail's own "previous period"
+   * would be the minutes just before it (current values), so the current series is re-read
+   * without comparison and the previous one over the same buckets moved back by the answer's
+   * window length, then moved forward onto them.
+   */
+  async fetchTailRows(from) {
+    const cmp = this.compare;
+    if (cmp !== "previous_period") {
+      const answer = await this.fetchSeries(String(from), undefined);
+      return [answer, withMissingSeries(rowObjects(answer.columns, answer.rows), cmp)];
+    }
+    const shift = this.shiftS || this.spanS;
+    const to = Math.floor(nowS() / this.stepS) * this.stepS + this.stepS;
+    const [cur, prev] = await Promise.all([
+      this.fetchSeries(String(from), String(to), { compare: null }),
+      this.fetchSeries(String(from - shift), String(to - shift), { compare: null }),
+    ]);
+    const rows = [
+      ...rowObjects(cur.columns, cur.rows).map((r) => ({ series: "current", ...r })),
+      ...rowObjects(prev.columns, prev.rows).map((r) => ({ series: "previous", ...r, t: r.t + shift })),
+    ];
+    return [cur.meta?.stale ? cur : prev, rows];
+  }
+
   async refreshTail() {
     this.lastTail = Date.now();
     const gen = this.generation;
     if (this.kind !== "series" || !this.store) {
       const { from, to } = this.range;
       const answer = await this.fetchOther(from, to);
+      const compared = await this.fetchCompared(answer);
       if (gen !== this.generation) return;
       this.meta = answer.meta || {};
+      this.compared = compared;
       this.dash.freshness.setCached(this.key, !!this.meta.stale, this.meta.age_s);
+      const mainLabel = compared ? (this.compare === "previous_period" ? "this period" : "all") : "";
       const opt =
         this.kind === "funnel"
-          ? funnelOption(answer.columns, answer.rows, { title: this.chart.title })
+          ? funnelOption(answer.columns, answer.rows, { title: this.chart.title, compared, mainLabel: mainLabel || "all" })
           : this.kind === "heatmap"
-            ? heatmapOption(answer.columns, answer.rows, { title: this.chart.title, dimension: this.chart.options?.axes || this.dimension })
-            : topOption(answer.columns, answer.rows, { title: this.chart.title, dimension: this.dimension });
-      this.ec.setOption({ series: opt.series, xAxis: opt.xAxis, yAxis: opt.yAxis, visualMap: opt.visualMap });
+            ? this.heatOption(answer)
+            : topOption(answer.columns, answer.rows, { title: this.chart.title, dimension: this.dimension, unit: this.unit, compared, mainLabel });
+      this.ec.setOption({ series: opt.series, xAxis: opt.xAxis, yAxis: opt.yAxis, visualMap: opt.visualMap }, { replaceMerge: ["series"] });
       this.label(opt, { throttle: true });
+      // The drill buttons follow the bars they stand for.
+      if (this.kind === "top") this.renderValues(opt.series[0].data.filter((d) => !d.isOther).map((d) => d.dimValue));
       return;
     }
     const last = this.store.lastT() ?? nowS() - this.spanS;
     const from = Math.floor(last / this.stepS) * this.stepS;
-    const answer = await this.fetchSeries(String(from), undefined);
+    const [answer, rows] = await this.fetchTailRows(from);
     if (gen !== this.generation) return;
     this.dash.freshness.setCached(this.key, !!answer.meta?.stale, answer.meta?.age_s);
-    this.store.upsert(rowObjects(answer.columns, answer.rows));
+    this.store.upsert(rows);
     const end = nowS();
     this.store.trim(end - this.spanS);
     this.window = { start: end - this.spanS, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
-    const series = this.store.seriesOptions(type);
-    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series });
+    const series = this.store.seriesOptions(type, { openFrom: this.openFrom() });
+    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series }, { replaceMerge: ["series"] });
     this.label({ series }, { throttle: true });
+    if (this.dimension) this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
   }
 
   dispose() {
@@ -457,6 +637,7 @@ class Dashboard {
     this.freshness = page.freshness;
     this.state = readState();
     this.views = [];
+    this.metricUnits = new Map(); // saved metric id → its unit
   }
 
   get isRelative() {
@@ -478,6 +659,13 @@ class Dashboard {
       return;
     }
     this.dashboard = dashboard;
+    if (dashboard.charts.some((c) => c.metric_id)) {
+      try {
+        for (const m of await get("/metrics")) this.metricUnits.set(m.id, m.unit);
+      } catch {
+        // units are presentation: the charts still draw (as counts) without them
+      }
+    }
     if (dashboard.stale) this.freshness.setCached("dashboard", true, dashboard.age_s);
     document.getElementById("dashboard").hidden = false;
     document.getElementById("dash-title").textContent = dashboard.name;
@@ -510,11 +698,28 @@ class Dashboard {
         }
       }
     }, 5000);
-    // The 1 s window keeps sliding between deltas.
+    // The 1 s window keeps sliding between deltas; a coarser chart re-reads its tail when a
+    // bucket closes, so the one drawn open is drawn complete and the next one open.
     setInterval(() => {
       if (!this.state.live || !this.isRelative) return;
-      for (const v of this.views) if (v.liveExact && v.store && v.window) v.advanceWindow();
+      for (const v of this.views) {
+        if (v.liveExact && v.store && v.window) v.advanceWindow();
+        else if (v.kind === "series" && v.store) {
+          const open = v.openFrom();
+          if (v.drawnOpen !== undefined && open !== v.drawnOpen) v.scheduleTail();
+          v.drawnOpen = open;
+        }
+      }
     }, 1000);
+    onTimeZoneChange(() => {
+      this.renderControls();
+      this.reloadAll();
+    });
+    // A theme switch (a `clickpulse:theme` event on document, or the system's colour scheme)
+    // redraws the charts with the new CSS custom properties (charts.js theme()).
+    const redraw = () => this.reloadAll();
+    document.addEventListener("clickpulse:theme", redraw);
+    window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener?.("change", redraw);
   }
 
   reloadAll() {
@@ -581,26 +786,27 @@ class Dashboard {
     live.setAttribute("aria-pressed", String(s.live));
     live.textContent = s.live ? "Live" : "Paused";
     live.disabled = !this.isRelative;
+    document.getElementById("tz").value = timeZone();
+    document.getElementById("tz-local").textContent = `Browser (${Intl.DateTimeFormat().resolvedOptions().timeZone || "local"})`;
     this.freshness.setSocket(!s.live ? "paused" : this.push?.isOpen ? "live" : "connecting");
   }
 
   bindControls() {
-    const toLocal = (s) => new Date((s - new Date().getTimezoneOffset() * 60) * 1000).toISOString().slice(0, 16);
     document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
     document.getElementById("range").addEventListener("change", (e) => {
       const value = e.target.value;
       if (value === "custom") {
         document.getElementById("custom-range").hidden = false;
         const end = nowS();
-        document.getElementById("custom-from").value = toLocal(end - 86400);
-        document.getElementById("custom-to").value = toLocal(end);
+        document.getElementById("custom-from").value = toInput(end - 86400);
+        document.getElementById("custom-to").value = toInput(end);
         return;
       }
       this.setState({ range: value, from: null, to: null });
     });
     document.getElementById("custom-apply").addEventListener("click", () => {
-      const from = Math.floor(new Date(document.getElementById("custom-from").value).getTime() / 1000);
-      const to = Math.floor(new Date(document.getElementById("custom-to").value).getTime() / 1000);
+      const from = fromInput(document.getElementById("custom-from").value);
+      const to = fromInput(document.getElementById("custom-to").value);
       if (!(from < to)) {
         document.getElementById("dash-error").textContent = "Custom range: From must be before To.";
         return;
@@ -626,6 +832,7 @@ class Dashboard {
       }
     });
     document.getElementById("live-toggle").addEventListener("click", () => this.setState({ live: !this.state.live }));
+    document.getElementById("tz").addEventListener("change", (e) => setTimeZone(e.target.value));
   }
 }
 
