@@ -216,6 +216,7 @@ def compile_metric(
         window_seconds=window_seconds,
         now=now,
         force_raw=force_raw,
+        empty_as_null=empty_as_null,
     )
     return finish(ast, org_id=org_id, database=database, params=params, plan=plan)
 
@@ -234,6 +235,7 @@ def plan_metric(
     now: Any = None,
     force_raw: bool = False,
     conditions: Sequence[Expr] | None = None,
+    empty_as_null: bool = False,
 ) -> tuple[exp.Select, Params, Plan]:
     """`compile_metric` before its guard: the unguarded SELECT, its parameters and plan (for
     `finish`, or fanin.py's many-org finish). Never run this AST as it is. `conditions`:
