@@ -254,6 +254,7 @@ class Settings(msgspec.Struct, kw_only=True):
     push_max_msgs_per_s: float = 20.0
     push_max_queue: int = 256
     push_slow_consumer_s: float = 10.0
+    push_gc_freeze: bool = True  # app/push/gcpolicy.py: long-lived sockets out of full GC scans
     push_lease_ms: int = 5000
     # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
     # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.
@@ -410,6 +411,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "push_max_msgs_per_s": _env_float("CLICKPULSE_PUSH_MAX_MSGS_PER_S", 20.0),
             "push_max_queue": _env_int("CLICKPULSE_PUSH_MAX_QUEUE", 256),
             "push_slow_consumer_s": _env_float("CLICKPULSE_PUSH_SLOW_CONSUMER_S", 10.0),
+            "push_gc_freeze": _env_bool("CLICKPULSE_PUSH_GC_FREEZE", True),
             "push_lease_ms": _env_int("CLICKPULSE_PUSH_LEASE_MS", 5000),
             "push_port": (
                 _env_int("CLICKPULSE_PUSH_PORT", 0)

@@ -1,5 +1,6 @@
 """The Hub: the push tier of one process, whatever the transport — the subscription
 registry, keys, the poller's wiring, fanout to connections (credentials: app/push/access.py).
+Long because registry, keys and fan-out share the per-socket maps kept here.
 
 * Transports (app/push/asgi.py, app/push/dedicated.py) accept a socket, authorise it (`hub.access`),
   `register` a connection, pass each client message to `on_message` and `drop` it at the end.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.push import protocol
 from app.push.access import SocketAccess
+from app.push.gcpolicy import SocketHeap
 from app.push.keys import KeySpec, make_key
 from app.push.poller import Poller, run_guarded
 
@@ -44,6 +46,8 @@ class Hub:
         self.settings = s
         self.node_id = uuid.uuid4().hex[:12]
         self.conns: set[Connection] = set()
+        # Sockets are long-lived: keep them out of full collections (app/push/gcpolicy.py).
+        self.heap = SocketHeap() if s.push_gc_freeze else None
         self.frames_of_closed = 0  # messages written to sockets since dropped (for metrics)
         self.by_key: dict[str, set[Connection]] = {}
         self.by_org: dict[int, set[Connection]] = {}
@@ -309,6 +313,8 @@ class Hub:
         """Track an authorised socket (any transport: `Connection` or `DirectConnection`)."""
         self.conns.add(conn)
         self.by_org.setdefault(conn.org_id, set()).add(conn)
+        if self.heap is not None:
+            self.heap.opened()
 
     def open(self, connection_class: Any, transport: Any, principal: Any, token_hash: str) -> Any:
         """A socket of `connection_class` over `transport` for an authorised `principal`, with
@@ -335,6 +341,8 @@ class Hub:
 
     async def _drop(self, conn: Connection) -> None:
         self.frames_of_closed += conn.sent if conn in self.conns else 0
+        if self.heap is not None and conn in self.conns:
+            self.heap.closed()
         self.conns.discard(conn)
         org = self.by_org.get(conn.org_id)
         if org is not None:
