@@ -1,8 +1,11 @@
-// /a and /a/{id}: alert definitions (create/edit) and an alert's history.
+// /a and /a/{id}: alert definitions (create/edit) and an alert's history. Both keep up live:
+// an `alert` message on the page's push socket updates the state in place at once, then the
+// list (or the alert and its history) is re-read, so states the evaluator does not push
+// (pending) and messages missed while the socket was down are corrected too.
 import { ApiError, get, post, put } from "./api.js";
 import { el, startPage } from "./ui.js";
 
-await startPage();
+const page = await startPage();
 const $ = (id) => document.getElementById(id);
 const alertId = document.body.dataset.alertId ? Number(document.body.dataset.alertId) : null;
 let current = null;
@@ -25,11 +28,23 @@ async function loadList() {
         el("td", {}, el("a", { href: `/a/${a.id}`, text: a.name })),
         el("td", { text: cond(a) }),
         el("td", { text: a.severity }),
-        el("td", {}, el("span", { class: `state state-${a.state}`, text: a.enabled ? a.state : "disabled" })),
+        el("td", {}, stateBadge(a.enabled ? a.state : "disabled")),
       ),
     ),
   );
   $("alert-table").hidden = alerts.length === 0;
+}
+
+function stateBadge(state) {
+  return el("span", { class: `state state-${state}`, "data-state": state, text: state });
+}
+
+function statusText(a) {
+  return `State: ${a.state}${a.last_value !== null && a.last_value !== undefined ? ` · last value ${a.last_value}` : ""}`;
+}
+
+function historyRow(ev) {
+  return el("tr", {}, el("td", { text: new Date(ev.at || ev.created_at || ev.ts).toLocaleString() }), el("td", { text: ev.state || ev.kind }), el("td", { text: ev.value ?? "" }));
 }
 
 function fill(a) {
@@ -77,30 +92,56 @@ async function loadAlert() {
   $("form-title").textContent = "Edit alert";
   $("a-submit").textContent = "Save changes";
   fill(current);
-  $("alert-status").textContent = `State: ${current.state}${current.last_value !== null ? ` · last value ${current.last_value}` : ""}`;
+  $("alert-status").textContent = statusText(current);
+  $("alert-status").dataset.state = current.state;
   $("history").hidden = false;
+  await loadHistory();
+}
+
+async function loadHistory() {
   try {
     const events = await get(`/alerts/${alertId}/events`);
     const rows = Array.isArray(events) ? events : events.events || [];
-    $("history-table").querySelector("tbody").replaceChildren(
-      ...rows.map((ev) =>
-        el("tr", {}, el("td", { text: new Date(ev.at || ev.created_at || ev.ts).toLocaleString() }), el("td", { text: ev.state || ev.kind }), el("td", { text: ev.value ?? "" })),
-      ),
-    );
+    $("history-table").querySelector("tbody").replaceChildren(...rows.map(historyRow));
     $("history-note").textContent = rows.length ? "" : "It has not fired yet.";
   } catch (err) {
     $("history-note").textContent = err.status === 404 || err.status === 405 ? "History is not available on this server yet." : `History: ${err.message}`;
   }
 }
 
+// The field an API error names (`where.field`), marked invalid next to the message by Save.
+const FIELDS = {
+  name: "a-name",
+  metric_id: "a-metric",
+  metric_inline: "a-text",
+  comparator: "a-comparator",
+  threshold: "a-threshold",
+  for_seconds: "a-for",
+  resolve_after_seconds: "a-resolve",
+  severity: "a-severity",
+  webhook_url: "a-webhook",
+  enabled: "a-enabled",
+};
+
+function clearInvalid() {
+  for (const node of document.querySelectorAll("#alert-form [aria-invalid]")) {
+    node.removeAttribute("aria-invalid");
+    node.removeAttribute("aria-errormessage");
+  }
+}
+
 $("alert-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("alert-error").textContent = "";
+  $("alert-saved").textContent = "";
+  clearInvalid();
   const body = read();
   try {
     if (current) {
       current = await put(`/alerts/${current.id}`, { ...body, version: current.version });
-      $("alert-status").textContent = "Saved.";
+      $("alerts-title").textContent = `Alert: ${current.name}`;
+      $("alert-status").textContent = statusText(current);
+      $("alert-saved").textContent = "Saved.";
     } else {
       const created = await post("/alerts", body);
       location.assign(`/a/${created.id}`);
@@ -108,8 +149,62 @@ $("alert-form").addEventListener("submit", async (e) => {
   } catch (err) {
     const where = err instanceof ApiError && err.where ? ` (${err.where.field || err.where.param || ""}${err.where.line ? ` line ${err.where.line}, column ${err.where.column}` : ""})` : "";
     $("alert-error").textContent = `${err.message}${where}`;
+    const field = err instanceof ApiError && err.where ? FIELDS[err.where.field] || (err.where.line ? "a-text" : null) : null;
+    if (field) {
+      $(field).setAttribute("aria-invalid", "true");
+      $(field).setAttribute("aria-errormessage", "alert-error");
+    }
   }
 });
+
+// -- live: the org's alert messages on this page's socket ------------------------------------
+
+let refreshTimer = null;
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(async () => {
+    try {
+      if (alertId) await refreshAlert();
+      else await loadList();
+    } catch (err) {
+      console.warn("alerts: refresh failed", err);
+    }
+  }, 500);
+}
+
+/** The stored state and history of the open alert; the form (maybe being edited) is left alone. */
+async function refreshAlert() {
+  if (!current) return;
+  const fresh = await get(`/alerts/${alertId}`);
+  current = { ...current, state: fresh.state, last_value: fresh.last_value, state_since: fresh.state_since };
+  $("alert-status").textContent = statusText(current);
+  $("alert-status").dataset.state = current.state;
+  await loadHistory();
+}
+
+function onAlert(msg) {
+  const a = msg.alert || msg;
+  const id = Number(a.alert_id ?? a.id);
+  const state = a.state || msg.state;
+  if (!id || !state) return;
+  if (alertId) {
+    if (id !== alertId || !current) return;
+    current = { ...current, state, last_value: a.value ?? current.last_value };
+    $("alert-status").textContent = statusText(current);
+    $("alert-status").dataset.state = state;
+    $("history-table").querySelector("tbody").prepend(historyRow({ at: a.at, kind: state, value: a.value }));
+    $("history-note").textContent = "";
+  } else {
+    const cell = document.querySelector(`#alert-table tr[data-alert-id="${id}"] td:last-child`);
+    if (cell && cell.textContent !== "disabled") cell.replaceChildren(stateBadge(state));
+  }
+  refreshSoon();
+}
+
+if (page.push) {
+  page.push.on("alert", onAlert);
+  page.push.on("open", () => page.push.opens > 1 && refreshSoon()); // messages missed while down
+}
 
 await loadList();
 if (alertId) await loadAlert();

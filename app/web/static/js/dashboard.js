@@ -247,6 +247,7 @@ class ChartView {
     if (gen !== this.generation) return;
     this.meta = answer.meta || {};
     this.dash.freshness.setCached(this.key, !!this.meta.stale, this.meta.age_s);
+    if (!this.meta.stale) this.dash.freshness.touch();
     this.draw(answer, start, end);
     this.setStatus(this.describe());
     this.subscribe();
@@ -432,6 +433,7 @@ class ChartView {
     const answer = await this.fetchSeries(String(from), undefined);
     if (gen !== this.generation) return;
     this.dash.freshness.setCached(this.key, !!answer.meta?.stale, answer.meta?.age_s);
+    if (!answer.meta?.stale) this.dash.freshness.touch();
     this.store.upsert(rowObjects(answer.columns, answer.rows));
     const end = nowS();
     this.store.trim(end - this.spanS);
@@ -510,9 +512,10 @@ class Dashboard {
         }
       }
     }, 5000);
-    // The 1 s window keeps sliding between deltas.
+    // The 1 s window keeps sliding between deltas — not while stalled: the charts stay at the
+    // last update, as the badge and the stamp say.
     setInterval(() => {
-      if (!this.state.live || !this.isRelative) return;
+      if (!this.state.live || !this.isRelative || this.freshness.stalled) return;
       for (const v of this.views) if (v.liveExact && v.store && v.window) v.advanceWindow();
     }, 1000);
   }
