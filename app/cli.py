@@ -250,6 +250,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # What is worth reading is printed; library INFO lines (pgserver's initdb output,
     # migrations, uvicorn's startup) would bury the login URL.
     logging.getLogger().setLevel(logging.WARNING)
+    for name in ("httpx", "httpcore", "pgserver"):  # set to INFO by their own packages
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     return _run_until_stopped(
         _serve(

@@ -201,6 +201,8 @@ function onAlert(msg) {
   refreshSoon();
 }
 
+// Transitions the evaluator does not push (pending, resolved → ok) show within this long.
+setInterval(() => document.visibilityState === "visible" && refreshSoon(), 15000);
 if (page.push) {
   page.push.on("alert", onAlert);
   page.push.on("open", () => page.push.opens > 1 && refreshSoon()); // messages missed while down

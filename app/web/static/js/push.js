@@ -141,8 +141,8 @@ export class PushClient {
   heard() {
     this.lastFrameAt = Date.now();
     this.pingSentAt = null;
+    this.onFrame(this.lastFrameAt); // first: the badge redrawn below shows the new age
     this.setStalled(false);
-    this.onFrame(this.lastFrameAt);
   }
 
   setStalled(stalled) {
