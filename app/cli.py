@@ -154,6 +154,7 @@ async def _serve(
                 events_per_s=events_per_s,
                 history_days=history_days,
             )
+            asyncio.create_task(_cancel_on_exit(server, traffic))
     try:
         await serving
     finally:
@@ -163,6 +164,14 @@ async def _serve(
         # The lifespan has stopped every part; release ClickHouse last.
         services.ch.close()
         close_embedded()
+
+
+async def _cancel_on_exit(server: Any, task: asyncio.Task) -> None:
+    """Stop the demo traffic as soon as the server starts stopping (not after: its requests
+    would fail and log while the server shuts down)."""
+    while not server.should_exit and not task.done():
+        await asyncio.sleep(0.2)
+    task.cancel()
 
 
 async def _start_demo(
@@ -175,7 +184,7 @@ async def _start_demo(
 ) -> asyncio.Task:
     """Backfill the history once per data dir, start the live traffic, and print what to open
     (the login URL last, on a line of its own)."""
-    from app.demo.backfill import Moments, backfill, rate_at
+    from app.demo.backfill import SHOPPERS, Moments, backfill, rate_at
     from app.demo.traffic import EVENTS_SENT, run_traffic
 
     path = Path(settings.data_dir) / "demo-credentials.json"
@@ -212,12 +221,13 @@ async def _start_demo(
             credentials["api_key"],
             events_per_s,
             rate=lambda t: rate_at(t, events_per_s, moments),
+            users=SHOPPERS,
         )
     )
     key = credentials["api_key"]
     print(
         f"Live traffic: about {rate_at(time.time(), events_per_s, moments):.1f} events/s now "
-        "(it follows the time of day), from 2,000 simulated shoppers:\n"
+        f"(it follows the time of day), from {SHOPPERS:,} simulated shoppers:\n"
         f"  {EVENTS_SENT}\n"
         f"API docs:    {base}/schema\n"
         f"Ingest key:  {key}\n"

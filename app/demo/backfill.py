@@ -35,6 +35,9 @@ DAY_S = 86400
 INCIDENT_S = 45 * 60
 CHUNK_EVENTS = 50_000  # events per writer submission (one simulated bulk request)
 MAX_PENDING = 200_000  # wait for the writer beyond this many accepted, uninserted rows
+# The demo's population (history and live): most come a few times a month, so a 30-day funnel
+# converts like a shop's, not like 2,000 people who each visited a hundred times.
+SHOPPERS = 50_000
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ async def backfill(
     end_s = int(time.time()) if end_s is None else end_s
     start_s = int(end_s - days * DAY_S)
     moments = Moments.before(end_s) if days >= 10 else None
-    model = TrafficModel(seed=seed)
+    model = TrafficModel(users=SHOPPERS, seed=seed)
     enricher = Enricher()
     encode = msgspec.json.encode
     total = 0
