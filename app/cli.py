@@ -188,15 +188,35 @@ async def _start_demo(
     from app.demo.traffic import EVENTS_SENT, run_traffic
 
     path = Path(settings.data_dir) / "demo-credentials.json"
+    saved = credentials.get("history")
+    now_s = int(time.time())
     moments = None
-    if history_days > 0 and not credentials.get("history"):
+    if saved and saved.get("launch") is not None:
+        moments = Moments(launch_s=saved["launch"], incident_s=saved["incident"])
+    elif not saved and history_days >= 10:
+        moments = Moments.before(now_s)  # what backfill(end_s=now_s) places
+    # Live traffic first: the history ends where it begins, with no hole while backfilling.
+    base = f"http://{settings.host}:{settings.port}"
+    traffic = asyncio.create_task(
+        run_traffic(
+            base,
+            credentials["api_key"],
+            events_per_s,
+            rate=lambda t: rate_at(t, events_per_s, moments),
+            users=SHOPPERS,
+        )
+    )
+    if history_days > 0 and not saved:
         print(
             f"Backfilling {history_days:g} days of history through the ingest writer …", flush=True
         )
         done = await backfill(
-            services.writer, credentials["org_id"], days=history_days, base_per_s=events_per_s
+            services.writer,
+            credentials["org_id"],
+            days=history_days,
+            base_per_s=events_per_s,
+            end_s=now_s,
         )
-        moments = done["moments"]
         credentials["history"] = {
             "events": done["events"],
             "from": done["from"],
@@ -209,21 +229,8 @@ async def _start_demo(
             f"  {done['events']:,} events in {done['seconds']:.1f} s (every rollup filled)",
             flush=True,
         )
-    elif credentials.get("history"):
-        saved = credentials["history"]
-        if saved.get("launch") is not None:
-            moments = Moments(launch_s=saved["launch"], incident_s=saved["incident"])
+    elif saved:
         print(f"History: {saved['events']:,} events, kept from the first run.", flush=True)
-    base = f"http://{settings.host}:{settings.port}"
-    traffic = asyncio.create_task(
-        run_traffic(
-            base,
-            credentials["api_key"],
-            events_per_s,
-            rate=lambda t: rate_at(t, events_per_s, moments),
-            users=SHOPPERS,
-        )
-    )
     key = credentials["api_key"]
     print(
         f"Live traffic: about {rate_at(time.time(), events_per_s, moments):.1f} events/s now "

@@ -100,6 +100,11 @@ async def test_badge_says_stalled_while_the_server_is_frozen_and_live_after(
         await page.goto(f"{base}/d/{dash}")
         await page.wait_for_function(f"() => ({STATE})() === 'live'", timeout=TIMEOUT_MS)
         await page.locator("#updated-at:not([hidden])").wait_for()
+        await page.wait_for_function(
+            "() => { const o = echarts.getInstanceByDom(document.querySelector('.chart-box'))?.getOption();"
+            " return !!(o && o.series && o.series.length && o.series[0].data.length); }",
+            timeout=TIMEOUT_MS,
+        )
         before = await page.evaluate(READ)
         assert before["opacity"] == 1 and before["body"] == "live"
 
