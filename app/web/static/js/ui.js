@@ -112,8 +112,18 @@ export class Freshness {
     if (!this.node) return;
     this.node.dataset.state = state;
     this.node.className = `badge badge-${state}`;
-    // Only a changed text is written: the badge is a polite live region.
-    if (this.node.textContent !== text) this.node.textContent = text;
+    // Only a changed text is written: the badge is a polite live region. The ticking age is
+    // aria-hidden (the stamp carries it too), so a screen reader hears "stalled" once, not
+    // every second.
+    if (this.node.textContent !== text) {
+      const cut = text.indexOf(" · last update");
+      const [head, tail] = cut < 0 ? [text, ""] : [text.slice(0, cut), text.slice(cut)];
+      const first = this.node.firstChild;
+      const age = this.node.querySelector("span[aria-hidden]");
+      if (tail && first?.nodeType === Node.TEXT_NODE && first.data === head && age) age.textContent = tail;
+      else if (tail) this.node.replaceChildren(head, el("span", { "aria-hidden": "true", text: tail }));
+      else this.node.textContent = text;
+    }
     this.node.title = title;
   }
 }
