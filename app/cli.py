@@ -10,7 +10,10 @@ import logging
 import os
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -19,6 +22,9 @@ from app.config import Settings
 from app.credentials import create_api_key, create_org, create_user_token, hash_secret
 
 log = logging.getLogger("clickpulse")
+# The demo's mean rate, live and history alike (so the history meets the present without a
+# step): 30 days at this rate is ~1.2 million events, backfilled in seconds (docs/ui.md, "Demo").
+DEMO_EVENTS_PER_S = 0.5
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -107,15 +113,18 @@ def _server_class():
     return Server
 
 
-async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None:
+async def _serve(
+    settings: Settings, *, demo: bool, events_per_s: float, history_days: float = 0
+) -> None:
     import uvicorn
 
     from app.clickhouse import close_embedded
-    from app.demo.traffic import run_traffic
     from app.observability import logformat
     from app.runtime import build_services
     from app.server import create_app
 
+    if demo:
+        print(f"ClickPulse demo: starting on {os.path.abspath(settings.data_dir)} …", flush=True)
     services = build_services(settings)
     credentials = None
     if demo:
@@ -125,9 +134,11 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
             create_app(services),
             host=settings.host,
             port=settings.port,
-            log_level="info",
             # uvicorn's loggers in the process's format (CLICKPULSE_LOG_FORMAT).
             log_config=logformat.uvicorn_log_config(settings.log_format),
+            # The demo's terminal is for the person trying it: no line per request.
+            log_level="warning" if demo else "info",
+            access_log=not demo,
             # DESIGN.md: compression roughly halves push throughput and triples memory per
             # connection; live deltas are small JSON, so the push tier runs without it.
             ws_per_message_deflate=False,
@@ -138,19 +149,15 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
     if credentials:
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
-        base = f"http://{settings.host}:{settings.port}"
-        print(
-            "\nClickPulse demo is running.\n"
-            f"  dashboard:  {base}/login?token={credentials['user_token']}\n"
-            f"  API docs:   {base}/schema\n"
-            f"  ingest key: {credentials['api_key']}\n"
-            f"  try:        curl -H 'Authorization: Bearer {credentials['api_key']}' "
-            f'-d \'[{{"event":"pageview","path":"/"}}]\' {base}/v1/events\n'
-            f"  data dir:   {os.path.abspath(settings.data_dir)} (kept across restarts)\n"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
-        traffic = asyncio.create_task(run_traffic(base, credentials["api_key"], events_per_s))
+        if server.started:
+            traffic = await _start_demo(
+                services,
+                settings,
+                credentials,
+                events_per_s=events_per_s,
+                history_days=history_days,
+            )
+            asyncio.create_task(_cancel_on_exit(server, traffic))
     try:
         await serving
     finally:
@@ -160,6 +167,89 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
         # The lifespan has stopped every part; release ClickHouse last.
         services.ch.close()
         close_embedded()
+
+
+async def _cancel_on_exit(server: Any, task: asyncio.Task) -> None:
+    """Stop the demo traffic as soon as the server starts stopping (not after: its requests
+    would fail and log while the server shuts down)."""
+    while not server.should_exit and not task.done():
+        await asyncio.sleep(0.2)
+    task.cancel()
+
+
+async def _start_demo(
+    services: Any,
+    settings: Settings,
+    credentials: dict,
+    *,
+    events_per_s: float,
+    history_days: float,
+) -> asyncio.Task:
+    """Backfill the history once per data dir, start the live traffic, and print what to open
+    (the login URL last, on a line of its own)."""
+    from app.demo.backfill import SHOPPERS, Moments, backfill, rate_at
+    from app.demo.traffic import EVENTS_SENT, run_traffic
+
+    path = Path(settings.data_dir) / "demo-credentials.json"
+    saved = credentials.get("history")
+    now_s = int(time.time())
+    moments = None
+    if saved and saved.get("launch") is not None:
+        moments = Moments(launch_s=saved["launch"], incident_s=saved["incident"])
+    elif not saved and history_days >= 10:
+        moments = Moments.before(now_s)  # what backfill(end_s=now_s) places
+    # Live traffic first: the history ends where it begins, with no hole while backfilling.
+    base = f"http://{settings.host}:{settings.port}"
+    traffic = asyncio.create_task(
+        run_traffic(
+            base,
+            credentials["api_key"],
+            events_per_s,
+            rate=lambda t: rate_at(t, events_per_s, moments),
+            users=SHOPPERS,
+        )
+    )
+    if history_days > 0 and not saved:
+        print(
+            f"Backfilling {history_days:g} days of history through the ingest writer …", flush=True
+        )
+        done = await backfill(
+            services.writer,
+            credentials["org_id"],
+            days=history_days,
+            base_per_s=events_per_s,
+            end_s=now_s,
+        )
+        credentials["history"] = {
+            "events": done["events"],
+            "from": done["from"],
+            "to": done["to"],
+            "launch": moments.launch_s if moments else None,
+            "incident": moments.incident_s if moments else None,
+        }
+        path.write_text(json.dumps(credentials, indent=2))
+        print(
+            f"  {done['events']:,} events in {done['seconds']:.1f} s (every rollup filled)",
+            flush=True,
+        )
+    elif saved:
+        print(f"History: {saved['events']:,} events, kept from the first run.", flush=True)
+    key = credentials["api_key"]
+    print(
+        f"Live traffic: about {rate_at(time.time(), events_per_s, moments):.1f} events/s now "
+        f"(it follows the time of day), from {SHOPPERS:,} simulated shoppers:\n"
+        f"  {EVENTS_SENT}\n"
+        f"API docs:    {base}/schema\n"
+        f"Ingest key:  {key}\n"
+        f"Send one:    curl -H 'Authorization: Bearer {key}' "
+        f'-d \'[{{"event":"pageview","path":"/"}}]\' {base}/v1/events\n'
+        f"Data dir:    {os.path.abspath(settings.data_dir)} (kept across restarts)\n"
+        "Press Ctrl-C to stop.\n\n"
+        "Open ClickPulse (signs you in as the demo admin):\n\n"
+        f"    {base}/login?token={credentials['user_token']}\n",
+        flush=True,
+    )
+    return traffic
 
 
 def _run_until_stopped(coro) -> int:
@@ -177,7 +267,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return _run_until_stopped(_serve(_settings(args), demo=True, events_per_s=args.events_per_s))
+    # What is worth reading is printed; library INFO lines (pgserver's initdb output,
+    # migrations, uvicorn's startup) would bury the login URL.
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("httpx", "httpcore", "pgserver"):  # set to INFO by their own packages
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    return _run_until_stopped(
+        _serve(
+            _settings(args),
+            demo=True,
+            events_per_s=args.events_per_s,
+            history_days=args.history_days,
+        )
+    )
 
 
 def cmd_create_org(args: argparse.Namespace) -> int:
@@ -270,7 +373,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--host")
         p.add_argument("--port", type=int)
         if name == "demo":
-            p.add_argument("--events-per-s", type=float, default=40.0)
+            p.add_argument(
+                "--events-per-s",
+                type=float,
+                default=DEMO_EVENTS_PER_S,
+                help="mean traffic rate (live and history), events/s",
+            )
+            p.add_argument(
+                "--history-days",
+                type=float,
+                default=30,
+                help="days of history written on the first run (0 = none)",
+            )
         p.set_defaults(func=func)
     p = common(
         sub.add_parser("create-org", help="create an org with an ingest key and an admin token")

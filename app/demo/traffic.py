@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -80,6 +80,11 @@ REFERRERS = [
     "https://duckduckgo.com/",
 ]
 PLANS = ["free", "free", "free", "pro", "team"]
+# What the demo says it sends (printed at start; keep in step with `TrafficModel.session`).
+EVENTS_SENT = (
+    "pageview (path, referrer), click (element), add_to_cart, purchase (value in EUR), "
+    "signup, error (code)"
+)
 
 
 @dataclass
@@ -114,8 +119,18 @@ class TrafficModel:
             for i in range(users)
         ]
 
-    def session(self, now_ms: int) -> Iterator[dict]:
-        """The events of one visit, timestamps spread over the last few seconds."""
+    def session(
+        self,
+        now_ms: int,
+        *,
+        error_p: float = 0.03,
+        buy_p: float = 0.4,
+        signup_p: float = 0.01,
+        referrer: str | None = None,
+    ) -> Iterator[dict]:
+        """The events of one visit, timestamps spread over the last few seconds. `error_p`
+        (per pageview), `buy_p` (per cart) and `signup_p` (per visit) change its behaviour
+        (the backfill's incident and launch); `referrer` overrides where visitors come from."""
         rng = self.rng
         user = rng.choice(self.users)
         session_id = f"s-{rng.getrandbits(48):012x}"
@@ -125,7 +140,8 @@ class TrafficModel:
             "user_agent": user.user_agent,
             "ip": user.ip,
         }
-        referrer = rng.choice(REFERRERS)
+        if referrer is None or rng.random() < 0.3:
+            referrer = rng.choice(REFERRERS)
         ts = now_ms - rng.randint(0, 900)
         for step in range(rng.randint(1, 8)):
             path = rng.choice(PAGES)
@@ -145,7 +161,7 @@ class TrafficModel:
                     "path": path,
                     "props": {"element": rng.choice(["cta", "nav", "card", "footer"])},
                 }
-            if rng.random() < 0.03:
+            if rng.random() < error_p:
                 yield {
                     **base,
                     "event": "error",
@@ -156,7 +172,7 @@ class TrafficModel:
             ts += rng.randint(1, 40)
         if rng.random() < 0.15:
             yield {**base, "event": "add_to_cart", "ts": ts, "path": "/cart"}
-            if rng.random() < 0.4:
+            if rng.random() < buy_p:
                 price = round(rng.lognormvariate(3.6, 0.6), 2)
                 yield {
                     **base,
@@ -166,7 +182,7 @@ class TrafficModel:
                     "value": price,
                     "props": {"plan": user.plan, "currency": "EUR"},
                 }
-        if rng.random() < 0.01:
+        if rng.random() < signup_p:
             yield {**base, "event": "signup", "ts": ts, "path": "/pricing"}
 
     def batch(self, target_events: int) -> list[dict]:
@@ -184,21 +200,26 @@ async def run_traffic(
     events_per_s: float = 40.0,
     tick_s: float = 0.25,
     seed: int | None = None,
+    rate: Callable[[float], float] | None = None,
+    users: int = 2000,
 ) -> None:
-    """Post generated events to `/v1/events` forever (until cancelled), about `events_per_s`."""
-    model = TrafficModel(seed=seed)
+    """Post generated events to `/v1/events` forever (until cancelled), about `events_per_s`,
+    or `rate(now)` events per second when given (the demo's daily and weekly curve)."""
+    model = TrafficModel(users=users, seed=seed)
     encoder = msgspec.json.Encoder()
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
         carry = 0.0
         while True:
             started = time.monotonic()
-            carry += events_per_s * tick_s
+            carry += (events_per_s if rate is None else rate(time.time())) * tick_s
             # Traffic is bursty: vary the tick's volume around the mean.
             want = int(carry * model.rng.uniform(0.5, 1.5))
             if want > 0:
                 batch = model.batch(want)
-                carry = max(0.0, carry - len(batch))
+                # Whole sessions overshoot a small rate: the excess is owed to later ticks
+                # (bounded), so the mean rate holds at any setting.
+                carry = max(-50.0, carry - len(batch))
                 try:
                     response = await client.post(
                         "/v1/events", content=encoder.encode(batch), headers=headers

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from app.demo.traffic import EVENTS_SENT
+
 STARTUP_GUARD_S = 180  # hang guard only; nothing asserts on time
 
 
@@ -31,7 +33,19 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["CLICKPULSE_DATA_DIR"] = str(data_dir)
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--events-per-s", "20"],
+        # A short history (~30 minutes) keeps the test quick; tests/demo checks the backfill.
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--events-per-s",
+            "5",
+            "--history-days",
+            "0.02",
+        ],  # fmt: skip
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -54,7 +68,6 @@ def _stop(proc: subprocess.Popen, log: Path) -> str:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     text = log.read_text()
-    assert "Application shutdown complete." in text
     assert "ClickPulse stopped." in text
     assert "Traceback" not in text
     return text
@@ -83,7 +96,14 @@ def test_demo_serves_traffic_stops_cleanly_and_keeps_data(tmp_path):
     proc = _start(data_dir, port, log)
     try:
         text = _wait_running(proc, log)
-        api_key = re.search(r"ingest key: (cpk_\S+)", text).group(1)
+        api_key = re.search(r"Ingest key: +(cpk_\S+)", text).group(1)
+        # The terminal is for a person: the history written, what is sent, no access log, no
+        # library INFO lines, and the login URL last, alone on its line.
+        assert re.search(r"^  [\d,]+ events in [\d.]+ s \(every rollup filled\)$", text, re.M)
+        assert EVENTS_SENT in text
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert re.fullmatch(rf"    http://127\.0\.0\.1:{port}/login\?token=cpt_\S+", lines[-1])
+        assert " INFO " not in text and "POST /v1/events" not in text
         token = re.search(r"login\?token=(cpt_\S+)", text).group(1)
         saved = json.loads((data_dir / "demo-credentials.json").read_text())
         assert saved["api_key"] == api_key and saved["user_token"] == token
@@ -111,6 +131,7 @@ def test_demo_serves_traffic_stops_cleanly_and_keeps_data(tmp_path):
     try:
         text = _wait_running(proc, log2)
         assert f"login?token={token}" in text  # same org and credentials after a restart
+        assert "kept from the first run" in text  # the history is written once
         assert _count_marked(base, token) == 7  # the data survived the restart
     finally:
         if proc.poll() is None:

@@ -14,6 +14,7 @@ export function toLogin() {
 
 export function logout() {
   clearToken();
+  window.ClickPulseTheme?.setUser(null);
   location.assign("/login");
 }
 

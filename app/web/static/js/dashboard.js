@@ -341,6 +341,7 @@ class ChartView {
     this.meta = answer.meta || {};
     this.dash.freshness.setCached(this.key, !!this.meta.stale, this.meta.age_s);
     this.compared = compared;
+    if (!this.meta.stale) this.dash.freshness.touch();
     this.draw(answer, start, end);
     this.titleNode.textContent = this.displayTitle;
     this.setStatus(this.describe());
@@ -611,6 +612,7 @@ class ChartView {
     const [answer, rows] = await this.fetchTailRows(from);
     if (gen !== this.generation) return;
     this.dash.freshness.setCached(this.key, !!answer.meta?.stale, answer.meta?.age_s);
+    if (!answer.meta?.stale) this.dash.freshness.touch();
     this.store.upsert(rows);
     const end = nowS();
     this.store.trim(end - this.spanS);
@@ -698,10 +700,11 @@ class Dashboard {
         }
       }
     }, 5000);
-    // The 1 s window keeps sliding between deltas; a coarser chart re-reads its tail when a
+    // The 1 s window keeps sliding between deltas (not while stalled: the charts stay at the
+    // last update, as the badge and the stamp say); a coarser chart re-reads its tail when a
     // bucket closes, so the one drawn open is drawn complete and the next one open.
     setInterval(() => {
-      if (!this.state.live || !this.isRelative) return;
+      if (!this.state.live || !this.isRelative || this.freshness.stalled) return;
       for (const v of this.views) {
         if (v.liveExact && v.store && v.window) v.advanceWindow();
         else if (v.kind === "series" && v.store) {
@@ -715,11 +718,9 @@ class Dashboard {
       this.renderControls();
       this.reloadAll();
     });
-    // A theme switch (a `clickpulse:theme` event on document, or the system's colour scheme)
-    // redraws the charts with the new CSS custom properties (charts.js theme()).
-    const redraw = () => this.reloadAll();
-    document.addEventListener("clickpulse:theme", redraw);
-    window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener?.("change", redraw);
+    // A theme change (theme.js' `theme` event, bubbling from <html>: the toggle or the
+    // system's colour scheme) redraws the charts with the new CSS custom properties.
+    document.addEventListener("theme", () => this.reloadAll());
   }
 
   reloadAll() {

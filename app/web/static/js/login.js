@@ -13,7 +13,8 @@ async function signIn(token) {
     return;
   }
   try {
-    await get("/me", { token, redirect: false });
+    const me = await get("/me", { token, redirect: false });
+    window.ClickPulseTheme?.setUser(`${me.org_id}:${me.user_id}`);
   } catch (err) {
     clearToken();
     errorNode.textContent = err.status === 401 ? "This token is unknown, revoked or expired." : `Could not sign in: ${err.message}`;

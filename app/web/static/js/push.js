@@ -2,9 +2,16 @@
 // The ticket (POST /ws/ticket: single use, 30 s) keeps the long-lived token out of the URL.
 // Reconnects with backoff and resubscribes each subscription with `since` (the last second it
 // saw, epoch ms) so the server sends only the missed seconds.
+//
+// Watchdog: an open socket is not proof of a live server (a frozen process keeps its TCP
+// connections). Any frame counts as a sign of life; after IDLE_PING_MS without one the client
+// pings (the server answers pong), and a ping unanswered for STALL_MS makes it "stalled"
+// (onWatch) until the next frame. So a frozen server shows within IDLE_PING_MS + STALL_MS.
 import { getToken, post } from "./api.js";
 
-const PING_MS = 20000;
+export const IDLE_PING_MS = 2000;
+export const STALL_MS = 4000;
+const WATCH_MS = 500;
 
 /** Rows of a snapshot/delta as objects {t (epoch s), col: value, …}, whatever the framing. */
 export function pointsOf(msg) {
@@ -27,8 +34,14 @@ export function pointsOf(msg) {
 }
 
 export class PushClient {
-  constructor({ onStatus = () => {}, url = null } = {}) {
+  constructor({ onStatus = () => {}, onWatch = () => {}, onFrame = () => {}, url = null } = {}) {
     this.onStatus = onStatus;
+    this.onWatch = onWatch; // (stalled: boolean) when the watchdog's verdict changes
+    this.onFrame = onFrame; // (Date.now()) on every frame: fresh as of then
+    this.lastFrameAt = null; // Date.now() of the last frame received (any type)
+    this.pingSentAt = null; // an unanswered ping, when one is out
+    this.stalled = false;
+    this.lastWatch = 0;
     this.url = url;
     this.subs = new Map(); // id → {params, handlers, lastT}
     this.listeners = new Map(); // type → Set(fn)
@@ -38,6 +51,7 @@ export class PushClient {
     this.closedByUs = false;
     this.timer = null;
     this.received = {}; // message counts by type (for the status line and tests)
+    this.opens = 0; // sockets opened so far (> 1: reconnected; what was pushed meanwhile is lost)
   }
 
   on(type, fn) {
@@ -88,12 +102,17 @@ export class PushClient {
     ws.addEventListener("open", () => {
       this.opened = true;
       this.failures = 0;
+      this.opens += 1;
+      this.heard();
       this.onStatus("live");
+      this.emit("open", { opens: this.opens });
       for (const [id, sub] of this.subs) this.sendSubscribe(id, sub);
-      clearInterval(this.pinger);
-      this.pinger = setInterval(() => this.send({ type: "ping" }), PING_MS);
+      clearInterval(this.watcher);
+      this.lastWatch = Date.now();
+      this.watcher = setInterval(() => this.watch(), WATCH_MS);
     });
     ws.addEventListener("message", (ev) => {
+      this.heard();
       let msg;
       try {
         msg = JSON.parse(ev.data);
@@ -103,9 +122,10 @@ export class PushClient {
       this.dispatch(msg);
     });
     ws.addEventListener("close", (ev) => {
-      clearInterval(this.pinger);
       if (this.ws !== ws) return;
+      clearInterval(this.watcher);
       this.ws = null;
+      this.setStalled(false); // a closed socket is "reconnecting", not stalled
       if (this.closedByUs) return;
       if (ev.code === 4401) {
         this.onStatus("unavailable");
@@ -117,6 +137,35 @@ export class PushClient {
     });
   }
 
+  /** A frame (or the open): the server is alive as of now. */
+  heard() {
+    this.lastFrameAt = Date.now();
+    this.pingSentAt = null;
+    this.onFrame(this.lastFrameAt); // first: the badge redrawn below shows the new age
+    this.setStalled(false);
+  }
+
+  setStalled(stalled) {
+    if (stalled === this.stalled) return;
+    this.stalled = stalled;
+    this.onWatch(stalled);
+  }
+
+  watch() {
+    const now = Date.now();
+    // Our own timers were held back (a background tab, a busy page): the server is not to
+    // blame for that gap, so the current ping's clock restarts.
+    const slept = now - this.lastWatch > WATCH_MS * 4;
+    this.lastWatch = now;
+    if (!this.isOpen) return;
+    if (slept && !this.stalled) this.pingSentAt = null;
+    if (this.pingSentAt === null && now - this.lastFrameAt >= IDLE_PING_MS) {
+      this.pingSentAt = now;
+      this.send({ type: "ping" });
+    }
+    if (this.pingSentAt !== null && now - this.pingSentAt >= STALL_MS) this.setStalled(true);
+  }
+
   scheduleReconnect() {
     clearTimeout(this.timer);
     const delay = Math.min(15000, 500 * 2 ** Math.min(this.failures, 5)) * (0.75 + Math.random() / 2);
@@ -125,6 +174,7 @@ export class PushClient {
 
   close() {
     this.closedByUs = true;
+    clearInterval(this.watcher);
     clearTimeout(this.timer);
     this.ws?.close(1000);
   }

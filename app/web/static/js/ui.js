@@ -37,18 +37,33 @@ export function toast(message, { kind = "info", link = null, linkText = "Details
   return node;
 }
 
-/** The freshness badge: the worst of (cached answer from the API, pipeline stale, socket state). */
+/** The freshness badge and the "updated N s ago" stamp: the worst of (cached answer from the
+ *  API, paused, the push watchdog's "stalled", pipeline stale, socket state). Both are drawn
+ *  from one `lastUpdate` (the last push frame or REST answer), once a second, so they agree;
+ *  <body data-freshness> carries the state for the charts (dimmed when stalled). */
 export class Freshness {
-  constructor(node = document.getElementById("freshness")) {
+  constructor(node = document.getElementById("freshness"), stamp = document.getElementById("updated-at")) {
     this.node = node;
+    this.stamp = stamp;
     this.socket = "connecting"; // connecting | live | reconnecting | unavailable | paused
+    this.stalled = false; // the push watchdog heard nothing within its bound
+    this.lastUpdate = null; // Date.now() of the last sign of fresh data
     this.lagMs = null; // from push `stale {lag_ms}`; null when live
     this.cached = new Map(); // chart key → age_s of a stale (cached) API answer
     this.render();
+    this.ticker = setInterval(() => this.render(), 1000);
   }
   setSocket(state) {
     this.socket = state;
     this.render();
+  }
+  setStalled(stalled) {
+    this.stalled = stalled;
+    this.render();
+  }
+  /** Fresh data arrived (a REST answer, a push frame) at `at` (ms). */
+  touch(at = Date.now()) {
+    if (this.lastUpdate === null || at > this.lastUpdate) this.lastUpdate = at;
   }
   setStale(lagMs) {
     this.lagMs = lagMs;
@@ -59,26 +74,56 @@ export class Freshness {
     else this.cached.delete(key);
     this.render();
   }
-  state() {
+  /** Whole seconds since the last update (null before any). */
+  ageS(now = Date.now()) {
+    return this.lastUpdate === null ? null : Math.max(0, Math.floor((now - this.lastUpdate) / 1000));
+  }
+  state(age = this.ageS()) {
+    const since = age === null ? "" : ` · last update ${fmtAge(age)} ago`;
     if (this.cached.size) {
-      const age = Math.max(...this.cached.values());
-      return ["cached", `cached data · ${fmtAge(age)} old`, "ClickHouse did not answer; showing the last cached result"];
+      const old = Math.max(...this.cached.values());
+      return ["cached", `cached data · ${fmtAge(old)} old`, "ClickHouse did not answer; showing the last cached result"];
     }
     if (this.socket === "paused") return ["paused", "paused", "Live updates are paused"];
+    if (this.stalled && this.socket === "live") {
+      return ["stalled", `stalled${since}`, "The server has not answered for several seconds; the numbers are frozen at the last update"];
+    }
     if (this.lagMs !== null) {
       return ["stale", `stale · ${(this.lagMs / 1000).toFixed(1)} s behind`, "The real-time pipeline is behind; numbers may be incomplete"];
     }
     if (this.socket === "live") return ["live", "live", "Receiving live updates"];
     if (this.socket === "unavailable") return ["offline", "live updates unavailable", "The push service cannot be reached"];
-    if (this.socket === "reconnecting") return ["offline", "reconnecting…", "Reconnecting to live updates"];
+    if (this.socket === "reconnecting") return ["offline", `reconnecting…${since}`, "Reconnecting to live updates"];
     return ["connecting", "connecting…", "Connecting to live updates"];
   }
   render() {
+    const age = this.ageS();
+    const [state, text, title] = this.state(age);
+    if (document.body) document.body.dataset.freshness = state;
+    if (this.stamp) {
+      this.stamp.hidden = age === null;
+      if (age !== null) {
+        const text = `updated ${fmtAge(age)} ago`;
+        if (this.stamp.textContent !== text) this.stamp.textContent = text;
+        this.stamp.dateTime = new Date(this.lastUpdate).toISOString();
+        this.stamp.dataset.ageS = String(age);
+      }
+    }
     if (!this.node) return;
-    const [state, text, title] = this.state();
     this.node.dataset.state = state;
     this.node.className = `badge badge-${state}`;
-    this.node.textContent = text;
+    // Only a changed text is written: the badge is a polite live region. The ticking age is
+    // aria-hidden (the stamp carries it too), so a screen reader hears "stalled" once, not
+    // every second.
+    if (this.node.textContent !== text) {
+      const cut = text.indexOf(" · last update");
+      const [head, tail] = cut < 0 ? [text, ""] : [text.slice(0, cut), text.slice(cut)];
+      const first = this.node.firstChild;
+      const age = this.node.querySelector("span[aria-hidden]");
+      if (tail && first?.nodeType === Node.TEXT_NODE && first.data === head && age) age.textContent = tail;
+      else if (tail) this.node.replaceChildren(head, el("span", { "aria-hidden": "true", text: tail }));
+      else this.node.textContent = text;
+    }
     this.node.title = title;
   }
 }
@@ -112,7 +157,11 @@ export async function startPage({ push = true } = {}) {
   const freshness = new Freshness();
   let client = null;
   if (push) {
-    client = new PushClient({ onStatus: (s) => freshness.setSocket(s) });
+    client = new PushClient({
+      onStatus: (s) => freshness.setSocket(s),
+      onWatch: (stalled) => freshness.setStalled(stalled),
+      onFrame: (at) => freshness.touch(at), // the badge and the stamp read it once a second
+    });
     client.on("alert", alertToast);
     // The pipeline's lag: the whole hub (no key) or a key of one of our subscriptions.
     const stale = new Map();
@@ -126,6 +175,7 @@ export async function startPage({ push = true } = {}) {
     .then((me) => {
       const who = document.getElementById("whoami");
       if (who) who.textContent = `org ${me.org_id} · ${me.role}`;
+      window.ClickPulseTheme?.setUser(`${me.org_id}:${me.user_id}`); // their theme choice applies
     })
     .catch(() => {});
   return { freshness, push: client };

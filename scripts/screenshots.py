@@ -1,0 +1,197 @@
+"""Screenshots of every page for the docs: runs `clickpulse demo` on a temporary data dir (30
+days of history, live traffic), signs in, and captures each page at 1440×900 and 390×844, light
+and dark (the system's colour scheme, emulated), into docs/screenshots/ as small PNGs (256
+colours, Pillow).
+
+    .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+
+`--data-dir` keeps the demo's data between runs (the history is written once per data dir).
+Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CLICKPULSE_CHROMIUM", "/usr/bin/chromium")
+VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
+SCHEMES = ("light", "dark")
+ALERT = {
+    "name": "Checkout errors",
+    "metric_inline": {"text": "SELECT countIf(event = 'error') AS errors"},
+    "comparator": ">",
+    "threshold": 2,
+    "for_seconds": 5,
+    "severity": "critical",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_demo(
+    data_dir: Path, port: int, history_days: float, log: Path
+) -> tuple[subprocess.Popen, str]:
+    """The demo in a subprocess; returns it and the login URL it printed (its last line)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["CLICKPULSE_DATA_DIR"] = str(data_dir)
+    cmd = [sys.executable, "-m", "app.cli", "demo", "--port", str(port)]
+    cmd += ["--history-days", str(history_days)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        found = re.search(r"(http://\S+/login\?token=cpt_\S+)", text)
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise SystemExit(f"the demo exited:\n{text[-3000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the demo did not start within 15 minutes")
+
+
+def shrink(png: bytes) -> bytes:
+    """256 colours, optimised: UI screenshots are flat colours, so this keeps them sharp."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+async def prepare(base: str, token: str) -> dict[str, int]:
+    """The starter dashboard (as the button on / creates it) and an alert to show."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as http:
+        dashboards = (await http.get("/dashboards")).json()
+        alerts = (await http.get("/alerts")).json()
+        alert_id = next((a["id"] for a in alerts if a["name"] == ALERT["name"]), None)
+        if alert_id is None:
+            r = await http.post("/alerts", json=ALERT)
+            r.raise_for_status()
+            alert_id = r.json()["id"]
+    return {"dashboards": len(dashboards), "alert": alert_id}
+
+
+async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+    from playwright.async_api import async_playwright
+
+    token = login_url.split("token=", 1)[1]
+    ids = await prepare(base, token)
+    written: list[Path] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            dash_id = None
+            for device, (width, height) in VIEWPORTS.items():
+                for scheme in SCHEMES:
+                    context = await browser.new_context(
+                        viewport={"width": width, "height": height}, color_scheme=scheme
+                    )
+                    context.set_default_timeout(120_000)
+                    page = await context.new_page()
+
+                    async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        await page.wait_for_timeout(1500)  # animations settle
+                        png = await page.screenshot(full_page=True, animations="disabled")
+                        path = out / f"{name}-{device}-{scheme}.png"
+                        path.write_bytes(shrink(png))
+                        written.append(path)
+                        print(f"  {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+
+                    await page.goto(f"{base}/login")
+                    await shot("login")
+                    await page.goto(login_url)
+                    await page.wait_for_url(f"{base}/")
+                    if dash_id is None:
+                        if ids["dashboards"] == 0:
+                            await page.get_by_role(
+                                "button", name="Create the starter dashboard"
+                            ).click()
+                            await page.wait_for_url("**/d/*")
+                            await page.goto(f"{base}/")
+                        link = page.locator("#dashboard-list a").first
+                        await link.wait_for()
+                        dash_id = int((await link.get_attribute("href")).rsplit("/", 1)[1])
+                    await page.locator("#dashboard-list li").first.wait_for()
+                    await shot("dashboards")
+                    for name, query in (("dashboard", ""), ("dashboard-30d", "?range=30d")):
+                        await page.goto(f"{base}/d/{dash_id}{query}")
+                        await page.locator("body[data-ready]").wait_for(state="attached")
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
+                        )
+                        await shot(name)
+                    await page.goto(f"{base}/builder")
+                    await page.locator("#preview canvas").wait_for()
+                    await shot("builder")
+                    await page.goto(f"{base}/a")
+                    await page.locator("#alert-table tr[data-alert-id]").first.wait_for()
+                    await shot("alerts")
+                    await page.goto(f"{base}/a/{ids['alert']}")
+                    await page.locator("#history:not([hidden])").wait_for()
+                    await shot("alert-form")
+                    await page.goto(f"{base}/admin/tokens")
+                    await page.locator("#token-table tbody tr").first.wait_for()
+                    await shot("tokens")
+                    await context.close()
+        finally:
+            await browser.close()
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history-days", type=float, default=30)
+    parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clickpulse-shots-") as tmp:
+        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
+        port = free_port()
+        log = Path(tmp) / "demo.log"
+        print(
+            f"starting the demo on {data_dir} (history: {args.history_days:g} days) …", flush=True
+        )
+        proc, login_url = start_demo(data_dir, port, args.history_days, log)
+        try:
+            # A little live traffic on top of the history before the first picture.
+            time.sleep(20)
+            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"{len(written)} screenshots in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
