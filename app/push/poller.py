@@ -468,12 +468,17 @@ class Poller:
             else:
                 self.skipped += 1
         batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
+        # A fan-in statement reads from the earliest regular window of its keys (they differ by
+        # a second or two at most); a key re-reading further back (late rows, its periodic whole
+        # range, a first read after an outage) is read with its org instead, so one org's long
+        # re-read never widens every org's read.
+        regular = now_s - self.reread_s - math.ceil(max(lag_ms, self._prev_lag_ms) / 1000) - 2
         for item in due:
             state, lo, hi = item
             spec = state.spec
-            if self.batch and self.fan_in and spec.shape is not None:
+            if self.batch and self.fan_in and spec.shape is not None and lo >= regular:
                 shape = spec.shape if spec.shape_kind == "window" else ""
-                ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, lo, hi)
+                ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, hi)
             elif self.batch and spec.batchable:
                 ident = (spec.org_id, spec.compiled.plan.table, lo, hi)
             else:
@@ -507,7 +512,7 @@ class Poller:
         for item in items:
             by_shape.setdefault(item[0].spec.shape or "", []).append(item)
         shapes = sorted(by_shape)
-        lo, hi = items[0][1], items[0][2]
+        lo, hi = min(item[1] for item in items), items[0][2]
         for start in range(0, len(shapes), MAX_BATCH):
             chunk_shapes = shapes[start : start + MAX_BATCH]
             chunk = [item for shape in chunk_shapes for item in by_shape[shape]]
@@ -560,8 +565,12 @@ class Poller:
                 continue
             wanted = {(state.spec.org_id, index[state.spec.shape or ""]) for state, _, _ in chunk}
             split = bound.split(result.columns, result.types, result.rows, wanted)
-            for state, _, _ in chunk:
-                reads[state.spec.key] = split[(state.spec.org_id, index[state.spec.shape or ""])]
+            for state, own_lo, _ in chunk:
+                rows = split[(state.spec.org_id, index[state.spec.shape or ""])]
+                # Exactly the key's own window (the statement may have started earlier).
+                reads[state.spec.key] = (
+                    rows if own_lo == lo else [r for r in rows if r["t"] >= own_lo]
+                )
 
     def _remember_batch(self, ident: tuple[Any, ...], batch: Any) -> None:
         self._compiled_batches[ident] = batch

@@ -141,3 +141,28 @@ async def test_a_shape_that_can_raise_is_never_read_with_other_orgs(ch, monkeypa
     single = recording(monkeypatch)
     await poller.tick(now=now + 0.5)
     assert grouped == [] and sorted(s.org_id for s in single) == [1, 2]
+
+
+async def test_an_orgs_long_reread_is_read_with_its_org_not_widening_the_fan_in(ch, monkeypatch):
+    now = int(time.time())
+    for org in ORGS:
+        seed(ch, org, now - 120, 120)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    for org in ORGS:
+        for spec in _org_specs(ch, org)[:3]:
+            poller.acquire(spec)
+    await poller.tick(now=now + 0.1)
+    # Rows of org 2 arrive 100 s late (the writer reports them): org 2 re-reads from there.
+    seed(ch, 2, now - 100, 1)
+    poller.late.note({2: (now - 100, now - 100)})
+    grouped = fan_ins(monkeypatch)
+    single = recording(monkeypatch)
+    ticks = await poller.tick(now=now + 1.1)
+    assert [s.org_ids for s in grouped] == [(1, 3, 4, 5)]
+    assert all(s.plan.time_from >= now - 10 for s in grouped)
+    assert [(s.org_id, s.plan.time_from) for s in single] == [(2, now - 100)]
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+    (late,) = {t.time_from for t in ticks if t.spec.org_id == 2}
+    assert late == now - 100
+    assert all(any(r["t"] == now - 100 for r in t.changed) for t in ticks if t.spec.org_id == 2)
