@@ -1,0 +1,199 @@
+"""Anomaly alerts: the expected band of a metric, from a rolling baseline over the rollups.
+
+The value judged each second is the metric over the trailing 60 seconds (a sliding window
+compiled by the querybuilder over rollup_1s), so it is on the scale of one minute — exactly
+the scale of rollup_1m's buckets, from which the baseline is computed. The band for every
+second of minute M comes from minutes before M only:
+
+* `hour`: median and MAD (median absolute deviation, × 1.4826 ≈ a standard deviation for
+  normal noise) of the 60 minute values before M: a robust z-score over the last hour.
+* `week`: the same minute one week earlier, at the resolution rollup_1h keeps for a year (the
+  hour's value; additive metrics — count, sum — divided by 60), shifted by the median of the
+  last hour's residuals against their own week-ago values (this week's level), with the MAD of
+  those residuals as the scale. A seasonal peak is expected; a spike is not.
+
+band = center ± max(sensitivity × scale, min_band); the recovery band (hysteresis) uses
+`recovery_sensitivity` (≤ sensitivity). With fewer than 30 minutes of baseline there is no
+band and the second counts as no data. One implementation (`stats`, `band_of`) serves the live
+evaluator, the backtest and `/test`: given the same rollups they draw the same band. The live
+evaluator reads the baseline once per minute per key and caches it (`BaselineCache`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from app.push.poller import run_guarded
+from app.querybuilder import compile_metric
+from app.querybuilder.model import Agg
+from app.querybuilder.planner import MAX_POINTS, resolve_metric
+
+from .machine import Band
+from .rules import Watched, value_of
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+WINDOW_S = 60
+WEEK_S = 7 * 86400
+HOUR_S = 3600
+MIN_POINTS = 30
+MAD_SIGMA = 1.4826
+CACHED_MINUTES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalySpec:
+    baseline: str = "week"
+    sensitivity: float = 4.0
+    recovery_sensitivity: float = 4.0
+    direction: str = "both"
+    min_band: float = 0.0
+
+
+def spec_of(anomaly: dict[str, Any]) -> AnomalySpec:
+    """A stored `anomaly` object → its spec (defaults as the API's)."""
+    sensitivity = float(anomaly.get("sensitivity", 4.0))
+    recovery = anomaly.get("recovery_sensitivity")
+    return AnomalySpec(
+        baseline=anomaly.get("baseline", "week"),
+        sensitivity=sensitivity,
+        recovery_sensitivity=sensitivity if recovery is None else float(recovery),
+        direction=anomaly.get("direction", "both"),
+        min_band=float(anomaly.get("min_band", 0.0)),
+    )
+
+
+def additive(definition_metric: Any) -> bool:
+    """Whether the value adds up over time (count, sum): an hour is then 60 minutes' worth."""
+    first = resolve_metric(definition_metric).outputs[0].expr
+    return isinstance(first, Agg) and first.name in ("count", "sum")
+
+
+@dataclass
+class History:
+    """The baseline's inputs: the metric per minute (bucket start → value; no data left out)
+    and, for `week`, per hour, as the value of one minute of that hour."""
+
+    minutes: dict[int, float] = field(default_factory=dict)
+    hours: dict[int, float] = field(default_factory=dict)
+
+
+def _median_mad(xs: list[float]) -> tuple[float, float]:
+    center = statistics.median(xs)
+    return center, MAD_SIGMA * statistics.median(abs(x - center) for x in xs)
+
+
+def stats(history: History, minute: int, baseline: str) -> tuple[float, float] | None:
+    """(center, scale) of the band for every second of the minute starting at `minute`."""
+    recent = [(m, history.minutes.get(m)) for m in range(minute - HOUR_S, minute, 60)]
+    if baseline == "hour":
+        xs = [x for _, x in recent if x is not None]
+        return _median_mad(xs) if len(xs) >= MIN_POINTS else None
+    expected = history.hours.get((minute - WEEK_S) // HOUR_S * HOUR_S)
+    if expected is None:
+        return None
+    residuals = []
+    for m, x in recent:
+        before = history.hours.get((m - WEEK_S) // HOUR_S * HOUR_S)
+        if x is not None and before is not None:
+            residuals.append(x - before)
+    if len(residuals) < MIN_POINTS:
+        return None
+    shift, scale = _median_mad(residuals)
+    return expected + shift, scale
+
+
+def band_of(center_scale: tuple[float, float] | None, spec: AnomalySpec) -> Band | None:
+    if center_scale is None:
+        return None
+    center, scale = center_scale
+    half = max(spec.sensitivity * scale, spec.min_band)
+    recovery = max(spec.recovery_sensitivity * scale, spec.min_band)
+    return (center - half, center + half, center - recovery, center + recovery)
+
+
+async def _read(
+    services: Services,
+    org_id: int,
+    watched: Watched,
+    filters: list[dict[str, Any]],
+    time_from: int,
+    time_to: int,
+    step: int,
+    now: int,
+) -> dict[int, float]:
+    """The watched metric per `step` bucket over [time_from, time_to) through the compiler
+    (tenant guard re-verified), in pieces of at most the compiler's point limit."""
+    out: dict[int, float] = {}
+    granularity = {60: "1m", HOUR_S: "1h"}[step]
+    lo = time_from // step * step
+    while lo < time_to:
+        hi = min(time_to, lo + MAX_POINTS * step)
+        compiled = compile_metric(
+            watched.metric,
+            org_id=org_id,
+            database=services.ch.database,
+            time_from=lo,
+            time_to=hi,
+            granularity=granularity,
+            filters=filters or (),
+            now=now,
+        )
+        result = await run_guarded(services.ch, compiled)
+        for row in result.dicts():
+            value = value_of(row, watched)
+            if value is not None:
+                out[int(row["t"])] = float(value)
+        lo = hi
+    return out
+
+
+async def read_history(
+    services: Services,
+    org_id: int,
+    watched: Watched,
+    filters: list[dict[str, Any]],
+    first_minute: int,
+    last_minute: int,
+    now: int,
+    is_additive: bool,
+) -> History:
+    """What `stats` needs for the minutes first_minute…last_minute: two queries over the
+    rollups (the hour before, and the same span one week earlier by the hour)."""
+    minutes = await _read(
+        services, org_id, watched, filters, first_minute - HOUR_S, last_minute, 60, now
+    )
+    week_from = (first_minute - HOUR_S - WEEK_S) // HOUR_S * HOUR_S
+    week_to = (last_minute - WEEK_S) // HOUR_S * HOUR_S + HOUR_S
+    hours = await _read(services, org_id, watched, filters, week_from, week_to, HOUR_S, now)
+    if is_additive:
+        hours = {h: v / 60 for h, v in hours.items()}
+    return History(minutes, hours)
+
+
+class BaselineCache:
+    """The live evaluator's baseline of one key: (center, scale) per minute and baseline
+    kind, read from the rollups once per minute (not once per second)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[tuple[int, str], tuple[float, float] | None] = {}
+        self.reads = 0  # read_history calls (2 queries each), for tests and the bench
+
+    def missing(self, minutes: set[int], baselines: set[str]) -> list[int]:
+        return sorted(m for m in minutes if any((m, b) not in self.stats for b in baselines))
+
+    def fill(self, history: History, minutes: list[int], baselines: set[str]) -> None:
+        self.reads += 1
+        for m in minutes:
+            for b in baselines:
+                self.stats[(m, b)] = stats(history, m, b)
+        if len(self.stats) > CACHED_MINUTES * 2:
+            newest = max(m for m, _ in self.stats)
+            for k in [k for k in self.stats if k[0] < newest - CACHED_MINUTES * 60]:
+                del self.stats[k]
+
+    def band(self, t: int, spec: AnomalySpec) -> Band | None:
+        return band_of(self.stats.get((t // 60 * 60, spec.baseline)), spec)
