@@ -1,22 +1,15 @@
 """Anomaly alerts: the expected band of a metric, from a rolling baseline over the rollups.
 
-The value judged each second is the metric over the trailing 60 seconds (a sliding window
-compiled by the querybuilder over rollup_1s), so it is on the scale of one minute — exactly
-the scale of rollup_1m's buckets, from which the baseline is computed. The band for every
-second of minute M comes from minutes before M only:
-
-* `hour`: median and MAD (median absolute deviation, × 1.4826 ≈ a standard deviation for
-  normal noise) of the 60 minute values before M: a robust z-score over the last hour.
-* `week`: the same minute one week earlier, at the resolution rollup_1h keeps for a year (the
-  hour's value; additive metrics — count, sum — divided by 60), shifted by the median of the
-  last hour's residuals against their own week-ago values (this week's level), with the MAD of
-  those residuals as the scale. A seasonal peak is expected; a spike is not.
-
-band = center ± max(sensitivity × scale, min_band); the recovery band (hysteresis) uses
-`recovery_sensitivity` (≤ sensitivity). With fewer than 30 minutes of baseline there is no
-band and the second counts as no data. One implementation (`stats`, `band_of`) serves the live
-evaluator, the backtest and `/test`: given the same rollups they draw the same band. The live
-evaluator reads the baseline once per minute per key and caches it (`BaselineCache`).
+The value judged each second is the metric over the trailing 60 seconds (a sliding window over
+rollup_1s), the scale of rollup_1m's buckets, from which the band of every second of minute M
+is computed using minutes before M only: `hour` — median and MAD (× 1.4826) of the 60 minutes
+before M (a robust z-score); `week` — the same minute a week earlier at rollup_1h's resolution
+(an additive metric's hour divided by 60), shifted by the median of the last hour's residuals
+against their own week-ago values, with the MAD of those residuals as the scale.
+band = center ± max(sensitivity × scale, min_band); the recovery band uses
+`recovery_sensitivity`. Under 30 minutes of baseline there is no band (the second is no data).
+`stats`/`band_of` serve the live evaluator (`BaselineCache`: read once per minute per key),
+the backtest and its band. Details: docs/alerts.md, "Anomaly alerts".
 """
 
 from __future__ import annotations
