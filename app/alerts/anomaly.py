@@ -2,8 +2,8 @@
 
 The value judged each second is the metric over the trailing 60 seconds (a sliding window over
 rollup_1s), the scale of rollup_1m's buckets, from which the band of every second of minute M
-is computed using minutes before M only: `hour` — median and MAD (× 1.4826) of the 60 minutes
-before M (a robust z-score); `week` — the same minute a week earlier at rollup_1h's resolution
+is computed from the hour ending a minute before M (so it can be read ahead during M − 1):
+`hour` — median and MAD (× 1.4826) of those 60 minutes (a robust z-score); `week` — the same minute a week earlier at rollup_1h's resolution
 (an additive metric's hour divided by 60), shifted by the median of the last hour's residuals
 against their own week-ago values, with the MAD of those residuals as the scale.
 band = center ± max(sensitivity × scale, min_band); the recovery band uses
@@ -81,7 +81,7 @@ def _median_mad(xs: list[float]) -> tuple[float, float]:
 
 def stats(history: History, minute: int, baseline: str) -> tuple[float, float] | None:
     """(center, scale) of the band for every second of the minute starting at `minute`."""
-    recent = [(m, history.minutes.get(m)) for m in range(minute - HOUR_S, minute, 60)]
+    recent = [(m, history.minutes.get(m)) for m in range(minute - HOUR_S - 60, minute - 60, 60)]
     if baseline == "hour":
         xs = [x for _, x in recent if x is not None]
         return _median_mad(xs) if len(xs) >= MIN_POINTS else None
@@ -157,9 +157,9 @@ async def read_history(
     """What `stats` needs for the minutes first_minute…last_minute: two queries over the
     rollups (the hour before, and the same span one week earlier by the hour)."""
     minutes = await _read(
-        services, org_id, watched, filters, first_minute - HOUR_S, last_minute, 60, now
+        services, org_id, watched, filters, first_minute - HOUR_S - 60, last_minute - 60, 60, now
     )
-    week_from = (first_minute - HOUR_S - WEEK_S) // HOUR_S * HOUR_S
+    week_from = (first_minute - HOUR_S - 60 - WEEK_S) // HOUR_S * HOUR_S
     week_to = (last_minute - WEEK_S) // HOUR_S * HOUR_S + HOUR_S
     hours = await _read(services, org_id, watched, filters, week_from, week_to, HOUR_S, now)
     if is_additive:
@@ -171,9 +171,11 @@ class BaselineCache:
     """The live evaluator's baseline of one key: (center, scale) per minute and baseline
     kind, read from the rollups once per minute (not once per second)."""
 
-    def __init__(self) -> None:
+    def __init__(self, phase: int = 0) -> None:
         self.stats: dict[tuple[int, str], tuple[float, float] | None] = {}
         self.reads = 0  # read_history calls (2 queries each), for tests and the bench
+        self.phase = phase  # the second of the minute this key reads ahead at (spread)
+        self.reading = False
 
     def missing(self, minutes: set[int], baselines: set[str]) -> list[int]:
         return sorted(m for m in minutes if any((m, b) not in self.stats for b in baselines))

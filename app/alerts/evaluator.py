@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clickpulse.alerts")
 
+#: Anomaly keys read the next minute's baseline from this second of the minute on (the previous
+#: minute is complete by then), each at its own offset within READ_AHEAD_SPREAD_S seconds.
+READ_AHEAD_AFTER_S = 5
+READ_AHEAD_SPREAD_S = 45
+READ_AHEAD_CONCURRENCY = 2
+
 
 @dataclass
 class Live:
@@ -119,6 +125,8 @@ class Evaluator:
         self._poller: Any = None
         self._last_sync = 0.0
         self._sync_task: asyncio.Task[None] | None = None
+        self._read_tasks: set[asyncio.Task[None]] = set()
+        self._read_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
         self.transitions = 0
@@ -155,6 +163,9 @@ class Evaluator:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
+        for task in list(self._read_tasks):
+            task.cancel()
+        await asyncio.gather(*self._read_tasks, return_exceptions=True)
         for group in self.groups.values():
             group.watch.close()
         self.groups.clear()
@@ -250,7 +261,7 @@ class Evaluator:
             watch = self._poller.watch(spec, _ignore)
             group = self.groups[spec.key] = Group(spec, watched, watch, additive=is_additive)
         if anomaly is not None and group.baseline is None:
-            group.baseline = BaselineCache()
+            group.baseline = BaselineCache(phase=int(spec.key[:6], 16) % READ_AHEAD_SPREAD_S)
         group.alerts[aid] = live
 
     def _detach(self, live: Live) -> None:
@@ -300,6 +311,7 @@ class Evaluator:
                         group.reload = True
         if changes:
             await self._commit(changes)
+        self._read_ahead(max((t.tick_time for t in ticks), default=time.time()))
         self.last_eval_s = time.perf_counter() - started
         if (
             self.sync_s > 0
@@ -378,6 +390,38 @@ class Evaluator:
                 series.setdefault(t, {})[group_key(dims, row)] = value_of(row, group.watched)
             else:
                 series[t] = value_of(row, group.watched)
+
+    def _read_ahead(self, now: float) -> None:
+        """Read the next minute's baseline of anomaly keys in the background, each key at its
+        own second of the minute, so minute boundaries do not wait for thousands of reads."""
+        minute = int(now) // 60 * 60
+        due = int(now) - minute >= READ_AHEAD_AFTER_S
+        for group in self.groups.values():
+            cache = group.baseline
+            if cache is None or cache.reading or not group.alerts:
+                continue
+            if not due or int(now) - minute < READ_AHEAD_AFTER_S + cache.phase:
+                continue
+            alerts = list(group.alerts.values())
+            baselines = {a.anomaly.baseline for a in alerts if a.anomaly is not None}
+            if not cache.missing({minute + 60}, baselines):
+                continue
+            cache.reading = True
+            task = asyncio.create_task(self._read_ahead_one(group, alerts, minute + 60, now))
+            self._read_tasks.add(task)
+            task.add_done_callback(self._read_tasks.discard)
+
+    async def _read_ahead_one(
+        self, group: Group, alerts: list[Live], minute: int, now: float
+    ) -> None:
+        assert group.baseline is not None
+        try:
+            async with self._read_slots:
+                await self._baseline(group, alerts, range(minute, minute + 1), int(now))
+        except Exception as exc:  # evaluation reads it inline if still missing
+            log.warning("alerts: reading ahead the baseline of %s failed: %s", group.spec.key, exc)
+        finally:
+            group.baseline.reading = False
 
     async def _baseline(self, group: Group, alerts: list[Live], seconds: range, now: int) -> None:
         """Make sure the key's baseline has the minutes of `seconds` (read from the rollups

@@ -8,7 +8,9 @@ const alertId = document.body.dataset.alertId ? Number(document.body.dataset.ale
 let current = null;
 
 function cond(a) {
-  return `${a.comparator} ${a.threshold} for ${a.for_seconds} s`;
+  const what = a.kind === "anomaly" ? `outside its ${a.anomaly.baseline} band` : `${a.comparator} ${a.threshold}`;
+  const per = a.group_by?.length ? ` per ${a.group_by.join(", ")}` : "";
+  return `${what} for ${a.for_seconds} s${per}`;
 }
 
 async function loadList() {
@@ -59,6 +61,16 @@ function read() {
   else body.metric_inline = { text: $("a-text").value };
   if ($("a-resolve").value) body.resolve_after_seconds = Number($("a-resolve").value);
   if ($("a-webhook").value.trim()) body.webhook_url = $("a-webhook").value.trim();
+  if (current) {
+    // Fields this form does not show (anti-flapping, anomaly band, group-by) are kept as stored.
+    for (const k of ["kind", "anomaly", "recovery_threshold", "keep_firing_seconds", "group_by", "max_groups"]) {
+      if (current[k] !== null && current[k] !== undefined) body[k] = current[k];
+    }
+    if (current.kind === "anomaly") {
+      delete body.comparator;
+      delete body.threshold;
+    }
+  }
   return body;
 }
 
