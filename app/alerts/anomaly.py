@@ -18,6 +18,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from app.push.poller import run_guarded
 from app.querybuilder import compile_metric
 from app.querybuilder.model import Agg
@@ -117,24 +119,33 @@ async def _read(
     time_to: int,
     step: int,
     now: int,
+    compiled_cache: dict[tuple[int, int], Any] | None = None,
 ) -> dict[int, float]:
     """The watched metric per `step` bucket over [time_from, time_to) through the compiler
-    (tenant guard re-verified), in pieces of at most the compiler's point limit."""
+    (tenant guard re-verified on every run), in pieces of at most the compiler's point limit.
+    With `compiled_cache` (the live evaluator's), one compiled statement per step is re-bound
+    to each range — its text does not depend on the range, like a push key's."""
     out: dict[int, float] = {}
     granularity = {60: "1m", HOUR_S: "1h"}[step]
     lo = time_from // step * step
     while lo < time_to:
         hi = min(time_to, lo + MAX_POINTS * step)
-        compiled = compile_metric(
-            watched.metric,
-            org_id=org_id,
-            database=services.ch.database,
-            time_from=lo,
-            time_to=hi,
-            granularity=granularity,
-            filters=filters or (),
-            now=now,
-        )
+        cached = None if compiled_cache is None else compiled_cache.get((step, hi - lo))
+        if cached is not None:
+            compiled = rebind(cached, lo, hi)
+        else:
+            compiled = compile_metric(
+                watched.metric,
+                org_id=org_id,
+                database=services.ch.database,
+                time_from=lo,
+                time_to=hi,
+                granularity=granularity,
+                filters=filters or (),
+                now=now,
+            )
+            if compiled_cache is not None:
+                compiled_cache[(step, hi - lo)] = compiled
         result = await run_guarded(services.ch, compiled)
         for row in result.dicts():
             value = value_of(row, watched)
@@ -142,6 +153,13 @@ async def _read(
                 out[int(row["t"])] = float(value)
         lo = hi
     return out
+
+
+def rebind(compiled: Any, time_from: int, time_to: int) -> Any:
+    """The same statement over another range of the same length (bound parameters only)."""
+    params = dict(compiled.params) | {"time_from": time_from, "time_to": time_to}
+    plan = msgspec.structs.replace(compiled.plan, time_from=time_from, time_to=time_to)
+    return msgspec.structs.replace(compiled, params=params, plan=plan)
 
 
 async def read_history(
@@ -153,17 +171,39 @@ async def read_history(
     last_minute: int,
     now: int,
     is_additive: bool,
+    compiled_cache: dict[tuple[int, int], Any] | None = None,
+    hour_cache: dict[int, float | None] | None = None,
 ) -> History:
     """What `stats` needs for the minutes first_minute…last_minute: two queries over the
-    rollups (the hour before, and the same span one week earlier by the hour)."""
+    rollups (the hour before, and the same span one week earlier by the hour; with
+    `hour_cache` the second only when an hour is not in it yet)."""
     minutes = await _read(
-        services, org_id, watched, filters, first_minute - HOUR_S - 60, last_minute - 60, 60, now
+        services,
+        org_id,
+        watched,
+        filters,
+        first_minute - HOUR_S - 60,
+        last_minute - 60,
+        60,
+        now,
+        compiled_cache,
     )
     week_from = (first_minute - HOUR_S - 60 - WEEK_S) // HOUR_S * HOUR_S
     week_to = (last_minute - WEEK_S) // HOUR_S * HOUR_S + HOUR_S
-    hours = await _read(services, org_id, watched, filters, week_from, week_to, HOUR_S, now)
+    needed = range(week_from, week_to, HOUR_S)
+    if hour_cache is not None and all(h in hour_cache for h in needed):
+        # last week's hours do not change: the live evaluator reads them once an hour
+        hours = {h: v for h in needed if (v := hour_cache[h]) is not None}
+        return History(minutes, hours)
+    hours = await _read(
+        services, org_id, watched, filters, week_from, week_to, HOUR_S, now, compiled_cache
+    )
     if is_additive:
         hours = {h: v / 60 for h, v in hours.items()}
+    if hour_cache is not None:
+        if len(hour_cache) > 48:
+            hour_cache.clear()
+        hour_cache.update({h: hours.get(h) for h in needed})
     return History(minutes, hours)
 
 
@@ -176,6 +216,9 @@ class BaselineCache:
         self.reads = 0  # read_history calls (2 queries each), for tests and the bench
         self.phase = phase  # the second of the minute this key reads ahead at (spread)
         self.reading = False
+        # (step, span) → the compiled statement, re-bound to each read's range
+        self.compiled: dict[tuple[int, int], Any] = {}
+        self.hours: dict[int, float | None] = {}  # last week's hours read so far
 
     def missing(self, minutes: set[int], baselines: set[str]) -> list[int]:
         return sorted(m for m in minutes if any((m, b) not in self.stats for b in baselines))
