@@ -112,6 +112,7 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
 
     from app.clickhouse import close_embedded
     from app.demo.traffic import run_traffic
+    from app.observability import logformat
     from app.runtime import build_services
     from app.server import create_app
 
@@ -125,6 +126,8 @@ async def _serve(settings: Settings, *, demo: bool, events_per_s: float) -> None
             host=settings.host,
             port=settings.port,
             log_level="info",
+            # uvicorn's loggers in the process's format (CLICKPULSE_LOG_FORMAT).
+            log_config=logformat.uvicorn_log_config(settings.log_format),
             # DESIGN.md: compression roughly halves push throughput and triples memory per
             # connection; live deltas are small JSON, so the push tier runs without it.
             ws_per_message_deflate=False,
@@ -290,13 +293,19 @@ def main(argv: list[str] | None = None) -> int:
 
     add_sql_parser(sub, common)
 
-    args = parser.parse_args(argv)
-    from app import logredact
+    from app.site_command import add_parser as add_sites_parser
 
-    logredact.install()  # before anything logs (the server installs it too)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    add_sites_parser(sub, common)
+
+    args = parser.parse_args(argv)
+    from app.config import LOG_FORMATS, log_format_from_env
+    from app.observability import logformat
+
+    log_format = log_format_from_env()
+    if log_format not in LOG_FORMATS:
+        parser.error(f"CLICKPULSE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    # Redaction first, before anything logs (the server installs it too), then the format.
+    logformat.configure(log_format)
     return args.func(args)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -91,6 +92,41 @@ def _kafka_bootstrap(env: Any) -> str | None:
             "set only KAFKA_BOOTSTRAP"
         )
     return new or old or None
+
+
+LOG_FORMATS = ("text", "json")
+# A scrape token shorter than this is refused: it guards every org's figures.
+METRICS_TOKEN_MIN_CHARS = 16
+
+
+def log_format_from_env() -> str:
+    """CLICKPULSE_LOG_FORMAT, lower-cased ("text" when unset); Settings checks the value. Read
+    on its own too: the CLI configures logging before the settings are read."""
+    return (os.environ.get("CLICKPULSE_LOG_FORMAT") or "text").strip().lower()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_metrics(s: Settings) -> None:
+    """The metrics port shows every org's figures: beyond loopback only with a scrape token."""
+    if s.metrics_token is not None and len(s.metrics_token) < METRICS_TOKEN_MIN_CHARS:
+        raise ValueError(
+            f"CLICKPULSE_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_CHARS} characters"
+        )
+    if s.metrics_port is not None and not s.metrics_token and not _is_loopback(s.metrics_host):
+        raise ValueError(
+            f"CLICKPULSE_METRICS_HOST={s.metrics_host} is reachable from other machines: set "
+            "CLICKPULSE_METRICS_TOKEN (the scrape token), or listen on a loopback address"
+        )
+    if s.metrics_top_orgs < 0:
+        raise ValueError("CLICKPULSE_METRICS_TOP_ORGS must be >= 0")
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -222,6 +258,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
     # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.
     push_port: int | None = None
+    # The ClickHouse HTTP interface for analysts (app/api/clickhouse_http): ClickHouse clients
+    # connect here with an analyst token as password. None = off; 0 = any free port.
+    clickhouse_http_port: int | None = None
     # Alerts (app/alerts): a second is evaluated once it is this old past its end
     # (plus the pipeline lag); definitions are re-read this often (other nodes' edits);
     # webhook timeout per attempt, retries after the first attempt, first backoff (doubling).
@@ -233,6 +272,15 @@ class Settings(msgspec.Struct, kw_only=True):
     # Let webhooks reach loopback/private addresses and local names (self-hosted installs
     # whose receivers live on the internal network). Off: SSRF guard, see docs/alerts.md.
     alert_webhook_allow_private: bool = False
+    # Operators (app/observability): Prometheus metrics on their own port (None = off; 0 = any
+    # free port), on this host, behind this scrape token (bearer or basic-auth password); a
+    # non-loopback host needs the token. Per-org series are capped at `metrics_top_orgs` orgs.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = None
+    metrics_top_orgs: int = 20
+    # "text" or "json" (one JSON object per line; redacted like every log line).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.roles or set(self.roles) - set(ROLES):
@@ -261,6 +309,12 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ValueError(
                 "CLICKPULSE_CLICKHOUSE_ORG_WORKERS must be between 1 and "
                 "CLICKPULSE_CLICKHOUSE_WORKERS"
+            )
+        _check_metrics(self)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"CLICKPULSE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
             )
         if self.kafka_num_consumers < 1 or self.kafka_flush_interval_ms < 1:
             raise ValueError(
@@ -362,6 +416,11 @@ class Settings(msgspec.Struct, kw_only=True):
                 if env.get("CLICKPULSE_PUSH_PORT", "").strip()
                 else None
             ),
+            "clickhouse_http_port": (
+                _env_int("CLICKPULSE_CLICKHOUSE_HTTP_PORT", 0)
+                if env.get("CLICKPULSE_CLICKHOUSE_HTTP_PORT", "").strip()
+                else None
+            ),
             "alert_settle_ms": _env_int("CLICKPULSE_ALERT_SETTLE_MS", 1500),
             "alert_sync_s": _env_float("CLICKPULSE_ALERT_SYNC_S", 10.0),
             "alert_webhook_timeout_s": _env_float("CLICKPULSE_ALERT_WEBHOOK_TIMEOUT_S", 5.0),
@@ -370,6 +429,11 @@ class Settings(msgspec.Struct, kw_only=True):
             "alert_webhook_allow_private": _env_bool(
                 "CLICKPULSE_ALERT_WEBHOOK_ALLOW_PRIVATE", False
             ),
+            "metrics_port": _env_optional("CLICKPULSE_METRICS_PORT", int),
+            "metrics_host": env.get("CLICKPULSE_METRICS_HOST") or "127.0.0.1",
+            "metrics_token": env.get("CLICKPULSE_METRICS_TOKEN") or None,
+            "metrics_top_orgs": _env_int("CLICKPULSE_METRICS_TOP_ORGS", 20),
+            "log_format": log_format_from_env(),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

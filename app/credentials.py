@@ -84,3 +84,38 @@ async def create_user_token(
         (org_id, user["id"], display_prefix(secret), hash_secret(secret), ttl_days, ttl_days),
     )
     return secret
+
+
+async def add_site(conn, org_id: int, domain: str) -> None:
+    """Map a Plausible site's `domain` (normalized) to a new ingest key of the org, named after
+    it (its limits and revocation are the key's). A domain mapped already raises
+    psycopg.errors.UniqueViolation: one site, one org."""
+    secret = new_secret(API_KEY_PREFIX)
+    async with conn.transaction():
+        row = await (
+            await conn.execute(
+                "INSERT INTO api_keys (org_id, name, prefix, key_hash) VALUES (%s, %s, %s, %s) "
+                "RETURNING id",
+                (org_id, f"site {domain}", display_prefix(secret), hash_secret(secret)),
+            )
+        ).fetchone()
+        await conn.execute(
+            "INSERT INTO ingest_sites (domain, api_key_id) VALUES (%s, %s)", (domain, row["id"])
+        )
+
+
+async def remove_site(conn, domain: str) -> bool:
+    """Unmap a site and revoke its key; False when the domain was not mapped."""
+    async with conn.transaction():
+        row = await (
+            await conn.execute(
+                "DELETE FROM ingest_sites WHERE domain = %s RETURNING api_key_id", (domain,)
+            )
+        ).fetchone()
+        if row is None:
+            return False
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s",
+            (row["api_key_id"],),
+        )
+    return True

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.clickhouse.fair import PoolBusy
 from app.errors import ApiError
+from app.observability import Telemetry
 
 LIMIT_FIELDS = ("rate_per_s", "burst", "concurrent_queries", "rows_per_minute")
 
@@ -125,6 +126,7 @@ class Limiter:
         overrides_ttl_s: float = 30.0,
         queue_wait_s: float = 0.5,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry | None = None,
     ):
         self.defaults = defaults
         # No ceilings given: the defaults are the ceilings (an override can only lower).
@@ -138,6 +140,8 @@ class Limiter:
         self._buckets: dict[int, tuple[float, float]] = {}  # org -> (tokens, ts)
         self._rows: dict[int, tuple[int, int]] = {}  # org -> (minute, rows)
         self._slots: dict[int, tuple[int, asyncio.Semaphore]] = {}
+        self._in_use: dict[int, int] = {}  # org -> queries holding a slot now (for metrics)
+        self.telemetry = telemetry or Telemetry()
         self._script: Any = None
         self.rejected = {
             "rate_per_s": 0,
@@ -187,7 +191,7 @@ class Limiter:
         else:
             allowed, wait = self._local_bucket(org_id, limits, now)
         if not allowed:
-            self.rejected["rate_per_s"] += 1
+            self.throttled(org_id, "rate_per_s")
             raise _too_many(
                 f"request rate over {limits.rate_per_s:g}/s for this org",
                 wait,
@@ -254,7 +258,7 @@ class Limiter:
         """Admission for one ClickHouse query: rows budget left, then a concurrency slot."""
         limits = await self.limits_for(org_id)
         if await self.rows_used(org_id) >= limits.rows_per_minute:
-            self.rejected["rows_per_minute"] += 1
+            self.throttled(org_id, "rows_per_minute")
             raise _too_many(
                 f"rows read per minute over {limits.rows_per_minute} for this org",
                 60 - self.clock() % 60,
@@ -265,13 +269,14 @@ class Limiter:
         try:
             await asyncio.wait_for(semaphore.acquire(), self.queue_wait_s)
         except TimeoutError:
-            self.rejected["concurrent_queries"] += 1
+            self.throttled(org_id, "concurrent_queries")
             raise _too_many(
                 f"more than {limits.concurrent_queries} concurrent queries for this org",
                 1,
                 "concurrent_queries",
                 limits,
             ) from None
+        self._in_use[org_id] = self._in_use.get(org_id, 0) + 1
         try:
             yield limits
         except PoolBusy as exc:
@@ -280,7 +285,7 @@ class Limiter:
             # other orgs'.
             # Retry-After is as long as it waited: a worker is no likelier to be free for it
             # sooner, and each retry costs this process a compile (fewer, later retries).
-            self.rejected["query_pool"] += 1
+            self.throttled(org_id, "query_pool")
             seconds = max(1, math.ceil(exc.waited_s))
             raise ApiError(
                 429,
@@ -292,6 +297,20 @@ class Limiter:
             ) from None
         finally:
             semaphore.release()
+            left = self._in_use[org_id] - 1
+            if left:
+                self._in_use[org_id] = left
+            else:
+                del self._in_use[org_id]
+
+    def throttled(self, org_id: int, limit: str) -> None:
+        """Count a 429 of `org_id` for `limit` (here and in the metrics)."""
+        self.rejected[limit] = self.rejected.get(limit, 0) + 1
+        self.telemetry.org_throttled(org_id, limit)
+
+    def slots_in_use(self) -> dict[int, int]:
+        """{org_id: queries holding one of its concurrency slots now} (orgs with none left out)."""
+        return dict(self._in_use)
 
 
 def default_limits(settings: Any) -> OrgLimits:

@@ -87,6 +87,7 @@ def build_services(
     from app.cache import Degradation, make_cache
     from app.ingest import make_writer
     from app.limits import Limiter, default_limits, limit_ceilings
+    from app.observability.metrics import PartsCollector, Telemetry
     from app.push.hub import Hub
     from app.store import Store
 
@@ -100,8 +101,11 @@ def build_services(
         migrate_all(s, ch, database_url)
     if pg is None:
         pg = open_pool(database_url, timeout_s=s.pg_timeout_s)
+    telemetry = Telemetry(top_orgs=s.metrics_top_orgs)
     if writer is None:
         writer = make_writer(ch, s)
+    # Given (tests) or built, the writer counts its INSERTs into this process's registry.
+    writer.telemetry = telemetry
     if redis is None and s.redis_url:
         import redis.asyncio as aioredis
 
@@ -121,6 +125,7 @@ def build_services(
             ceilings=limit_ceilings(s),
             redis=redis,
             load_overrides=store.orgs.get_limits,
+            telemetry=telemetry,
         ),
         auth=Authenticator(
             store,
@@ -131,13 +136,26 @@ def build_services(
         degradation=degradation,
         redis=redis,
         database_url=database_url,
+        telemetry=telemetry,
     )
+    telemetry.registry.register(PartsCollector(services))
+    telemetry.include_process()
+    if s.metrics_port is not None:
+        from app.observability.exposition import MetricsServer
+
+        services.metrics_server = MetricsServer(
+            telemetry, s.metrics_host, s.metrics_port, s.metrics_token
+        )
     services.push = Hub(services)
     services.alerts = Evaluator(services)  # reads services.push / services.pg when it runs
     if s.push_port is not None:
         from app.push.dedicated import DedicatedServer
 
         services.dedicated = DedicatedServer(services.push)
+    if s.clickhouse_http_port is not None and "api" in s.roles:
+        from app.api.clickhouse_http import ClickHouseHttpServer
+
+        services.clickhouse_http = ClickHouseHttpServer(services)
     return services
 
 

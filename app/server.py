@@ -16,6 +16,7 @@ from app.deps import provide_services
 from app.errors import exception_handlers
 from app.httpheaders import security_headers
 from app.jsondepth import check_depth
+from app.observability import logformat
 from app.openapi import ApiOpenAPIConfig
 from app.services import Services
 from app.web.apidocs import LocalSwaggerPlugin
@@ -26,10 +27,28 @@ _frozen = False
 # (docker/nginx.conf), so a request only ever reaches a node that mounted its handler.
 # Everything else is `api` (REST API, UI); health is served by every role.
 ROLE_PREFIXES: dict[str, tuple[str, ...]] = {
-    "ingest": ("/v1/events",),
+    # Our own format, then PostHog's, Segment's (RudderStack's) and Plausible's (app.ingest.compat).
+    "ingest": (
+        "/v1/events",
+        "/capture",
+        "/batch",
+        "/e",
+        "/i/v0/e",
+        "/v1/track",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/identify",
+        "/v1/batch",
+        "/api/event",
+    ),
     "push": ("/ws/", "/push/"),
 }
 EVERY_ROLE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def role_of_path(path: str) -> str | None:
@@ -37,7 +56,8 @@ def role_of_path(path: str) -> str | None:
     if path in EVERY_ROLE_PATHS:
         return None
     for role, prefixes in ROLE_PREFIXES.items():
-        if any(path.startswith(prefix) or path == prefix.rstrip("/") for prefix in prefixes):
+        # Whole path segments: `/e` is PostHog's capture, `/embed` would not be.
+        if any(_under(path, prefix) for prefix in prefixes):
             return role
     return "api"
 
@@ -107,6 +127,8 @@ def create_app(services: Services) -> Litestar:
         # The docs page from our own assets (Litestar's pages load from CDNs), and the JSON.
         render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
     )
+    # JSON logs (CLICKPULSE_LOG_FORMAT): Litestar must not put its text handler on the root.
+    logging_config = logformat.litestar_logging_config(services.settings.log_format)
     app = Litestar(
         route_handlers=for_roles(
             services.settings.roles,
@@ -122,8 +144,9 @@ def create_app(services: Services) -> Litestar:
         request_class=BoundedRequest,
         lifespan=[lifespan],
         openapi_config=openapi_config,
-        before_send=[security_headers],
+        before_send=[security_headers, ingest.cors_headers],
         request_max_body_size=services.settings.ingest_max_body_bytes,
+        **({"logging_config": logging_config} if logging_config is not None else {}),
     )
     openapi_config.bind(app)
     app.state.services = services

@@ -8,18 +8,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.cache import SingleFlight
+from app.observability.metrics import Telemetry
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
     from redis.asyncio import Redis
 
     from app.alerts import Evaluator
+    from app.api.clickhouse_http import ClickHouseHttpServer
     from app.auth import Authenticator
     from app.cache import Cache, Degradation
     from app.clickhouse import ClickHouse
     from app.config import Settings
     from app.ingest.writer import EventWriter
     from app.limits import Limiter
+    from app.observability.exposition import MetricsServer
     from app.push.dedicated import DedicatedServer
     from app.push.hub import Hub
     from app.store import Store
@@ -40,10 +43,15 @@ class Services:
     degradation: Degradation  # what is failing, for readyz
     redis: Redis | None = None  # when REDIS_URL is set
     database_url: str = ""  # the PostgreSQL `pg` is on (the demo creates its org there)
+    # This process's Prometheus metrics (its own registry) and, with metrics_port, their port.
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    metrics_server: MetricsServer | None = None
     # Built over this object by `build_services` (they read its parts when they run).
     push: Hub = field(init=False)  # live push
     alerts: Evaluator = field(init=False)  # alerts on the push ticks
     dedicated: DedicatedServer | None = None  # the `websockets` transport, when push_port is set
+    # The ClickHouse HTTP interface's listener, when clickhouse_http_port is set (api role).
+    clickhouse_http: ClickHouseHttpServer | None = None
     # app/api/metrics.py's memos: compiled metrics and saved definitions (with the one read in
     # flight per definition).
     compiled_memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
@@ -54,10 +62,13 @@ class Services:
 
     async def start(self) -> None:
         """Start the background parts of this process's roles (`settings.roles`): the writer
-        (ingest); the poller, push transports and alerts evaluator (push). The api role has
-        none: its cache, limiter and store work on demand."""
+        (ingest); the poller, push transports and alerts evaluator (push); the ClickHouse HTTP
+        listener when configured (api; its cache, limiter and store work on demand)."""
         roles = self.settings.roles
         try:
+            if self.metrics_server is not None:
+                # First: a long WAL replay below is then visible to the operator's scrapes.
+                await self.metrics_server.start()
             await self.pg.open()
             if "ingest" in roles:
                 listeners = getattr(self.writer, "insert_listeners", None)
@@ -70,6 +81,8 @@ class Services:
                 if self.dedicated is not None:
                     await self.dedicated.start()
                 await self.alerts.start()
+            if "api" in roles and self.clickhouse_http is not None:
+                await self.clickhouse_http.start()
         except BaseException:
             # A failed start must not leave a part running (the pool's connection workers
             # would keep a process whose server never started alive): stop what started.
@@ -79,6 +92,8 @@ class Services:
     async def stop(self) -> None:
         """Stop what `start` started, in dependency order."""
         roles = self.settings.roles
+        if "api" in roles and self.clickhouse_http is not None:
+            await self.clickhouse_http.stop()  # no new statement once stopping
         if "push" in roles:
             # Alerts first: no evaluation (or webhook) outlives the poller and the store.
             await self.alerts.stop()
@@ -94,3 +109,5 @@ class Services:
         await self.pg.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()

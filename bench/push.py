@@ -1105,9 +1105,11 @@ SEED_CUSTOM = (
 )
 
 
-def _seed_specs(keys: int, orgs: int, database: str) -> tuple[list[Any], dict[str, int]]:
+def _seed_specs(
+    keys: int, orgs: int, database: str, unique: bool = False
+) -> tuple[list[Any], dict[str, int]]:
     """`keys` live keys over `orgs` orgs (keys // orgs each: the built-ins first, then the
-    custom shapes), and {probe key: org}."""
+    custom shapes, shared by every org or, with `unique`, each org's own), and {probe key: org}."""
     from app.push.keys import make_key
     from app.querybuilder.builtin import BUILTIN_METRICS
 
@@ -1122,6 +1124,10 @@ def _seed_specs(keys: int, orgs: int, database: str) -> tuple[list[Any], dict[st
             text, filters, group_by, window = shapes[j % len(shapes)]
             if j >= len(shapes):  # more keys per org than shapes: distinct extra filters
                 filters = [*filters, {"dimension": "path", "op": "!=", "value": f"/x{j}"}]
+            if unique and j >= len(BUILTIN_METRICS):
+                # Custom metrics no other org has (a value only this org filters on): they
+                # cannot fan in and are read per org.
+                filters = [*filters, {"dimension": "os", "op": "!=", "value": f"x{org}"}]
             spec = make_key(
                 text,
                 org_id=org,
@@ -1175,7 +1181,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
     ch = root.with_database("scale")
     migrate_clickhouse(ch, render_clickhouse(database="scale"))
     built = time.perf_counter()
-    specs, probes = _seed_specs(args.keys, args.orgs, "scale")
+    specs, probes = _seed_specs(args.keys, args.orgs, "scale", unique=args.unique_custom)
     compile_s = time.perf_counter() - built
     per_submit = max(1, args.ingest // 10)
     pool_n = min(max(per_submit * 20, 1000), 200_000)
@@ -1185,8 +1191,10 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
     settings = Settings.from_env(wal_dir=str(Path(data_dir, "wal")))
     modes = {
         "per_key": {"batch": False, "poll_all_s": 0},
-        "batched": {"batch": True, "poll_all_s": 0},
-        "batched_skip_idle": {"batch": True, "poll_all_s": 1},
+        "batched": {"batch": True, "fan_in": False, "poll_all_s": 0},
+        "batched_skip_idle": {"batch": True, "fan_in": False, "poll_all_s": 1},
+        "fan_in": {"batch": True, "fan_in": True, "poll_all_s": 0},
+        "fan_in_skip_idle": {"batch": True, "fan_in": True, "poll_all_s": 1},
     }
     wanted = [m for m in args.modes.split(",") if m] if args.modes else list(modes)
     out: dict[str, Any] = {}
@@ -1404,6 +1412,11 @@ def main() -> None:
         help="(d) > 0: the seed-scale run — this many events/s through the real writer",
     )
     parser.add_argument("--modes", default="", help="(d) --ingest: comma-separated modes to run")
+    parser.add_argument(
+        "--unique-custom",
+        action="store_true",
+        help="(d) --ingest: each org's custom metrics are its own (none shared with other orgs)",
+    )
     parser.add_argument(
         "--warm-timeout", type=float, default=60, help="(d) --ingest: bound on a mode's first round"
     )

@@ -102,6 +102,11 @@ def test_roles_from_the_environment(monkeypatch):
 
 def test_paths_map_to_roles_by_prefix():
     assert role_of_path("/v1/events") == "ingest"
+    # The other tools' formats (docs/ingest.md), matched on whole path segments.
+    for path in ("/e", "/e/", "/i/v0/e", "/batch", "/capture/", "/v1/batch", "/api/event"):
+        assert role_of_path(path) == "ingest", path
+    for path in ("/embed", "/batches", "/api/events", "/v1/eventsx", "/capturex"):
+        assert role_of_path(path) == "api", path
     assert role_of_path("/ws/subscribe") == "push"
     assert role_of_path("/push/stats") == "push"
     assert role_of_path("/healthz") is None and role_of_path("/readyz") is None

@@ -2,10 +2,10 @@
 loop of its own. Each enabled alert becomes a push key watched through the poller, so alerts
 and viewers of the same metric and filters share the key's read each tick; after each tick, every
 alert's state machine advances over the seconds that became complete. Transitions are stored
-first, then pushed to the org's sockets and sent to the webhook. See docs/alerts.md, sections
-"Evaluation", "Firing and resolving: in this order" and "Restarts". Long because the whole
-live path — definitions, the grouped and anomaly variants, replay, the order of side
-effects — reads best in one place."""
+first, then pushed to the org's sockets and sent to the alert's channels (unless silenced).
+See docs/alerts.md, sections "Evaluation", "Firing and resolving: in this order" and
+"Restarts". Long because the whole live path — definitions, the grouped and anomaly variants,
+replay, the order of side effects — reads best in one place."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from app.push.poller import KeyTick, Watch, run_guarded
 from app.querybuilder import MetricError
 
 from .anomaly import AnomalySpec, BaselineCache, additive, read_history, spec_of
+from .delivery import Dispatcher
 from .grouped import GroupedMachines
 from .machine import Machine, Transition
 from .rules import (
@@ -37,7 +38,6 @@ from .rules import (
     window_of,
 )
 from .state import AlertStateRepo, Change, to_second
-from .webhook import WebhookSender
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -112,8 +112,8 @@ class Evaluator:
         self.sync_s = s.alert_sync_s
         self.reload_gap_s = 3.0
         self._repo = AlertStateRepo(services.pg, s.pg_timeout_s)
-        self.sender = WebhookSender(
-            self.record_delivery,
+        self.sender = Dispatcher(
+            self.repo,
             timeout_s=s.alert_webhook_timeout_s,
             retries=s.alert_webhook_retries,
             backoff_s=s.alert_webhook_backoff_s,
@@ -173,17 +173,11 @@ class Evaluator:
         self.alerts.clear()
         await self.sender.close()
 
-    async def record_delivery(
-        self, event_id: int, delivery: str, attempts: int, error: str | None
-    ) -> None:
-        await self.repo.record_delivery(event_id, delivery, attempts, error)
-
     async def resend_undelivered(self, max_age_s: int = 3600) -> int:
         rows = await self.repo.undelivered(max_age_s)
         for row in rows:
-            if row["webhook_url"]:
-                payload = _payload(row, row["details"], to_second(row["at"]), row["kind"])
-                self.sender.submit(row["id"], row["webhook_url"], payload)
+            payload = _payload(row, row["details"], to_second(row["at"]), row["kind"])
+            self.sender.submit(row["id"], row["org_id"], payload, row["targets"])
         return len(rows)
 
     # -- definitions ----------------------------------------------------------------------
@@ -623,18 +617,20 @@ class Evaluator:
                 continue
             ev = change.event
             message = _message(live.row, change.event_id, ev)
+            # A silenced event still updates the org's pages (state), flagged so no toast pops.
+            message["silenced"] = change.silenced_by is not None
             try:
                 await self.hub.send_to_org(live.org_id, message)
             except Exception as exc:
                 log.warning("alerts: push of event %s failed: %s", change.event_id, exc)
-            if ev["webhook_url"]:
+            if change.targets:  # empty when silenced (docs/alerts.md "Silences")
                 payload = _payload(
                     {"id": change.event_id, "org_id": live.org_id, "alert_id": live.id, **ev},
                     ev["details"],
                     ev["at"],
                     ev["kind"],
                 )
-                self.sender.submit(change.event_id, ev["webhook_url"], payload)
+                self.sender.submit(change.event_id, live.org_id, payload, change.targets)
 
 
 _BAND = ("lower", "upper", "recovery_lower", "recovery_upper")
@@ -664,12 +660,11 @@ def _message(row: dict[str, Any], event_id: int, ev: dict[str, Any]) -> dict[str
         "value": ev["value"],
         "threshold": ev["threshold"],
         "comparator": row["comparator"],
-        "group": ev["details"].get("group"),
         "for_seconds": row["for_seconds"],
         "at": _iso(ev["at"]),
         "t": ev["at"],
         "event_id": event_id,
-    }
+    } | _group(ev["details"])
 
 
 def _payload(ev: dict[str, Any], details: dict[str, Any], second: int, kind: str) -> dict[str, Any]:
@@ -687,7 +682,12 @@ def _payload(ev: dict[str, Any], details: dict[str, Any], second: int, kind: str
         "comparator": what.get("comparator"),
         "for_seconds": what.get("for_seconds"),
         "severity": what.get("severity"),
-        "group": details.get("group"),
         "at": _iso(second),
         "t": second,
-    }
+    } | _group(details)
+
+
+def _group(details: dict[str, Any]) -> dict[str, Any]:
+    """A grouped alert's event names its group (`{"group": {...}}`); others add nothing."""
+    group = details.get("group")
+    return {} if group is None else {"group": group}

@@ -2,6 +2,7 @@
 limits."""
 
 from app.api.admin import ApiKeyController, OrgController, me
+from app.api.alert_channels import ChannelController, SilenceController
 from app.api.alerts import AlertController
 from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
@@ -18,6 +19,8 @@ route_handlers = [
     MetricController,
     QueryController,
     AlertController,
+    ChannelController,
+    SilenceController,
     ApiKeyController,
     OrgController,
     TokenController,

@@ -20,6 +20,7 @@ from msgspec import Meta
 from app.alerts.netguard import check_url as check_webhook_url
 from app.api.common import (
     MAX_BODY_BYTES,
+    MAX_ID,
     IfMatch,
     check_id,
     etag,
@@ -34,6 +35,7 @@ from app.api.schemas import (
     AnomalyIn,
     GroupBy,
     Name,
+    SilenceBrief,
     Version,
 )
 from app.api.series import locate_metric_error, validate_definition
@@ -79,7 +81,7 @@ class BacktestIn(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "f
     version: Version | None = None
 
 
-async def _decode(request: Request, type_: type) -> Any:
+async def decode_body(request: Request, type_: type) -> Any:
     """The JSON body as `type_`; a field the schema refuses → 422 with the field."""
     body = await request.body()
     check_depth(body, request.app.state.services.settings.max_json_depth)
@@ -147,6 +149,11 @@ def _check_fields(data: Any, settings: Any) -> None:
         if problem is not None:
             raise ApiError(
                 422, "invalid_webhook_url", f"webhook_url {problem}", {"field": "webhook_url"}
+            )
+    for i, cid in enumerate(getattr(data, "channel_ids", ())):
+        if not 1 <= cid <= MAX_ID:
+            raise ApiError(
+                422, "unknown_channel", f"no channel with id {cid}", {"field": f"channel_ids[{i}]"}
             )
     for i, f in enumerate(data.filters):
         if not isinstance(f.get("dimension"), str):
@@ -217,7 +224,15 @@ async def _sync(services: Services, org_id: int, alert_id: int) -> None:
 
 
 def _out(row: dict[str, Any]) -> AlertOut:
-    return msgspec.convert(row, AlertOut)
+    out = msgspec.convert(row, AlertOut)
+    if row.get("silence_id") is not None:
+        out.silenced = SilenceBrief(
+            row["silence_id"],
+            row["silence_ends_at"],
+            row["silence_reason"],
+            row["silence_metric_id"],
+        )
+    return out
 
 
 async def _run(services: Services, org_id: int, work: Any) -> Any:
@@ -253,7 +268,7 @@ class AlertController(Controller):
         """Notify when the metric is `comparator threshold` for `for_seconds` seconds.
         Body: AlertIn."""
         principal.require("editor")
-        data = await _decode(request, AlertIn)
+        data = await decode_body(request, AlertIn)
         values = await _validated(services, principal.org_id, data)
         row = await services.store.alerts.create(principal.org_id, values)
         await _sync(services, principal.org_id, row["id"])
@@ -278,7 +293,7 @@ class AlertController(Controller):
         """Body: AlertIn (with `version`, or send If-Match)."""
         principal.require("editor")
         check_id(alert_id)
-        data = await _decode(request, AlertIn)
+        data = await decode_body(request, AlertIn)
         version = expected_version(request, data.version)
         values = await _validated(services, principal.org_id, data)
         row = await services.store.alerts.update(principal.org_id, alert_id, version, values)
@@ -308,12 +323,18 @@ class AlertController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> AlertEventsOut:
-        """Firing/resolved history, newest first. Page with `before=<next_before>`."""
+        """Firing/resolved history, newest first, each event with its delivery attempts
+        (`deliveries`). Page with `before=<next_before>`."""
         from app.alerts.state import AlertStateRepo
 
         await services.store.alerts.get(principal.org_id, check_id(alert_id))
         repo = AlertStateRepo(services.pg, services.settings.pg_timeout_s)
         rows = await repo.events(principal.org_id, alert_id, limit, before)
+        by_event: dict[int, list[dict[str, Any]]] = {}
+        for d in await repo.deliveries(principal.org_id, [r["id"] for r in rows]):
+            by_event.setdefault(d["event_id"], []).append(d)
+        for r in rows:
+            r["deliveries"] = by_event.get(r["id"], [])
         return msgspec.convert(
             {"events": rows, "next_before": rows[-1]["id"] if len(rows) == limit else None},
             AlertEventsOut,
@@ -357,7 +378,7 @@ class AlertController(Controller):
         (approximation stated in the answer). Body: BacktestIn."""
         from app.alerts.backtest import backtest
 
-        data = await _decode(request, BacktestIn)
+        data = await decode_body(request, BacktestIn)
         _check_fields(data, services.settings)
         definition = await _check_watchable(services, principal.org_id, data)
         wall = time.time()

@@ -150,6 +150,17 @@ class AlertIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     webhook_url: Annotated[str, Meta(max_length=2000)] | None = None
     version: Version | None = None
+    # the org's notification channels this alert notifies (GET /alerts/channels)
+    channel_ids: Annotated[list[int], Meta(max_length=20)] = msgspec.field(default_factory=list)
+
+
+class SilenceBrief(msgspec.Struct):
+    """The silence muting an alert's notifications now."""
+
+    id: int
+    ends_at: datetime
+    reason: str
+    metric_id: int | None  # set when the silence is on the alert's saved metric
 
 
 class AlertOut(msgspec.Struct):
@@ -177,10 +188,25 @@ class AlertOut(msgspec.Struct):
     version: int
     created_at: datetime
     updated_at: datetime
+    channel_ids: list[int] = msgspec.field(default_factory=list)
+    silenced: SilenceBrief | None = None
+
+
+class DeliveryOut(msgspec.Struct):
+    """One attempt to deliver an event to one target (`attempt` 0: refused before sending)."""
+
+    channel_id: int | None  # null: the alert's own webhook_url (or a deleted channel)
+    channel_kind: Literal["webhook", "slack", "email"]
+    channel_name: str
+    attempt: int
+    status: Literal["delivered", "failed", "refused"]
+    response_code: int | None  # HTTP status, or the SMTP reply code
+    error: str | None
+    at: datetime
 
 
 class AlertEventOut(msgspec.Struct):
-    """One firing/resolved/no_data transition of an alert and its webhook delivery."""
+    """One firing/resolved/no_data transition of an alert and its notifications."""
 
     id: int
     alert_id: int
@@ -190,15 +216,101 @@ class AlertEventOut(msgspec.Struct):
     at: datetime
     details: dict[str, Any]
     group_key: str | None  # a grouped alert's group: the JSON of its group-by values
-    delivery: Literal["none", "pending", "delivered", "failed"]
+    delivery: Literal["none", "pending", "delivered", "failed", "silenced"]
     delivery_attempts: int
     delivery_error: str | None
     delivered_at: datetime | None
+    silenced_by: int | None = None  # the silence that muted it (null once that is deleted)
+    deliveries: list[DeliveryOut] = msgspec.field(default_factory=list)
 
 
 class AlertEventsOut(msgspec.Struct):
     events: list[AlertEventOut]
     next_before: int | None  # pass as `before` for the next (older) page; null on the last
+
+
+# -- alert channels and silences --------------------------------------------------------------
+
+HttpUrl = Annotated[str, Meta(min_length=1, max_length=2000)]
+EmailAddress = Annotated[str, Meta(min_length=3, max_length=320)]
+
+
+class WebhookChannelIn(msgspec.Struct, tag_field="kind", tag="webhook", forbid_unknown_fields=True):
+    """A generic webhook: the alert event as JSON, signed (X-ClickPulse-Signature).
+    `url` may be left out of an update to keep the stored one."""
+
+    name: Name
+    url: HttpUrl | None = None
+    version: Version | None = None
+
+
+class SlackChannelIn(msgspec.Struct, tag_field="kind", tag="slack", forbid_unknown_fields=True):
+    """A Slack-compatible incoming webhook. `url` may be left out of an update."""
+
+    name: Name
+    url: HttpUrl | None = None
+    version: Version | None = None
+
+
+class EmailChannelIn(
+    msgspec.Struct,
+    tag_field="kind",
+    tag="email",
+    forbid_unknown_fields=True,
+    rename={"from_": "from"},
+):
+    """Email over SMTP. `password` may be left out of an update to keep the stored one."""
+
+    name: Name
+    host: Annotated[str, Meta(min_length=1, max_length=253)]
+    from_: EmailAddress
+    to: Annotated[list[EmailAddress], Meta(min_length=1, max_length=20)]
+    port: Annotated[int, Meta(ge=1, le=65535)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    password: Annotated[str, Meta(max_length=500)] | None = None
+    version: Version | None = None
+
+
+ChannelIn = WebhookChannelIn | SlackChannelIn | EmailChannelIn
+
+
+class ChannelOut(msgspec.Struct):
+    """A channel without its secrets: a URL is shown as scheme://host/… (its path often
+    holds a token), an SMTP password only as `has_password`."""
+
+    id: int
+    name: str
+    kind: Literal["webhook", "slack", "email"]
+    settings: dict[str, Any]
+    alert_ids: list[int]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    secret: str | None = None  # the signing key: only in the answers to create and rotate
+
+
+class SilenceIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Mute one alert (`alert_id`) or every alert of a saved metric (`metric_id`) until
+    `until` (epoch seconds or ISO 8601), from `starts` (default: now)."""
+
+    until: int | str
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    alert_id: int | None = None
+    metric_id: int | None = None
+    starts: int | str | None = None
+
+
+class SilenceOut(msgspec.Struct):
+    id: int
+    alert_id: int | None
+    metric_id: int | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+    active: bool
 
 
 # -- API keys, org ---------------------------------------------------------------------------

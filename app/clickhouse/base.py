@@ -65,8 +65,14 @@ class QueryResult:
 
 #: Output formats `query_raw` may ask for (names are ClickHouse's).
 RAW_FORMATS = frozenset(
-    {"JSON", "JSONCompact", "JSONEachRow", "CSV", "CSVWithNames", "TSVWithNames", "Parquet"}
-)
+    {
+        "JSON", "JSONCompact", "JSONEachRow", "JSONCompactEachRow",
+        "CSV", "CSVWithNames", "CSVWithNamesAndTypes",
+        "TabSeparated", "TabSeparatedWithNames", "TabSeparatedWithNamesAndTypes", "TSVWithNames",
+        "Native", "RowBinary", "RowBinaryWithNames", "RowBinaryWithNamesAndTypes",
+        "Arrow", "ArrowStream", "Parquet",
+    }
+)  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 Public API:
 
-* `route_handlers` — mounted by `app.server.create_app`;
+* `route_handlers` — mounted by `app.server.create_app`: `/v1/events`, and the routes taking
+  PostHog, Segment/RudderStack and Plausible bodies (app.ingest.compat, app.ingest.formats);
 * `EventWriter` (app.ingest.writer) — the WAL-backed micro-batching writer held by
   `Services.writer`; `make_writer(ch, settings)` picks it or the Kafka sink (app.ingest.kafka);
 * `invalidate_api_key(services, key_hash=None)` — make a revocation apply at once in this
@@ -13,10 +14,12 @@ docs/ingest.md describes the wire format, limits and decisions.
 
 from typing import Any
 
+from app.ingest.compat import cors_headers
+from app.ingest.compat import route_handlers as compat_handlers
 from app.ingest.routes import invalidate_api_key, post_events
 from app.ingest.writer import EventWriter
 
-route_handlers = [post_events]
+route_handlers = [post_events, *compat_handlers]
 
 
 def make_writer(ch: Any, settings: Any) -> Any:
@@ -33,4 +36,4 @@ def make_writer(ch: Any, settings: Any) -> Any:
     return EventWriter(ch, settings)
 
 
-__all__ = ["EventWriter", "invalidate_api_key", "make_writer", "route_handlers"]
+__all__ = ["EventWriter", "cors_headers", "invalidate_api_key", "make_writer", "route_handlers"]

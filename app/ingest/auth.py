@@ -91,6 +91,9 @@ class ApiKeyCache:
         else:
             self._entries.pop(key_hash, None)
 
+    def _cache_key(self, secret: str) -> str:
+        return hash_secret(secret)
+
     def _known_good(self, key_hash: str) -> bool:
         entry = self._entries.get(key_hash)
         return entry is not None and entry[1] is not None and not entry[1].revoked
@@ -99,7 +102,7 @@ class ApiKeyCache:
         """The key for `secret`, or None if no such key exists. While PostgreSQL cannot
         answer, a key found in the last `stale_s` seconds is answered from its last lookup
         (a revocation made meanwhile applies once PostgreSQL is back)."""
-        key_hash = hash_secret(secret)
+        key_hash = self._cache_key(secret)
         now = time.monotonic()
         entry = self._entries.get(key_hash)
         if entry is not None and now - entry[0] < self.ttl_s:
@@ -192,3 +195,36 @@ def _invalid_key() -> ApiError:
         "unknown API key",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
+
+
+class SiteKeyCache(ApiKeyCache):
+    """The key a Plausible site's domain is mapped to (`ingest_sites`), cached like keys.
+
+    A domain is public (every page of the site shows it), so an unknown one is not a failed
+    secret and is not throttled; it is refused, and the refusal cached for the TTL."""
+
+    def _cache_key(self, secret: str) -> str:
+        return secret  # the domain itself: nothing secret to keep out of memory
+
+    async def _query(self, store: Any, key_hash: str) -> ApiKey | None:
+        self.lookups += 1
+        row = await store.api_keys.lookup_site(key_hash)
+        if row is None:
+            return None
+        return ApiKey(
+            org_id=row["org_id"], revoked=row["revoked"], rate_per_s=_rate_of(row["limits"])
+        )
+
+    async def for_domain(self, store: Any, domain: str) -> ApiKey | None:
+        """The live key of `domain`; None when it is not mapped or its key is revoked.
+        ApiError 503 when PostgreSQL cannot say (and no recent answer is kept)."""
+        try:
+            key = await self.get(store, domain)
+        except Exception as exc:
+            raise ApiError(
+                503,
+                "auth_unavailable",
+                "the site could not be looked up right now; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from exc
+        return None if key is None or key.revoked else key

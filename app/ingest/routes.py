@@ -102,7 +102,7 @@ def invalidate_api_key(services: Services, key_hash: str | None = None) -> None:
     ingest_state(services).keys.invalidate(key_hash)
 
 
-def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
+def client_ip(request: Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
@@ -112,7 +112,7 @@ def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
     return request.client.host if request.client else ""
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise _body_too_large(max_bytes)
@@ -155,12 +155,20 @@ def _body_too_large(max_bytes: int) -> ApiError:
 )
 async def post_events(request: Request, services: ServicesDep) -> Response[IngestResult]:
     """Store a batch of events for the key's org; answer per-event reasons for rejects."""
+    try:
+        return await _post_events(request, services)
+    except ApiError as exc:  # counted by code (the events of it, where known, by _store_events)
+        services.telemetry.ingest_refused(exc.code)
+        raise
+
+
+async def _post_events(request: Request, services: Services) -> Response[IngestResult]:
     settings = services.settings
     ingest = ingest_state(services)
     key = await ingest.keys.authenticate(
         services.store,
         request.headers.get("authorization"),
-        _client_ip(request, settings.ingest_trust_forwarded_for),
+        client_ip(request, settings.ingest_trust_forwarded_for),
     )
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not valid_key(idem_key):
@@ -170,9 +178,9 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             "Idempotency-Key must be 1-255 printable ASCII characters",
             where={"header": "Idempotency-Key"},
         )
-    body = await _read_body(request, settings.ingest_max_body_bytes)
+    body = await read_body(request, settings.ingest_max_body_bytes)
     if idem_key is None:
-        return await _store_events(request, services, ingest, key, body, None)
+        return await _store_events(request, services, key, body, None)
 
     store, org_id = ingest.idempotency, key.org_id
     hashed, digest = key_hash(idem_key), body_hash(body)
@@ -180,7 +188,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
         begun = await store.begin(org_id, hashed, digest)
     except Exception as exc:  # Redis down: answer anyway; the derived event ids still dedup
         log.warning("idempotency store unavailable, answering without it: %s", exc)
-        return await _store_events(request, services, ingest, key, body, idem_key)
+        return await _store_events(request, services, key, body, idem_key)
     if begun.state == "done":
         return Response(
             _decode_result(begun.response),
@@ -202,7 +210,7 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
             where={"header": "Idempotency-Key"},
         )
     try:
-        response = await _store_events(request, services, ingest, key, body, idem_key)
+        response = await _store_events(request, services, key, body, idem_key)
     except BaseException:
         try:
             await store.abandon(org_id, hashed)
@@ -219,7 +227,6 @@ async def post_events(request: Request, services: ServicesDep) -> Response[Inges
 async def _store_events(
     request: Request,
     services: Services,
-    ingest: IngestState,
     key: Any,
     body: bytes,
     idem_key: str | None,
@@ -231,11 +238,31 @@ async def _store_events(
         max_events=settings.ingest_max_events,
         max_depth=settings.max_json_depth,
     )
+    prefix = None if idem_key is None else idempotency_event_id_prefix(idem_key)
+    result = await store_items(request, services, key, items, event_id_prefix=prefix)
+    return Response(result, status_code=200)
+
+
+async def store_items(
+    request: Request,
+    services: Services,
+    key: Any,
+    items: list[tuple[int, bytes]],
+    *,
+    event_id_prefix: str | None = None,
+) -> IngestResult:
+    """Rate-limit, validate, enrich, deduplicate and write `items` (index, raw JSON event) for
+    the org of `key`: the one path every ingest format takes. ApiError when nothing was
+    stored (every event refused, over the rate limit, the writer unavailable)."""
+    settings = services.settings
+    ingest = ingest_state(services)
     if ingest.shared_limiter is not None:
         wait_s = await ingest.shared_limiter.acquire(key.org_id, len(items), key.rate_per_s)
     else:
         wait_s = ingest.limiter.acquire(key.org_id, len(items), key.rate_per_s)
     if wait_s > 0:
+        services.telemetry.events_rejected.labels("rate_limited").inc(len(items))
+        services.telemetry.org_throttled(key.org_id, "ingest_rate")
         retry_after = RateLimiter.retry_after_header(wait_s)
         raise ApiError(
             429,
@@ -252,12 +279,13 @@ async def _store_events(
         max_ts_ms=now_ms + settings.ingest_max_future_skew_s * 1000,
         max_event_bytes=settings.ingest_max_event_bytes,
         user_agent=request.headers.get("user-agent", ""),
-        client_ip=_client_ip(request, settings.ingest_trust_forwarded_for),
-        event_id_prefix=None if idem_key is None else idempotency_event_id_prefix(idem_key),
+        client_ip=client_ip(request, settings.ingest_trust_forwarded_for),
+        event_id_prefix=event_id_prefix,
     )
     columns, errors = build_columns(items, ctx, ingest.enricher)
     result = IngestResult(accepted=len(columns), rejected=len(errors), errors=errors)
     if not columns:
+        services.telemetry.ingest_stored(0, errors, 0)
         raise ApiError(
             400, "no_valid_events", f"all {len(errors)} events were rejected", where=result
         )
@@ -275,10 +303,14 @@ async def _store_events(
         if len(columns):
             await _submit(writer, columns, key.org_id)
         stored = True
+    except ApiError as exc:  # 503: none of the request's events was stored
+        services.telemetry.events_rejected.labels(exc.code).inc(len(items))
+        raise
     finally:
         if claim is not None:
             window.settle(claim, stored=stored)
-    return Response(result, status_code=200)
+    services.telemetry.ingest_stored(len(columns), errors, result.duplicates or 0)
+    return result
 
 
 async def _submit(writer: Any, columns: Any, org_id: int) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ class Wal:
         self._current: _Segment | None = None
         self._sealed: dict[int, int] = {}  # seq -> size, sealed and not yet retired
         self._tokens: dict[int, str] = {}  # seq -> token, of sealed segments
+        self._created: dict[int, float] = {}  # seq -> monotonic creation time, until retired
         self._undeleted: list[int] = []  # inserted, but deleting the file failed: retried
         self._checkpoint_fd: int | None = None
         self.checkpoint = 0  # every segment numbered up to this is inserted
@@ -285,6 +287,7 @@ class Wal:
             self._sync_executor = None
         self._sealed = {}  # unretired segments stay on disk: leftovers of the next open()
         self._tokens = {}
+        self._created = {}
         self._undeleted = []
         if self._checkpoint_fd is not None:
             os.close(self._checkpoint_fd)
@@ -299,6 +302,13 @@ class Wal:
         """Bytes in segments not yet retired (sealed ones and the open one)."""
         current = self._current.size if self._current is not None else 0
         return current + sum(self._sealed.values())
+
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest segment this process created and has not retired was
+        created (0 when none): how far the inserts are behind the WAL."""
+        if not self._created:
+            return 0.0
+        return max(0.0, time.monotonic() - min(self._created.values()))
 
     def append(self, payload: bytes) -> int:
         """Write one framed record to the open segment (created on first use); answer the
@@ -349,6 +359,7 @@ class Wal:
         except OSError as exc:
             raise WalError(f"creating WAL segment {path!r} failed: {exc}") from exc
         self._dir_dirty = True
+        self._created[seq] = time.monotonic()
         return _Segment(seq, path, fd)
 
     def seal(self) -> list[int]:
@@ -380,6 +391,7 @@ class Wal:
             if self._sealed.pop(seq, None) is None:
                 continue
             self._tokens.pop(seq, None)
+            self._created.pop(seq, None)
             self.mark_inserted(seq)
             retry.append(seq)
         for seq in retry:

@@ -29,6 +29,7 @@ from app.health import ComponentHealth
 from app.ingest.columns import ARROW_SCHEMA, ARROW_SCHEMA_WITH_ID, Columns, with_event_id
 from app.ingest.dedup import EventIdWindow
 from app.ingest.wal import Wal, WalError, decode_table, encode_table
+from app.observability import Telemetry
 
 log = logging.getLogger("clickpulse.ingest.writer")
 
@@ -162,8 +163,11 @@ class EventWriter:
         *,
         table: str = "events_queue",
         insert_settings: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.ch = ch
+        # Batch sizes, INSERT latency, pipeline lag; build_services sets the process's own.
+        self.telemetry = telemetry or Telemetry()
         self.table = table
         self.max_rows = settings.writer_max_rows
         self.max_delay_s = settings.writer_max_delay_ms / 1000
@@ -608,6 +612,7 @@ class EventWriter:
                 ranges = await self._summarize(batch.tables)
             except Exception as exc:  # any failure must be handled, never vanish
                 self.failed_flushes += 1
+                self.telemetry.insert_failures.inc()
                 # Logged at ERROR once per failing period (here and by insert_health), then
                 # DEBUG: a ClickHouse outage must not write a line per retry or per request.
                 level = logging.ERROR if self.insert_health.ok else logging.DEBUG
@@ -710,4 +715,6 @@ class EventWriter:
         settings = self.insert_settings
         if token is not None:
             settings = {**settings, **dedup_insert_settings(token)}
+        started = time.perf_counter()
         self.ch.insert_sync(self.table, table, settings=settings)
+        self.telemetry.inserted(table, time.perf_counter() - started)

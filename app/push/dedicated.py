@@ -105,6 +105,8 @@ class DirectConnection(Connection):
         """Write `text` to caught-up sockets (`writable`) in one `websockets.broadcast()`: the
         frame is built once per socket and written synchronously (the hub's fanout)."""
         broadcast([conn.ws for conn in conns], text)
+        for conn in conns:
+            conn.sent += 1
 
     def send_text(self, text: str) -> None:
         if self.close_code is not None:

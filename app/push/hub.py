@@ -44,6 +44,7 @@ class Hub:
         self.settings = s
         self.node_id = uuid.uuid4().hex[:12]
         self.conns: set[Connection] = set()
+        self.frames_of_closed = 0  # messages written to sockets since dropped (for metrics)
         self.by_key: dict[str, set[Connection]] = {}
         self.by_org: dict[int, set[Connection]] = {}
         self.specs: dict[str, KeySpec] = {}
@@ -77,6 +78,7 @@ class Hub:
             on_lag=self.set_lag,
             # Phases are balanced by fan-out: a key's cost is its local subscribers.
             weight=self._viewers,
+            telemetry=services.telemetry,
             full_reread_s=s.push_full_reread_s,
             # Skipping orgs without reported inserts needs every insert to be reported here:
             # by this process's writer (embedded ClickHouse: nobody else writes) or by every
@@ -332,6 +334,7 @@ class Hub:
         await self._on_message(conn, data)
 
     async def _drop(self, conn: Connection) -> None:
+        self.frames_of_closed += conn.sent if conn in self.conns else 0
         self.conns.discard(conn)
         org = self.by_org.get(conn.org_id)
         if org is not None:

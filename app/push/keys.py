@@ -6,6 +6,8 @@ on the same text and `run_compiled` re-verifies the tenant guard on it before it
 
 `key` = sha256 of (database, org_id, SQL text, non-time parameters): viewers of the same metric
 with the same filters and group-by in the same org share one key; another org never does.
+`shape` = the same without the org, for keys the poller may read with other orgs' keys of the
+same shape in one fan-in statement (app/querybuilder/fanin.py); None for the others.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import msgspec
 
 from app.querybuilder import CompiledQuery, compile_metric, parse_form, parse_metric
 from app.querybuilder.batch import LiveQuery, batchable, live_query
+from app.querybuilder.fanin import fan_in_window_eligible, total_live_query
 
 #: Parameters the planner derives from the time range; everything else identifies the query.
 TIME_PARAMS = frozenset({"time_from", "time_to", "time_from_read"})
@@ -38,6 +41,10 @@ class KeySpec:
     # What it was compiled from, for batched polling (app/querybuilder/batch.py); None: the
     # key always runs its own statement.
     live: LiveQuery | None = field(default=None, compare=False)
+    # Same text and values for another org ⇒ same shape (`shape_hash`); None: never fanned in.
+    shape: str | None = field(default=None, compare=False)
+    # "batch" (read with other shapes under `__k`) or "window" (its own fan-in statement).
+    shape_kind: str = field(default="", compare=False)
 
     @property
     def batchable(self) -> bool:
@@ -63,6 +70,13 @@ class KeySpec:
 
     def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[o] for o in self.outputs)
+
+
+def shape_hash(database: str, sql: str, params: dict[str, Any]) -> str:
+    """What two orgs' keys share when they read the same metric the same way."""
+    stable = {k: v for k, v in params.items() if k not in TIME_PARAMS and k != "org_id"}
+    blob = msgspec.json.encode(["shape", database, sql, sorted(stable.items())])
+    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 def key_hash(database: str, org_id: int, sql: str, params: dict[str, Any]) -> str:
@@ -102,6 +116,12 @@ def make_key(
     columns = compiled.plan.columns
     outputs = columns[len(columns) - n_outputs :]
     dims = columns[1 : len(columns) - n_outputs]
+    live = live_query(metric, filters=filters or (), group_by=group_by)
+    shape_kind = ""
+    if batchable(live, compiled.plan) and total_live_query(live):
+        shape_kind = "batch"
+    elif fan_in_window_eligible(live, compiled.plan):
+        shape_kind = "window"
     return KeySpec(
         key=key_hash(database, org_id, compiled.sql, compiled.params),
         org_id=org_id,
@@ -110,5 +130,7 @@ def make_key(
         outputs=tuple(outputs),
         window_s=compiled.plan.window_s,
         label={"table": compiled.plan.table},
-        live=live_query(metric, filters=filters or (), group_by=group_by),
+        live=live,
+        shape=shape_hash(database, compiled.sql, compiled.params) if shape_kind else None,
+        shape_kind=shape_kind,
     )

@@ -1,6 +1,7 @@
-"""The Poller: each round reads every active key's recent seconds of rollup_1s — one statement
-per org and table for the keys that batch (app/querybuilder/batch.py), nothing for orgs with no
-reported insert between poll-all rounds — diffs them against what was last emitted, and hands
+"""The Poller: each round reads every active key's recent seconds of rollup_1s — the shapes many
+orgs share in one fan-in statement for all their orgs (app/querybuilder/fanin.py), the other
+keys that batch in one statement per org and table (app/querybuilder/batch.py), nothing for orgs
+with no reported insert between poll-all rounds — diffs them against what was last emitted, and hands
 the changed rows (encoded once) to the hub or Redis; alerts watch keys through `watch()`. Long
 because a round's steps (lease, phases, batched reads with their per-key fallback, late
 re-reads, diff, listeners) share the per-key state kept here; split, they would pass it around.
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.clickhouse import ClickHouse
+from app.observability import Telemetry
 from app.push import protocol
 from app.push.keys import KeySpec
 from app.push.late import LateRows
-from app.querybuilder.execute import run_compiled_async
+from app.querybuilder.execute import run_compiled_async, run_fan_in_async
 
 log = logging.getLogger("clickpulse.push.poller")
 
@@ -82,6 +84,12 @@ async def run_guarded(ch: ClickHouse, compiled: Any) -> Any:
     return await run_compiled_async(ch, compiled)
 
 
+async def run_fan_in(ch: ClickHouse, query: Any) -> Any:
+    """Run a fan-in statement (many orgs' keys of shared shapes): its guard re-verified on the
+    final SQL and its orgs parameter checked, like `run_guarded`."""
+    return await run_fan_in_async(ch, query)
+
+
 #: Rounds start this long after each multiple of the tick on the wall clock: a timer may fire
 #: a hair early, and a round that reads `int(time.time())` just before a second boundary would
 #: miss the second that has just begun until the next round.
@@ -135,9 +143,12 @@ class Poller:
         full_reread_s: int = 30,
         poll_all_s: int = 0,
         batch: bool = True,
+        fan_in: bool = True,
         unit_weight: int = 256,
+        telemetry: Telemetry | None = None,
     ):
         self.ch = ch
+        self.telemetry = telemetry or Telemetry()  # round durations and statements
         self.tick_ms = tick_ms
         self.reread_s = reread_s
         self.retention_s = retention_s
@@ -159,6 +170,9 @@ class Poller:
         # Keys of one org over one table (and the same seconds) read in one statement
         # (app/querybuilder/batch.py); False: one statement per key.
         self.batch = batch
+        # Keys with a shape (KeySpec.shape) read for all their orgs in one statement per phase,
+        # table and seconds (app/querybuilder/fanin.py); False: per org as above.
+        self.fan_in = fan_in  # (only while `batch` is on too)
         # Compiled batches by their keys (the SQL does not depend on the range): compiled once,
         # re-bound each round; the least recently used go first.
         self._compiled_batches: OrderedDict[tuple[str, ...], Any] = OrderedDict()
@@ -183,6 +197,7 @@ class Poller:
         self.ticks = 0
         self.queries = 0  # statements run (a batch is one)
         self.batches = 0  # statements that answered more than one key
+        self.fan_ins = 0  # statements that answered keys of several orgs at once
         self.skipped = 0  # key polls left out because their org reported no insert
         self.query_s = 0.0  # seconds spent waiting for this poller's statements
         self.last_tick_s = 0.0
@@ -263,7 +278,7 @@ class Poller:
         from tests (`CLICKPULSE_PUSH_TICK_MS=0` leaves rounds to them); `now` (epoch s) pins
         the time every phase reads up to, otherwise each phase reads up to its own start."""
         async with self._tick_lock:
-            started = time.perf_counter()
+            started, queries_before = time.perf_counter(), self.queries
             loop = asyncio.get_running_loop()
             round_at = loop.time()
             lag_ms = int(self.lag_source() * 1000)
@@ -327,6 +342,7 @@ class Poller:
             self.ticks += 1
             self._rounds += 1
             self.last_tick_s = time.perf_counter() - started
+            self.telemetry.poll_round(self.last_tick_s, self.queries - queries_before)
             return ticks
 
     def plan_phases(
@@ -455,17 +471,102 @@ class Poller:
         for item in due:
             state, lo, hi = item
             spec = state.spec
-            if self.batch and spec.batchable:
-                ident: tuple[Any, ...] = (spec.org_id, spec.compiled.plan.table, lo, hi)
+            if self.batch and self.fan_in and spec.shape is not None:
+                shape = spec.shape if spec.shape_kind == "window" else ""
+                ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, lo, hi)
+            elif self.batch and spec.batchable:
+                ident = (spec.org_id, spec.compiled.plan.table, lo, hi)
             else:
                 ident = ("key", spec.key)
             batches.setdefault(ident, []).append(item)
         reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
-        await asyncio.gather(*(self._read(items, reads) for items in batches.values()))
+        await asyncio.gather(
+            *(
+                self._read_fan_in(items, reads)
+                if ident[0] == "fan-in"
+                else self._read(items, reads)
+                for ident, items in batches.items()
+            )
+        )
         return [
             (state, self._apply(state, reads[state.spec.key], now, lo, hi, lag_ms))
             for state, lo, hi in due
         ]
+
+    async def _read_fan_in(
+        self, items: list[tuple[_KeyState, int, int]], reads: dict[str, Any]
+    ) -> None:
+        """Read `items` (keys of many orgs over the same table and seconds, each with a shape;
+        one windowed shape, or batchable shapes) in one fan-in statement per `MAX_BATCH`
+        shapes; a statement that fails is read again per org (`_read`), so an error never
+        crosses orgs."""
+        from app.querybuilder.batch import MAX_BATCH
+        from app.querybuilder.fanin import compile_fan_in_batch, compile_fan_in_window
+
+        by_shape: dict[str, list[tuple[_KeyState, int, int]]] = {}
+        for item in items:
+            by_shape.setdefault(item[0].spec.shape or "", []).append(item)
+        shapes = sorted(by_shape)
+        lo, hi = items[0][1], items[0][2]
+        for start in range(0, len(shapes), MAX_BATCH):
+            chunk_shapes = shapes[start : start + MAX_BATCH]
+            chunk = [item for shape in chunk_shapes for item in by_shape[shape]]
+            index = {shape: i for i, shape in enumerate(chunk_shapes)}
+            first = [by_shape[shape][0][0].spec for shape in chunk_shapes]
+            orgs = sorted({state.spec.org_id for state, _, _ in chunk})
+            try:
+                ident = ("fan-in", *chunk_shapes)
+                batch = self._compiled_batches.get(ident)
+                if batch is None:
+                    if first[0].shape_kind == "window":
+                        batch = compile_fan_in_window(
+                            first[0].live,
+                            first[0].window_s,
+                            org_ids=orgs,
+                            database=self.ch.database,
+                            time_from=lo,
+                            time_to=hi,
+                        )
+                    else:
+                        batch = compile_fan_in_batch(
+                            [spec.live for spec in first],
+                            org_ids=orgs,
+                            database=self.ch.database,
+                            time_from=lo,
+                            time_to=hi,
+                        )
+                    self._remember_batch(ident, batch)
+                else:
+                    self._compiled_batches.move_to_end(ident)
+                bound = batch.bind(lo, hi, orgs)
+                for state, _, _ in chunk:
+                    state.queries += 1
+                async with self._sem:
+                    self.queries += 1
+                    started = time.perf_counter()
+                    try:
+                        result = await run_fan_in(self.ch, bound.compiled)
+                    finally:
+                        self.query_s += time.perf_counter() - started
+                self.fan_ins += 1
+            except Exception as exc:
+                log.warning(
+                    "push fan-in of %d keys failed, reading them per org: %s", len(chunk), exc
+                )
+                per_org: dict[int, list[tuple[_KeyState, int, int]]] = {}
+                for item in chunk:
+                    per_org.setdefault(item[0].spec.org_id, []).append(item)
+                await asyncio.gather(*(self._read(group, reads) for group in per_org.values()))
+                continue
+            wanted = {(state.spec.org_id, index[state.spec.shape or ""]) for state, _, _ in chunk}
+            split = bound.split(result.columns, result.types, result.rows, wanted)
+            for state, _, _ in chunk:
+                reads[state.spec.key] = split[(state.spec.org_id, index[state.spec.shape or ""])]
+
+    def _remember_batch(self, ident: tuple[Any, ...], batch: Any) -> None:
+        self._compiled_batches[ident] = batch
+        while len(self._compiled_batches) > BATCH_CACHE:
+            del self._compiled_batches[next(iter(self._compiled_batches))]
 
     async def _read(self, items: list[tuple[_KeyState, int, int]], reads: dict[str, Any]) -> None:
         """Read `items` (one key, or keys of one org over the same table and seconds) into
@@ -488,9 +589,7 @@ class Poller:
                             time_from=chunk[0][1],
                             time_to=chunk[0][2],
                         )
-                        self._compiled_batches[members] = batch
-                        while len(self._compiled_batches) > BATCH_CACHE:
-                            del self._compiled_batches[next(iter(self._compiled_batches))]
+                        self._remember_batch(members, batch)
                     else:
                         self._compiled_batches.move_to_end(members)
                     batch = batch.bind(chunk[0][1], chunk[0][2])

@@ -108,7 +108,9 @@ def _placeholder_type(type_: exp.DataType | None) -> exp.DataType:
 
 
 @dataclass(frozen=True, slots=True)
-class _Member:
+class BatchMember:
+    """One key of a batch: its dimension names and (output name, batch column) pairs."""
+
     dims: tuple[str, ...]
     outputs: tuple[tuple[str, str], ...]  # (output name, batch column)
 
@@ -118,7 +120,7 @@ class LiveBatch:
     """A compiled batch and how to split its result back into the keys' own rows."""
 
     compiled: CompiledQuery
-    members: tuple[_Member, ...]
+    members: tuple[BatchMember, ...]
     time_from: int
     time_to: int
 
@@ -161,14 +163,14 @@ class LiveBatch:
                 # No row of the key at all: its own statement fills every second of the range
                 # (WITH FILL on an empty result: every column at its type's default), so does
                 # this.
-                filler = {d: _type_default(types[index[f"__d_{d}"]]) for d in member.dims}
+                filler = {d: fill_value(types[index[f"__d_{d}"]]) for d in member.dims}
                 for name, col in member.outputs:
-                    filler[name] = _type_default(types[index[col]])
+                    filler[name] = fill_value(types[index[col]])
                 out[i] = [{"t": t, **filler} for t in range(self.time_from, self.time_to)]
         return out
 
 
-def _type_default(type_name: str) -> Any:
+def fill_value(type_name: str) -> Any:
     """The value ClickHouse's WITH FILL puts in a non-sort column of this type."""
     if type_name.startswith("Nullable("):
         return None
@@ -193,6 +195,16 @@ def compile_live_batch(
     rollup_1s into one guarded statement; `LiveBatch.split` gives each query's own rows.
 
     Goes through `planner.finish` (guard applied last, then verified) like every compile."""
+    select, params, members, plan = build_live_select(queries, database, time_from, time_to)
+    compiled = finish(select, org_id=org_id, database=database, params=params, plan=plan)
+    return LiveBatch(compiled, members, int(time_from), int(time_to))
+
+
+def build_live_select(
+    queries: Sequence[LiveQuery], database: str, time_from: int, time_to: int
+) -> tuple[exp.Select, Params, tuple[BatchMember, ...], Plan]:
+    """The unguarded SELECT of a batch of `queries` (`compile_live_batch` guards it for one
+    org, fanin.py for many), its parameters, members and plan."""
     if not queries:
         raise MetricError("invalid_batch", "a batch needs at least one query")
     if len(queries) > MAX_BATCH:
@@ -206,7 +218,7 @@ def compile_live_batch(
 
     dim_users: dict[str, list[int]] = {}
     output_columns: dict[str, tuple[str, exp.Expression]] = {}  # sql → (alias, node)
-    members: list[_Member] = []
+    members: list[BatchMember] = []
     branches: list[exp.Expression] = []
     for i, query in enumerate(queries, start=1):
         metric = query.metric
@@ -222,7 +234,7 @@ def compile_live_batch(
             if text not in output_columns:
                 output_columns[text] = (f"__o{len(output_columns)}", node)
             outputs.append((output.name, output_columns[text][0]))
-        members.append(_Member(dims, tuple(outputs)))
+        members.append(BatchMember(dims, tuple(outputs)))
         parts: list[exp.Expression] = [exp.EQ(this=key.copy(), expression=num(i))]
         if metric.where is not None:
             parts.append(renderer.expr(metric.where))
@@ -280,5 +292,4 @@ def compile_live_batch(
         kind="live_batch",
         columns=names,
     )
-    compiled = finish(select, org_id=org_id, database=database, params=params, plan=plan)
-    return LiveBatch(compiled, tuple(members), int(time_from), int(time_to))
+    return select, params, tuple(members), plan

@@ -3,10 +3,14 @@
 `run_compiled` does not trust the `CompiledQuery` it is given: it re-parses `compiled.sql`
 (the text that will actually run), re-checks the guard on that AST and that the `org_id`
 parameter is the compiled tenant, and only then hands the query to the ClickHouse facade.
+The structural half of that proof depends on the text alone (the org is a bound parameter), so
+a text proven once is remembered (`_proven`, bounded): the live poller runs the same few texts
+every round and pays the parse once; the parameter half is checked on every run.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import sqlglot
@@ -15,26 +19,68 @@ from sqlglot.errors import ParseError
 
 from app.clickhouse import ClickHouse, QueryResult
 from app.querybuilder.errors import TenantGuardError
-from app.querybuilder.guard import METRIC_POLICY, verify_tenant_guard, visible_rows_query
-from app.querybuilder.model import CompiledQuery
+from app.querybuilder.guard import (
+    FANIN_POLICY,
+    METRIC_POLICY,
+    GuardPolicy,
+    verify_guard_params,
+    verify_guard_structure,
+    verify_tenant_guard,
+    visible_rows_query,
+)
+from app.querybuilder.model import CompiledQuery, FanInQuery
+
+#: Texts whose structure was proven, by (policy, database, sql) → the proven tree (read-only).
+_PROVEN_MAX = 4096
+_proven: OrderedDict[tuple[str, str, str], exp.Expression] = OrderedDict()
 
 
-def check_compiled(compiled: CompiledQuery, database: str) -> exp.Expression:
-    """Raise TenantGuardError unless `compiled.sql` provably reads only `compiled.org_id`'s rows;
-    the verified tree of that text."""
-    if compiled.database != database:
-        raise TenantGuardError(
-            f"query compiled for database {compiled.database!r}, not {database!r}"
-        )
+def _proven_tree(sql: str, database: str, policy: GuardPolicy) -> exp.Expression:
+    """The tree of `sql` once `verify_guard_structure` accepted it (TenantGuardError if not)."""
+    ident = (policy.name, database, sql)
+    tree = _proven.get(ident)
+    if tree is not None:
+        _proven.move_to_end(ident)
+        return tree
     try:
-        trees = sqlglot.parse(compiled.sql, dialect="clickhouse")
+        trees = sqlglot.parse(sql, dialect="clickhouse")
     except ParseError as exc:
         raise TenantGuardError(f"compiled SQL does not parse: {exc}") from None
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise TenantGuardError("compiled SQL must be exactly one statement")
-    verify_tenant_guard(trees[0], compiled.org_id, database=database, params=dict(compiled.params))
+    verify_guard_structure(trees[0], database, policy)
+    _proven[ident] = trees[0]
+    while len(_proven) > _PROVEN_MAX:
+        _proven.popitem(last=False)
     return trees[0]
+
+
+def check_compiled(compiled: CompiledQuery, database: str) -> exp.Expression:
+    """Raise TenantGuardError unless `compiled.sql` provably reads only `compiled.org_id`'s rows;
+    the verified tree of that text (shared: never modify it)."""
+    if compiled.database != database:
+        raise TenantGuardError(
+            f"query compiled for database {compiled.database!r}, not {database!r}"
+        )
+    verify_guard_params(compiled.org_id, dict(compiled.params), METRIC_POLICY)
+    return _proven_tree(compiled.sql, database, METRIC_POLICY)
+
+
+def check_fan_in(query: FanInQuery, database: str) -> None:
+    """Raise TenantGuardError unless `query.sql` provably reads only the rows of
+    `query.org_ids`, every output row grouped by its org (guard.FANIN_POLICY)."""
+    if query.database != database:
+        raise TenantGuardError(f"query compiled for database {query.database!r}, not {database!r}")
+    verify_guard_params(query.org_ids, dict(query.params), FANIN_POLICY)
+    _proven_tree(query.sql, database, FANIN_POLICY)
+
+
+async def run_fan_in_async(ch: ClickHouse, query: FanInQuery) -> QueryResult:
+    """Verify a fan-in statement like `run_compiled_async`, then run it (in no org's lane: it
+    serves many; the poller bounds its own concurrency)."""
+    check_fan_in(query, ch.database)
+    return await ch.query(query.sql, params=dict(query.params))
 
 
 def run_compiled(ch: ClickHouse, compiled: CompiledQuery) -> QueryResult:

@@ -30,6 +30,10 @@ from app.querybuilder.sql_functions import analyst_function_allowed
 
 ORG_PARAM = "org_id"
 ORG_TYPE = "UInt32"
+#: The fan-in policy's guard parameter: the sorted orgs one live statement reads at once.
+ORGS_PARAM = "org_ids"
+#: The fan-in policy's group key: every output row belongs to the org it names.
+ORG_GROUP = "__org"
 #: CTEs of analysts' SQL are renamed to this prefix + a number (user names may not use it).
 CTE_PREFIX = "__cp_cte_"
 
@@ -71,6 +75,7 @@ EMITTED_FUNCTIONS = frozenset(
         "not",
         "arrayElement",
         "greatest",
+        "least",
     ]
 )
 
@@ -108,6 +113,7 @@ class GuardPolicy:
     allow_joins: bool
     allow_ctes: bool
     function_allowed: Callable[[exp.Func], bool]
+    fan_in: bool = False
 
 
 METRIC_POLICY = GuardPolicy(
@@ -118,6 +124,19 @@ METRIC_POLICY = GuardPolicy(
     allow_joins=False,
     allow_ctes=False,
     function_allowed=_emitted_function,
+)
+#: Live reads of many orgs in one statement (app/querybuilder/fanin.py): the metric policy, with
+#: the read guarded by `has({org_ids:Array(UInt32)}, org_id)` and the whole statement grouped
+#: by `org_id AS __org` first, so no aggregate ever combines two orgs' rows (`_verify_fan_in`).
+FANIN_POLICY = GuardPolicy(
+    name="fan-in",
+    tables=frozenset({"rollup_1s"}),
+    read_bounds=True,
+    free_params=True,
+    allow_joins=False,
+    allow_ctes=False,
+    function_allowed=_emitted_function,
+    fan_in=True,
 )
 ANALYST_POLICY = GuardPolicy(
     name="analyst",
@@ -156,6 +175,28 @@ def guard_condition() -> exp.EQ:
             kind=exp.DataType.build(ORG_TYPE, dialect="clickhouse"),
         ),
     )
+
+
+def fan_in_guard_condition() -> exp.ArrayContains:
+    """`has({org_ids:Array(UInt32)}, org_id)`; the orgs are always the bound parameter."""
+    return exp.ArrayContains(
+        this=exp.Placeholder(
+            this=exp.Var(this=ORGS_PARAM),
+            kind=exp.DataType.build(f"Array({ORG_TYPE})", dialect="clickhouse"),
+        ),
+        expression=exp.column(ORG_PARAM),
+    )
+
+
+def check_org_ids(org_ids: object) -> tuple[int, ...]:
+    """The orgs of a fan-in statement: a non-empty, strictly increasing tuple of org ids."""
+    if not isinstance(org_ids, tuple) or not org_ids:
+        raise TenantGuardError(f"org_ids must be a non-empty tuple, got {org_ids!r}")
+    for org_id in org_ids:
+        check_org_id(org_id)
+    if any(a >= b for a, b in zip(org_ids, org_ids[1:], strict=False)):
+        raise TenantGuardError("org_ids must be strictly increasing")
+    return org_ids
 
 
 def _is_uint32_param(node: exp.Expression) -> bool:
@@ -234,15 +275,18 @@ def isolated_read(
     table: str,
     alias: exp.TableAlias | None,
     bounds: list[exp.Expression] | None = None,
+    *,
+    fan_in: bool = False,
 ) -> exp.Subquery:
     """`(SELECT * [REPLACE (CAST(c AS String) AS c, …)] FROM <db>.<table> WHERE org_id =
     {org_id:UInt32} [AND bounds] LIMIT <barrier>) AS <alias>`.
 
     The alias defaults to the table's name, so `events.country` keeps working around it.
+    `fan_in`: the guard is `fan_in_guard_condition()` (many orgs, FANIN_POLICY) instead.
     """
     source = exp.Table(this=exp.to_identifier(table), db=exp.to_identifier(database))
     star = exp.Star(replace=_plain_casts(table) or None)
-    condition: exp.Expression = guard_condition()
+    condition: exp.Expression = fan_in_guard_condition() if fan_in else guard_condition()
     for bound in bounds or []:
         condition = exp.And(this=condition, expression=bound)
     select = exp.Select(
@@ -278,7 +322,7 @@ def _and_all(parts: list[exp.Expression]) -> exp.Expression | None:
     return result
 
 
-def _isolate_direct_read(select: exp.Select, database: str) -> None:
+def _isolate_direct_read(select: exp.Select, database: str, fan_in: bool = False) -> None:
     """The metric compiler's `SELECT … FROM <db>.<t> WHERE <bounds ∧ rest>`: the table becomes
     an isolated read carrying the bounds; the rest stays above it."""
     table = select.args["from_"].this
@@ -287,7 +331,9 @@ def _isolate_direct_read(select: exp.Select, database: str) -> None:
     bounds = [t.copy() for t in terms if is_read_bound(t)]
     rest = [t for t in terms if not is_read_bound(t)]
     alias = table.args.get("alias")
-    read = isolated_read(database, table.name, alias.copy() if alias else None, bounds)
+    read = isolated_read(
+        database, table.name, alias.copy() if alias else None, bounds, fan_in=fan_in
+    )
     table.replace(read)
     remaining = _and_all([t.copy() for t in rest])
     select.set("where", exp.Where(this=remaining) if remaining is not None else None)
@@ -295,7 +341,7 @@ def _isolate_direct_read(select: exp.Select, database: str) -> None:
 
 def apply_tenant_guard(
     ast: exp.Expression,
-    org_id: int,
+    org_id: int | tuple[int, ...],
     *,
     policy: GuardPolicy = METRIC_POLICY,
     database: str | None = None,
@@ -307,14 +353,18 @@ def apply_tenant_guard(
     as the `org_id` parameter of the compiled query. The metric policy isolates every table a
     SELECT reads directly (its database is taken from the table when not given) and moves the
     SELECT's read bounds into the isolated read; the analyst policy replaces exactly the
-    `<database>.<table>` references the caller qualified.
+    `<database>.<table>` references the caller qualified. The fan-in policy takes a tuple of
+    orgs (`check_org_ids`) and isolates like the metric policy, with the many-org guard.
     """
-    check_org_id(org_id)
+    if policy.fan_in:
+        check_org_ids(org_id)
+    else:
+        check_org_id(org_id)
     if policy.read_bounds:
         for select in list(ast.find_all(exp.Select)):
             source = select.args.get("from_")
             if source is not None and isinstance(source.this, exp.Table):
-                _isolate_direct_read(select, database or source.this.db)
+                _isolate_direct_read(select, database or source.this.db, policy.fan_in)
         return ast
     if database is None:
         raise TenantGuardError("isolating table reads needs the database")
@@ -323,6 +373,30 @@ def apply_tenant_guard(
             alias = table.args.get("alias")
             table.replace(isolated_read(database, table.name, alias.copy() if alias else None))
     return ast
+
+
+def _is_fan_in_guard(node: exp.Expression) -> bool:
+    """`node` is exactly `has({org_ids:Array(UInt32)}, org_id)` (sqlglot's ArrayContains)."""
+    if not (isinstance(node, exp.ArrayContains) and _plain_args(node, {"this", "expression"})):
+        return False
+    orgs, column = node.this, node.expression
+    kind = orgs.args.get("kind")
+    return (
+        isinstance(orgs, exp.Placeholder)
+        and _plain_args(orgs, {"this", "kind"})
+        and orgs.name == ORGS_PARAM
+        and isinstance(kind, exp.DataType)
+        and kind.this is exp.DataType.Type.ARRAY
+        and len(kind.expressions) == 1
+        and isinstance(kind.expressions[0], exp.DataType)
+        and kind.expressions[0].this is exp.DataType.Type.UINT
+        and not kind.expressions[0].expressions
+        and isinstance(column, exp.Column)
+        and _plain_args(column, {"this"})
+        and isinstance(column.this, exp.Identifier)
+        and not column.this.quoted
+        and column.name == ORG_PARAM
+    )
 
 
 def _is_guard(node: exp.Expression) -> bool:
@@ -345,7 +419,7 @@ def _is_guard(node: exp.Expression) -> bool:
 
 def verify_tenant_guard(
     ast: exp.Expression,
-    org_id: int,
+    org_id: int | tuple[int, ...],
     *,
     database: str,
     params: dict[str, object] | None = None,
@@ -354,14 +428,40 @@ def verify_tenant_guard(
     """Raise TenantGuardError unless every table read in `ast` is provably an isolated read of
     this org's rows and nothing else in `ast` is outside the policy.
 
-    `params`, when given, must bind `org_id` to exactly `org_id`.
+    `params`, when given, must bind `org_id` to exactly `org_id` (fan-in: `org_ids` to exactly
+    the tuple of orgs, and no `org_id` at all).
     """
+    verify_guard_params(org_id, params, policy)
+    verify_guard_structure(ast, database, policy)
+
+
+def verify_guard_params(
+    org_id: int | tuple[int, ...], params: dict[str, object] | None, policy: GuardPolicy
+) -> None:
+    """The parameter half of `verify_tenant_guard` (it depends on the values, not the text)."""
+    if policy.fan_in:
+        orgs = check_org_ids(org_id)
+        if params is not None and (
+            ORG_PARAM in params
+            or not isinstance(params.get(ORGS_PARAM), list | tuple)
+            or tuple(params[ORGS_PARAM]) != orgs
+            or any(isinstance(o, bool) for o in params[ORGS_PARAM])
+        ):
+            raise TenantGuardError("the org_ids parameter does not match the statement's orgs")
+        return
     check_org_id(org_id)
     if params is not None and (
         params.get(ORG_PARAM) != org_id or isinstance(params.get(ORG_PARAM), bool)
     ):
         raise TenantGuardError("the org_id parameter does not match the credential's org")
+
+
+def verify_guard_structure(ast: exp.Expression, database: str, policy: GuardPolicy) -> None:
+    """The structural half of `verify_tenant_guard`: a function of the statement's text alone
+    (the org is a bound parameter), so a verified text may be remembered (execute.py)."""
     _verify_isolated(ast, database, policy)
+    if policy.fan_in:
+        _verify_fan_in(ast, database, policy)
 
 
 # -- the analyst construction: one guarded subquery per table read ------------------------------
@@ -415,7 +515,7 @@ def _is_barrier(limit: object) -> bool:
     )
 
 
-def _read_condition(where: exp.Where | None, policy: GuardPolicy) -> exp.EQ | None:
+def _read_condition(where: exp.Where | None, policy: GuardPolicy) -> exp.Expression | None:
     """The guard of an isolated read's WHERE: the guard alone, or (metric policy) the guard
     AND-ed with read bounds, left-deep as `isolated_read` builds it; None if anything else."""
     if where is None:
@@ -425,6 +525,8 @@ def _read_condition(where: exp.Where | None, policy: GuardPolicy) -> exp.EQ | No
         if not is_read_bound(node.expression):
             return None
         node = node.this
+    if policy.fan_in:
+        return node if _is_fan_in_guard(node) else None
     return node if _is_guard(node) else None
 
 
@@ -518,6 +620,9 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
     for select in isolated_reads(ast, database, policy):
         reads.add(id(select.args["from_"].this))
         guards.update(id(n) for n in select.args["where"].this.walk())
+    fan_in_root = policy.fan_in and isinstance(ast, exp.Select) and ast.expressions
+    if fan_in_root and _is_org_group_column(ast.expressions[0]):
+        guards.update(id(n) for n in ast.expressions[0].walk())
     for node in ast.walk():
         if isinstance(node, exp.Select):
             for key in ("settings", "format", "into", "sample", "prewhere", "laterals"):
@@ -554,13 +659,80 @@ def _verify_isolated(ast: exp.Expression, database: str, policy: GuardPolicy) ->
         ):
             raise TenantGuardError(f"{type(node).__name__} is not allowed in a {policy.name} query")
         elif isinstance(node, exp.Placeholder) and id(node) not in guards:
-            if node.name == ORG_PARAM or not policy.free_params:
+            if node.name in (ORG_PARAM, ORGS_PARAM) or not policy.free_params:
                 raise TenantGuardError("a query parameter appears outside a tenant guard")
         elif (name := _identifier_names(node)) is not None:
             if name.lower() == ORG_PARAM and id(node) not in guards:
                 raise TenantGuardError("org_id appears outside a tenant guard")
-        elif isinstance(node, exp.Func) and not policy.function_allowed(node):
+        elif (
+            isinstance(node, exp.Func)
+            and id(node) not in guards
+            and not policy.function_allowed(node)
+        ):
             raise TenantGuardError(f"function {_shown(node)} is not allowed")
+
+
+def _is_org_group_column(node: exp.Expression) -> bool:
+    """`node` is exactly `org_id AS __org` (the fan-in statement's first output)."""
+    return (
+        isinstance(node, exp.Alias)
+        and _plain_args(node, {"this", "alias"})
+        and isinstance(node.args["alias"], exp.Identifier)
+        and node.args["alias"].this == ORG_GROUP
+        and isinstance(node.this, exp.Column)
+        and _plain_args(node.this, {"this"})
+        and isinstance(node.this.this, exp.Identifier)
+        and not node.this.this.quoted
+        and node.this.name == ORG_PARAM
+    )
+
+
+def _is_org_group_ref(node: exp.Expression) -> bool:
+    return (
+        isinstance(node, exp.Column)
+        and _plain_args(node, {"this"})
+        and isinstance(node.this, exp.Identifier)
+        and node.name == ORG_GROUP
+    )
+
+
+def _verify_fan_in(ast: exp.Expression, database: str, policy: GuardPolicy) -> None:
+    """A fan-in statement is one SELECT over one isolated read, whose first output is `org_id
+    AS __org` and whose GROUP BY (and LIMIT BY, if limited) starts with `__org`: every output
+    row is one org's aggregate, and no cut or window crosses orgs."""
+    if not isinstance(ast, exp.Select):
+        raise TenantGuardError("a fan-in statement is one SELECT")
+    reads = isolated_reads(ast, database, policy)
+    if len(reads) != 1 or any(s is not ast and s is not reads[0] for s in ast.find_all(exp.Select)):
+        raise TenantGuardError("a fan-in statement reads one isolated read and nothing else")
+    if not ast.expressions or not _is_org_group_column(ast.expressions[0]):
+        raise TenantGuardError("a fan-in statement's first output must be org_id AS __org")
+    for node in ast.find_all(exp.Alias):
+        if node is not ast.expressions[0] and node.alias == ORG_GROUP:
+            raise TenantGuardError("__org is defined twice")
+    group = ast.args.get("group")
+    if not (
+        isinstance(group, exp.Group)
+        and _plain_args(group, {"expressions"})
+        and group.expressions
+        and _is_org_group_ref(group.expressions[0])
+    ):
+        raise TenantGuardError("a fan-in statement must GROUP BY __org first")
+    limit = ast.args.get("limit")
+    if limit is not None and not (
+        isinstance(limit, exp.Limit)
+        and _plain_args(limit, {"expression", "expressions"})
+        and limit.expressions
+        and _is_org_group_ref(limit.expressions[0])
+    ):
+        raise TenantGuardError("a fan-in statement may only be limited BY __org")
+    if ast.args.get("offset") or ast.args.get("distinct") or ast.args.get("qualify"):
+        raise TenantGuardError("OFFSET, DISTINCT and QUALIFY are not allowed in a fan-in statement")
+    for node in ast.walk():
+        if isinstance(node, exp.Window):
+            raise TenantGuardError("window functions are not allowed in a fan-in statement")
+        if isinstance(node, exp.WithFill) and node.args.get("interpolate"):
+            raise TenantGuardError("INTERPOLATE is not allowed in a fan-in statement")
 
 
 def _verify_table(table: exp.Table, reads: set[int]) -> None:

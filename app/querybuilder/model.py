@@ -8,7 +8,7 @@ reaches the SQL except as a bound parameter or a literal node the compiler made.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -205,6 +205,20 @@ class Plan(msgspec.Struct, frozen=True):
     window_s: int = 0  # sliding window per point, when the metric has one
     comparison: str = ""  # "", "segments" or "previous_period"
     columns: tuple[str, ...] = ()  # output column names, in order
+
+
+class FanInQuery(msgspec.Struct, frozen=True):
+    """One live SELECT answering the same shapes for many orgs (app/querybuilder/fanin.py).
+
+    `params` holds `org_ids` (exactly `org_ids`, sorted) and never `org_id`; every output row
+    starts with `__org`, the org it belongs to (guard.FANIN_POLICY).
+    """
+
+    sql: str
+    params: dict[str, Any]
+    org_ids: tuple[int, ...]
+    database: str
+    plan: Plan
 
 
 class CompiledQuery(msgspec.Struct, frozen=True):

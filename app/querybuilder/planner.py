@@ -22,10 +22,17 @@ import msgspec
 from sqlglot import exp
 
 from app.querybuilder.errors import MetricError
-from app.querybuilder.guard import apply_tenant_guard, check_org_id, verify_tenant_guard
+from app.querybuilder.guard import (
+    FANIN_POLICY,
+    ORGS_PARAM,
+    apply_tenant_guard,
+    check_org_id,
+    verify_tenant_guard,
+)
 from app.querybuilder.model import (
     CompiledQuery,
     Expr,
+    FanInQuery,
     Filter,
     Metric,
     Plan,
@@ -156,6 +163,18 @@ def finish(
     )
 
 
+def finish_fan_in(
+    ast: exp.Expression, *, org_ids: tuple[int, ...], database: str, params: Params, plan: Plan
+) -> FanInQuery:
+    """`finish` for a statement of many orgs: the fan-in guard last, verified, rendered."""
+    apply_tenant_guard(ast, org_ids, policy=FANIN_POLICY)
+    values = {**params.values, ORGS_PARAM: list(org_ids)}
+    verify_tenant_guard(ast, org_ids, database=database, params=values, policy=FANIN_POLICY)
+    return FanInQuery(
+        sql=ast.sql(dialect=DIALECT), params=values, org_ids=org_ids, database=database, plan=plan
+    )
+
+
 def compile_metric(
     metric: Any,
     *,
@@ -182,8 +201,42 @@ def compile_metric(
     rollup could (to cross-check rollups, or to debug them).
     """
     check_org_id(org_id)
+    ast, params, plan = plan_metric(
+        metric,
+        database=database,
+        time_from=time_from,
+        time_to=time_to,
+        granularity=granularity,
+        filters=filters,
+        group_by=group_by,
+        compare=compare,
+        window_seconds=window_seconds,
+        now=now,
+        force_raw=force_raw,
+    )
+    return finish(ast, org_id=org_id, database=database, params=params, plan=plan)
+
+
+def plan_metric(
+    metric: Any,
+    *,
+    database: str,
+    time_from: Any,
+    time_to: Any,
+    granularity: str = "auto",
+    filters: Iterable[Filter | dict] = (),
+    group_by: Sequence[str] | None = None,
+    compare: SegmentComparison | str | dict | None = None,
+    window_seconds: int = 0,
+    now: Any = None,
+    force_raw: bool = False,
+    conditions: Sequence[Expr] | None = None,
+) -> tuple[exp.Select, Params, Plan]:
+    """`compile_metric` before its guard: the unguarded SELECT, its parameters and plan (for
+    `finish`, or fanin.py's many-org finish). Never run this AST as it is. `conditions`:
+    filters already resolved (a `LiveQuery`'s), instead of `filters`."""
     resolved = resolve_metric(metric, group_by)
-    conditions = resolve_filters(filters)
+    conditions = list(conditions) if conditions is not None else resolve_filters(filters)
     comparison = _resolve_compare(compare)
     lower, upper = to_epoch(time_from, "time_from"), to_epoch(time_to, "time_to")
     check_range(lower, upper)
@@ -261,7 +314,7 @@ def compile_metric(
         comparison=kind,
         columns=columns,
     )
-    return finish(ast, org_id=org_id, database=database, params=ctx.params, plan=plan)
+    return ast, ctx.params, plan
 
 
 def _resolve_window(window_seconds: int, step: int) -> int:

@@ -264,13 +264,17 @@ def build_series(ctx: Context, spec: SeriesSpec) -> exp.Select:
     having = None
     if ctx.window > ctx.step:
         # Sliding window: each bucket's row counts toward every point whose window covers it.
+        # Only the points inside [lower, upper) are generated (the bucket's window clipped to
+        # the range): a live read of 6 points over a 300 s window expands each row to at most
+        # 6 points, not 300. Both ends stay multiples of the step (bucket starts and the range
+        # are aligned), so the points are those of the unclipped range, HAVING kept as a check.
         start = base if isinstance(base, exp.Anonymous) else fn("toUInt32", base)
         t_expr: exp.Expression = fn(
             "arrayJoin",
             fn(
                 "range",
-                start,
-                exp.Add(this=start.copy(), expression=num(ctx.window)),
+                fn("greatest", start, lower.copy()),
+                fn("least", exp.Add(this=start.copy(), expression=num(ctx.window)), upper.copy()),
                 num(ctx.step),
             ),
         )

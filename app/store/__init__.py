@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.store.alerts import AlertRepo
 from app.store.base import Breaker, Conflict, NotFound, StoreUnavailable, VersionConflict
+from app.store.channels import ChannelRepo, SilenceRepo
 from app.store.dashboards import DashboardRepo
 from app.store.metrics import MetricRepo
 from app.store.orgs import ApiKeyRepo, OrgRepo, TokenRepo
@@ -28,6 +29,8 @@ class Store:
         self.dashboards = DashboardRepo(pool, timeout_s, b)
         self.metrics = MetricRepo(pool, timeout_s, b)
         self.alerts = AlertRepo(pool, timeout_s, b)
+        self.channels = ChannelRepo(pool, timeout_s, b)
+        self.silences = SilenceRepo(pool, timeout_s, b)
         self.api_keys = ApiKeyRepo(pool, timeout_s, b)
         self.orgs = OrgRepo(pool, timeout_s, b)
         self.tokens = TokenRepo(pool, timeout_s, b)

@@ -59,6 +59,15 @@ class ApiKeyRepo(Repo):
             (key_hash,),
         )
 
+    async def lookup_site(self, domain: str) -> dict[str, Any] | None:
+        """Like `lookup`, for the key a Plausible site's domain is mapped to (ingest_sites)."""
+        return await self.fetchone(
+            "SELECT k.org_id, k.revoked_at IS NOT NULL AS revoked, o.limits "
+            "FROM ingest_sites s JOIN api_keys k ON k.id = s.api_key_id "
+            "JOIN orgs o ON o.id = k.org_id WHERE s.domain = %s",
+            (domain,),
+        )
+
     async def revoke(self, org_id: int, key_id: int) -> None:
         row = await self.fetchone(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "

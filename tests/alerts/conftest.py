@@ -197,10 +197,12 @@ async def state_of(pg_url: str, alert_id: int) -> tuple[str, int | None]:
 
 @dataclass
 class Receiver:
-    """A tiny HTTP server on 127.0.0.1 recording every request; `status` answers, `delay_s`
-    stalls each answer (to time a client out)."""
+    """A tiny HTTP server on 127.0.0.1 recording every request (the raw `body` too); the
+    first answers are `statuses` in turn, then `status`; `delay_s` stalls each answer (to time
+    a client out)."""
 
     status: int = 200
+    statuses: list[int] = field(default_factory=list)
     delay_s: float = 0.0
     calls: list[dict[str, Any]] = field(default_factory=list)
     server: Any = None
@@ -221,13 +223,19 @@ class Receiver:
                     headers[k.strip().lower()] = v.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.calls.append(
-                {"request": lines[0], "headers": headers, "json": msgspec.json.decode(body)}
+                {
+                    "request": lines[0],
+                    "headers": headers,
+                    "json": msgspec.json.decode(body),
+                    "body": body,
+                }
             )
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
-            reason = {200: "OK", 500: "Internal Server Error"}.get(self.status, "X")
+            status = self.statuses.pop(0) if self.statuses else self.status
+            reason = {200: "OK", 500: "Internal Server Error"}.get(status, "X")
             writer.write(
-                f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 0\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n"
                 "Connection: close\r\n\r\n".encode()
             )
             await writer.drain()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import clickhouse_connect
 import httpx
 import pytest
 
@@ -75,8 +77,12 @@ def test_a_stop_signal_inserts_held_rows_stops_children_and_exits_0(tmp_path, st
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "demo.log"
     # The writer holds rows for up to 10 minutes: only the stop can insert them in time.
+    ch_port = _free_port()  # the ClickHouse HTTP interface opens and closes with the process
     env = _env(
-        data_dir, CLICKPULSE_WRITER_MAX_DELAY_MS="600000", CLICKPULSE_WRITER_MAX_ROWS="1000000"
+        data_dir,
+        CLICKPULSE_WRITER_MAX_DELAY_MS="600000",
+        CLICKPULSE_WRITER_MAX_ROWS="1000000",
+        CLICKPULSE_CLICKHOUSE_HTTP_PORT=str(ch_port),
     )
     argv = [sys.executable, "-m", "app.cli", "demo", "--port", str(port), "--events-per-s", "5"]
     proc = subprocess.Popen(
@@ -94,6 +100,11 @@ def test_a_stop_signal_inserts_held_rows_stops_children_and_exits_0(tmp_path, st
         )
         assert posted.status_code == 200 and posted.json()["accepted"] == 5
         assert _count_marked(base, token) == 0  # held by the writer, not inserted yet
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1", port=ch_port, username="demo", password=token
+        )
+        assert client.command("SELECT count() FROM events WHERE event = 'cli_marker'") == 0
+        client.close()
         pg_pid = _postmaster_pid(data_dir)
         assert pg_pid is not None and _alive(pg_pid)
 
@@ -108,6 +119,8 @@ def test_a_stop_signal_inserts_held_rows_stops_children_and_exits_0(tmp_path, st
     assert "Application shutdown complete." in text and "ClickPulse stopped." in text
     assert "Traceback" not in text
     assert "stay in the WAL" not in text
+    with pytest.raises(OSError):  # the interface's listener stopped with the process
+        socket.create_connection(("127.0.0.1", ch_port), timeout=2).close()
     # Everything the writer held was inserted at the stop: no WAL segment holds a row.
     assert [p.name for p in (data_dir / "wal").glob("*.wal") if p.stat().st_size] == []
     deadline = time.monotonic() + 30  # pg_ctl stop waits for the postmaster; bound generously

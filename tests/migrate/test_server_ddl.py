@@ -120,7 +120,16 @@ class Rendering:
 
 
 _ALTER_SETTING = re.compile(
-    r"^ALTER TABLE (\w+)\.(\w+) (?:ON CLUSTER \w+ )?MODIFY SETTING \w+ = \w+(?:, \w+ = \w+)*$"
+    r"^ALTER TABLE (\w+)\.(\w+) (?:ON CLUSTER \w+ )?MODIFY SETTING \w+ = (?:\w+|'\w+')"
+    r"(?:, \w+ = (?:\w+|'\w+'))*$"
+)
+
+
+# …nor ALTER … ADD/MATERIALIZE PROJECTION (rollup_1s' time-first order, migration 0007).
+_ALTER_PROJECTION = re.compile(
+    r"^ALTER TABLE (\w+)\.(\w+) (?:ON CLUSTER \w+ )?"
+    r"(?:ADD PROJECTION IF NOT EXISTS \w+ \(SELECT \* ORDER BY \w+(?:, \w+)*\)"
+    r"|MATERIALIZE PROJECTION \w+)$"
 )
 
 
@@ -140,7 +149,8 @@ def _model(variant: str) -> Rendering:
             if isinstance(tree, exp.Command):
                 # sqlglot has no ALTER … MODIFY SETTING (it falls back to an opaque Command):
                 # only that shape is let through, and ClickHouse's parser checks it below.
-                setting = _ALTER_SETTING.match(" ".join(text.split()))
+                flat = " ".join(text.split())
+                setting = _ALTER_SETTING.match(flat) or _ALTER_PROJECTION.match(flat)
                 assert setting, f"sqlglot could not parse: {text[:80]}"
                 assert setting.group(1) == DB, text
                 alters.append((setting.group(2), position))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 from tests.web.conftest import api, login, post_events
@@ -483,3 +484,38 @@ async def test_twelve_live_charts_stay_responsive(server, org, page, tmp_path):
     # tests do not judge wall time on a shared machine; docs/ui.md has the measurements).
     for i in range(12):  # page views and all events are the same stream here
         await wait_chart(page, f"Live {i}", f"v => {SUM} === {sent}")
+
+
+async def test_alert_silence_until_and_badge(server, org, page):
+    """ "Silence until…" on an alert's page creates a silence; the alert shows a silenced badge
+    there and in the list; "End silence" ends it."""
+    body = {
+        "name": "Checkout errors",
+        "metric_inline": {"text": "SELECT countIf(event = 'error') AS errors"},
+        "comparator": ">",
+        "threshold": 5,
+        "for_seconds": 10,
+    }
+    r = await api(server, org.admin_token, "POST", "/alerts", body)
+    assert r.status_code == 201, r.text
+    alert_id = r.json()["id"]
+    await login(page, server, org.admin_token)
+    await page.goto(f"{server.url}/a/{alert_id}")
+    await page.get_by_text("Notifications are sent.").wait_for()
+    until = time.localtime(time.time() + 2 * 86400)  # the browser runs in this machine's zone
+    await page.get_by_label("Silence until…").fill(time.strftime("%Y-%m-%dT%H:%M", until))
+    await page.get_by_label("Reason").fill("planned migration")
+    await page.get_by_role("button", name="Silence notifications").click()
+    await page.locator("#silence-state .badge-silenced").wait_for()
+    await page.get_by_text("planned migration").wait_for()
+    [silence] = (await api(server, org.admin_token, "GET", "/alerts/silences")).json()
+    assert (silence["alert_id"], silence["reason"]) == (alert_id, "planned migration")
+    ends = datetime.fromisoformat(silence["ends_at"].replace("Z", "+00:00"))
+    assert ends.timestamp() == time.mktime(until[:5] + (0, 0, 0, -1))
+    await page.goto(f"{server.url}/a")
+    row = page.locator(f'tr[data-alert-id="{alert_id}"]')
+    await row.locator(".badge-silenced", has_text="silenced").wait_for()
+    await page.goto(f"{server.url}/a/{alert_id}")
+    await page.get_by_role("button", name="End silence").click()
+    await page.get_by_text("Notifications are sent.").wait_for()
+    assert (await api(server, org.admin_token, "GET", "/alerts/silences")).json() == []

@@ -30,12 +30,14 @@ from app.querybuilder.analyst.parse import parse
 from app.querybuilder.analyst.run import (
     DEFAULT_LIMITS,
     OUTPUT_FORMATS,
+    PROTOCOL_FORMATS,
     AnalystLimits,
     AnalystQuery,
     OutputFormat,
     RowBudgetExceeded,
     check_analyst_query,
     execution_settings,
+    output_format,
     run_analyst,
     run_analyst_sync,
 )
@@ -54,6 +56,7 @@ log = logging.getLogger("clickpulse.analyst")
 __all__ = [
     "DEFAULT_LIMITS",
     "OUTPUT_FORMATS",
+    "PROTOCOL_FORMATS",
     "AnalystLimits",
     "AnalystQuery",
     "AnalystSqlError",
@@ -62,6 +65,7 @@ __all__ = [
     "check_analyst_query",
     "compile_analyst_sql",
     "execution_settings",
+    "output_format",
     "run_analyst",
     "run_analyst_sync",
 ]

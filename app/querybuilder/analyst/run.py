@@ -66,6 +66,44 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "parquet": OutputFormat("Parquet", "application/vnd.apache.parquet", "parquet"),
 }
 
+_BINARY = "application/octet-stream"
+_TSV = "text/tab-separated-values; charset=UTF-8"
+_CSV = "text/csv; charset=UTF-8"
+_JSON = "application/json; charset=UTF-8"
+#: ClickHouse's own format names, for the ClickHouse HTTP interface (app/api/clickhouse_http):
+#: each with the media type ClickHouse serves it with. The facade's RAW_FORMATS allows them.
+PROTOCOL_FORMATS: dict[str, OutputFormat] = {
+    name: OutputFormat(name, media, "bin")
+    for name, media in {
+        "TabSeparated": _TSV,
+        "TabSeparatedWithNames": _TSV,
+        "TabSeparatedWithNamesAndTypes": _TSV,
+        "CSV": _CSV,
+        "CSVWithNames": _CSV,
+        "CSVWithNamesAndTypes": _CSV,
+        "JSON": _JSON,
+        "JSONCompact": _JSON,
+        "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+        "JSONCompactEachRow": "application/x-ndjson; charset=UTF-8",
+        "Native": _BINARY,
+        "RowBinary": _BINARY,
+        "RowBinaryWithNames": _BINARY,
+        "RowBinaryWithNamesAndTypes": _BINARY,
+        "Arrow": _BINARY,
+        "ArrowStream": _BINARY,
+        "Parquet": _BINARY,
+    }.items()
+}
+_ARROW = {"Arrow", "ArrowStream"}
+
+
+def output_format(output: str) -> OutputFormat:
+    """The format of `output`: one of OUTPUT_FORMATS' short names (json, csv, parquet) or a
+    ClickHouse format name of PROTOCOL_FORMATS (KeyError for anything else)."""
+    found = OUTPUT_FORMATS.get(output)
+    return found if found is not None else PROTOCOL_FORMATS[output]
+
+
 # ClickHouse's JSON quotes 64-bit integers by default (for JavaScript); counts are UInt64, and
 # analysts' tools read numbers, so they come unquoted (the facade's own JSON does the same).
 _JSON_NUMBERS = {
@@ -94,6 +132,8 @@ def execution_settings(limits: AnalystLimits, output: str) -> dict[str, Any]:
     }
     if output == "json":
         settings.update(_JSON_NUMBERS)
+    if output in _ARROW:  # strings as Arrow strings, not binary (what pyarrow users expect)
+        settings["output_format_arrow_string_as_string"] = 1
     # Last, so a server applying settings in order accepts the limits above before
     # read-only mode forbids changing settings.
     settings["readonly"] = 1
@@ -158,8 +198,9 @@ def run_analyst_sync(
 ) -> RawResult:
     """Verify the guard on the final SQL, count the org's rows its reads cover (refused with
     `RowBudgetExceeded` above `max_rows_to_read`), then run it read-only with `limits`; the
-    output is in `output` (json, csv or parquet) and its `rows_read` is that count."""
-    fmt = OUTPUT_FORMATS[output]
+    output is in `output` (`output_format`: json, csv, parquet or a ClickHouse format name)
+    and its `rows_read` is that count."""
+    fmt = output_format(output)
     check_analyst_query(query, ch.database)
     visible = 0
     if query.visible_rows_sql is not None:
@@ -186,7 +227,7 @@ async def run_analyst(
     max_rows_to_read: int | None = None,
 ) -> RawResult:
     """`run_analyst_sync` off the event loop (verification is cheap and runs inline)."""
-    fmt = OUTPUT_FORMATS[output]
+    fmt = output_format(output)
     check_analyst_query(query, ch.database)
     visible = 0
     if query.visible_rows_sql is not None:

@@ -1,5 +1,5 @@
 // /a and /a/{id}: alert definitions (create/edit) and an alert's history.
-import { ApiError, get, post, put } from "./api.js";
+import { ApiError, api, get, post, put } from "./api.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
@@ -27,12 +27,68 @@ async function loadList() {
         el("td", {}, el("a", { href: `/a/${a.id}`, text: a.name })),
         el("td", { text: cond(a) }),
         el("td", { text: a.severity }),
-        el("td", {}, el("span", { class: `state state-${a.state}`, text: a.enabled ? a.state : "disabled" })),
+        el(
+          "td",
+          {},
+          el("span", { class: `state state-${a.state}`, text: a.enabled ? a.state : "disabled" }),
+          ...(a.silenced ? [silencedBadge(a.silenced)] : []),
+        ),
       ),
     ),
   );
   $("alert-table").hidden = alerts.length === 0;
 }
+
+function silencedBadge(s) {
+  const until = new Date(s.ends_at).toLocaleString();
+  return el("span", { class: "badge badge-silenced", title: `${s.reason} (until ${until})`, text: "silenced" });
+}
+
+/** The value of a datetime-local input for `date` (local time, minutes). */
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function showSilence(a) {
+  const s = a.silenced;
+  $("silence").hidden = false;
+  $("silence-state").replaceChildren(
+    ...(s
+      ? [silencedBadge(s), ` Notifications are silenced until ${new Date(s.ends_at).toLocaleString()}: ${s.reason}${s.metric_id ? " (a silence of its metric)" : ""}. It is still evaluated and its history recorded.`]
+      : ["Notifications are sent."]),
+  );
+  $("s-end").hidden = !s || Boolean(s.metric_id);
+  if (!$("s-until").value) $("s-until").value = localInput(new Date(Date.now() + 3600 * 1000));
+}
+
+async function refreshSilence() {
+  current = await get(`/alerts/${alertId}`);
+  showSilence(current);
+}
+
+$("silence-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("silence-error").textContent = "";
+  try {
+    const until = new Date($("s-until").value).toISOString();
+    await post("/alerts/silences", { alert_id: alertId, until, reason: $("s-reason").value.trim() });
+    $("s-reason").value = "";
+    await refreshSilence();
+  } catch (err) {
+    $("silence-error").textContent = err.message;
+  }
+});
+
+$("s-end").addEventListener("click", async () => {
+  $("silence-error").textContent = "";
+  try {
+    await api("DELETE", `/alerts/silences/${current.silenced.id}`);
+    await refreshSilence();
+  } catch (err) {
+    $("silence-error").textContent = err.message;
+  }
+});
 
 function fill(a) {
   $("a-name").value = a.name;
@@ -61,6 +117,8 @@ function read() {
   else body.metric_inline = { text: $("a-text").value };
   if ($("a-resolve").value) body.resolve_after_seconds = Number($("a-resolve").value);
   if ($("a-webhook").value.trim()) body.webhook_url = $("a-webhook").value.trim();
+  // The form does not edit channels: a save keeps the alert's (a PUT replaces the whole alert).
+  if (current) body.channel_ids = current.channel_ids ?? [];
   if (current) {
     // Fields this form does not show (anti-flapping, anomaly band, group-by) are kept as stored.
     for (const k of ["kind", "anomaly", "recovery_threshold", "keep_firing_seconds", "group_by", "max_groups"]) {
@@ -90,13 +148,14 @@ async function loadAlert() {
   $("a-submit").textContent = "Save changes";
   fill(current);
   $("alert-status").textContent = `State: ${current.state}${current.last_value !== null ? ` · last value ${current.last_value}` : ""}`;
+  showSilence(current);
   $("history").hidden = false;
   try {
     const events = await get(`/alerts/${alertId}/events`);
     const rows = Array.isArray(events) ? events : events.events || [];
     $("history-table").querySelector("tbody").replaceChildren(
       ...rows.map((ev) =>
-        el("tr", {}, el("td", { text: new Date(ev.at || ev.created_at || ev.ts).toLocaleString() }), el("td", { text: ev.state || ev.kind }), el("td", { text: ev.value ?? "" })),
+        el("tr", {}, el("td", { text: new Date(ev.at || ev.created_at || ev.ts).toLocaleString() }), el("td", { text: ev.delivery === "silenced" ? `${ev.state || ev.kind} (silenced)` : ev.state || ev.kind }), el("td", { text: ev.value ?? "" })),
       ),
     );
     $("history-note").textContent = rows.length ? "" : "It has not fired yet.";

@@ -91,6 +91,7 @@ export function fmtAge(seconds) {
 }
 
 function alertToast(msg) {
+  if (msg.silenced) return; // a silenced alert's page updates, but nobody is interrupted
   const a = msg.alert || msg;
   const id = a.alert_id ?? a.id;
   const state = a.state || msg.state || "firing";

@@ -1,0 +1,143 @@
+"""Fan-in polling: keys of many orgs with the same shape (the built-in metrics, any metric two
+orgs both watch) are read in one statement per round for all their orgs, each key gets exactly
+its own statement's rows, orgs without reported inserts are left out of the statement, and a
+statement that fails is read again per org. Real chDB data; ticks driven with an explicit
+`now`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from app.push import poller as poller_module
+from app.push.keys import make_key
+from app.push.poller import Poller
+from app.querybuilder.builtin import BUILTIN_METRICS
+
+from .test_batched_polling import KEYS, own_read, recording, seed
+
+ORGS = (1, 2, 3, 4, 5)
+
+
+def builtin_key(ch, org_id: int, name: str):
+    builtin = BUILTIN_METRICS[name]
+    return make_key(
+        builtin.text, org_id=org_id, database=ch.database, window_s=builtin.window_seconds
+    )
+
+
+def fan_ins(monkeypatch) -> list[Any]:
+    """Every fan-in statement the poller runs (they still run, through the real path)."""
+    statements: list[Any] = []
+    real = poller_module.run_fan_in
+
+    async def run_fan_in(ch, query):
+        statements.append(query)
+        return await real(ch, query)
+
+    monkeypatch.setattr(poller_module, "run_fan_in", run_fan_in)
+    return statements
+
+
+async def test_shared_shapes_of_many_orgs_are_one_statement_per_round(ch, monkeypatch):
+    now = int(time.time())
+    for org in ORGS:
+        # Org 5's values are a million times the others': they must stay in org 5's keys.
+        seed(ch, org, now - 20, 20, scale=1_000_000 if org == 5 else 1.0)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    specs = [spec_of for org in ORGS for spec_of in _org_specs(ch, org)]
+    for spec in specs:
+        poller.acquire(spec)
+    assert {s.shape_kind for s in specs} == {"batch", "window"}
+    grouped = fan_ins(monkeypatch)
+    single = recording(monkeypatch)
+    ticks = await poller.tick(now=now + 0.5)
+    # One statement for every org's batchable shapes, one for the windowed built-in: 2 for
+    # 5 orgs × 11 keys; nothing per org or per key.
+    assert len(grouped) == 2 and single == [] and poller.queries == 2 == poller.fan_ins
+    assert all(s.org_ids == ORGS for s in grouped)
+    assert len(ticks) == len(specs)
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick), (tick.spec.org_id, tick.spec.label)
+        assert len(tick.rows) >= tick.time_to - tick.time_from
+        values = [v for r in tick.rows for v in tick.spec.values(r) if isinstance(v, int | float)]
+        if tick.spec.org_id != 5:
+            assert max(values, default=0) < 1_000, tick.spec.outputs
+
+
+def _org_specs(ch, org_id: int) -> list[Any]:
+    from tests.push.test_batched_polling import spec_of
+
+    return [spec_of(ch, org_id, e) for e in KEYS] + [
+        builtin_key(ch, org_id, name) for name in BUILTIN_METRICS
+    ]
+
+
+async def test_orgs_without_inserts_are_left_out_of_the_statement(ch, monkeypatch):
+    now = int(time.time()) // 60 * 60
+    for org in ORGS:
+        seed(ch, org, now - 10, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, poll_all_s=60, max_phases=1)
+    for org in ORGS:
+        for spec in _org_specs(ch, org)[:3]:
+            poller.acquire(spec)
+    grouped = fan_ins(monkeypatch)
+    await poller.tick(now=now + 0.1)  # the period's first round: every org
+    assert [s.org_ids for s in grouped] == [ORGS]
+    grouped.clear()
+    assert await poller.tick(now=now + 0.35) == [] and grouped == []  # nothing reported
+    seed(ch, 2, now, 1)
+    seed(ch, 4, now, 1)
+    poller.late.note({2: (now, now), 4: (now, now)})
+    ticks = await poller.tick(now=now + 0.6)
+    assert [s.org_ids for s in grouped] == [(2, 4)]
+    assert {t.spec.org_id for t in ticks} == {2, 4}
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+        assert any(r["t"] == now for r in tick.changed)
+
+
+async def test_a_failing_fan_in_is_read_again_per_org(ch, monkeypatch):
+    now = int(time.time())
+    for org in (1, 2):
+        seed(ch, org, now - 10, 5)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    for org in (1, 2):
+        for spec in _org_specs(ch, org)[:4]:
+            poller.acquire(spec)
+
+    async def fails(ch_, query):
+        raise RuntimeError("simulated fan-in failure")
+
+    monkeypatch.setattr(poller_module, "run_fan_in", fails)
+    single = recording(monkeypatch)
+    ticks = await poller.tick(now=now + 0.5)
+    assert sorted((s.plan.kind, s.org_id) for s in single) == [
+        ("live_batch", 1),
+        ("live_batch", 2),
+    ]
+    assert len(ticks) == 8
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+
+
+@pytest.mark.parametrize(
+    "text", ["SELECT count() % (count() - 5) AS r", "SELECT topK(2)(os) AS top"]
+)
+async def test_a_shape_that_can_raise_is_never_read_with_other_orgs(ch, monkeypatch, text):
+    """`count() % (count() - 5)` raises for an org with exactly 5 events in a second: read
+    with other orgs, one org's data could fail (or reveal itself to) another's key."""
+    now = int(time.time())
+    for org in (1, 2):
+        seed(ch, org, now - 10, 5)
+    specs = [make_key(text, org_id=org, database=ch.database) for org in (1, 2)]
+    assert [s.shape for s in specs] == [None, None]
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    for spec in specs:
+        poller.acquire(spec)
+    grouped = fan_ins(monkeypatch)
+    single = recording(monkeypatch)
+    await poller.tick(now=now + 0.5)
+    assert grouped == [] and sorted(s.org_id for s in single) == [1, 2]
