@@ -1,4 +1,5 @@
-"""Threshold alerts: the evaluator on the push poller's ticks, the state machine shared with
+"""Alerts — threshold, anomaly (`anomaly.py`) and grouped (`grouped.py`): the evaluator on
+the push poller's ticks, the state machine (with hysteresis and keep-firing) shared with
 `/test` and the backtest, webhook delivery. See docs/alerts.md.
 
 * `Evaluator` (one per process, `services.alerts`): `start`/`stop`, `sync(org_id=, alert_id=)`

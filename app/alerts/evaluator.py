@@ -4,7 +4,8 @@ and viewers of the same metric and filters share the key's read each tick; after
 alert's state machine advances over the seconds that became complete. Transitions are stored
 first, then pushed to the org's sockets and sent to the alert's channels (unless silenced).
 See docs/alerts.md, sections "Evaluation", "Firing and resolving: in this order" and
-"Restarts"."""
+"Restarts". Long because the whole live path — definitions, the grouped and anomaly variants,
+replay, the order of side effects — reads best in one place."""
 
 from __future__ import annotations
 
@@ -16,19 +17,38 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from app.push.keys import KeySpec
 from app.push.poller import KeyTick, Watch, run_guarded
 from app.querybuilder import MetricError
 
+from .anomaly import AnomalySpec, BaselineCache, additive, read_history, spec_of
 from .delivery import Dispatcher
+from .grouped import GroupedMachines
 from .machine import Machine, Transition
-from .rules import Watched, fingerprint, rule_of, value_of, watched_metric
+from .rules import (
+    Watched,
+    fingerprint,
+    group_by_of,
+    group_key,
+    rule_of,
+    value_of,
+    watched_metric,
+    window_of,
+)
 from .state import AlertStateRepo, Change, to_second
 
 if TYPE_CHECKING:
     from app.services import Services
 
 log = logging.getLogger("clickpulse.alerts")
+
+#: Anomaly keys read the next minute's baseline from this second of the minute on (the previous
+#: minute is complete by then), each at its own offset within READ_AHEAD_SPREAD_S seconds.
+READ_AHEAD_AFTER_S = 5
+READ_AHEAD_SPREAD_S = 45
+READ_AHEAD_CONCURRENCY = 2
 
 
 @dataclass
@@ -37,8 +57,14 @@ class Live:
 
     row: dict[str, Any]
     key: str
-    machine: Machine
+    machine: Machine | GroupedMachines  # grouped alerts: one machine per group value
     fp: bytes
+    anomaly: AnomalySpec | None = None
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        """What, when it changes, needs a new machine rather than a new rule."""
+        return (self.row.get("kind"), bool(self.row.get("group_by")))
 
     @property
     def id(self) -> int:
@@ -60,6 +86,9 @@ class Group:
     last_tick: float | None = None
     reload: bool = False
     loaded_at: float = field(default_factory=time.monotonic)  # when its states were read
+    baseline: BaselineCache | None = None  # anomaly alerts' keys: the cached baseline
+    done_through: int | None = None  # every alert evaluated through this second
+    additive: bool = False
 
 
 async def _ignore(_: KeyTick) -> None:
@@ -97,6 +126,8 @@ class Evaluator:
         self._poller: Any = None
         self._last_sync = 0.0
         self._sync_task: asyncio.Task[None] | None = None
+        self._read_tasks: set[asyncio.Task[None]] = set()
+        self._read_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
         self.transitions = 0
@@ -133,6 +164,9 @@ class Evaluator:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
+        for task in list(self._read_tasks):
+            task.cancel()
+        await asyncio.gather(*self._read_tasks, return_exceptions=True)
         for group in self.groups.values():
             group.watch.close()
         self.groups.clear()
@@ -155,11 +189,13 @@ class Evaluator:
         if self._poller is None:
             return
         rows = await self.repo.load(org_id=org_id, alert_id=alert_id)
+        grouped = [r["id"] for r in rows if r.get("group_by") and r["id"] not in self.alerts]
+        stored = await self.repo.group_states(grouped) if grouped else {}
         async with self._lock:
             seen = set()
             for row in rows:
                 seen.add(row["id"])
-                self._apply(row)
+                self._apply(row, stored.get(row["id"], []))
             for aid in [
                 a.id
                 for a in self.alerts.values()
@@ -170,7 +206,7 @@ class Evaluator:
                 self._drop(aid)
         self._last_sync = time.monotonic()
 
-    def _apply(self, row: dict[str, Any]) -> None:
+    def _apply(self, row: dict[str, Any], stored: list[Any] | None = None) -> None:
         aid = row["id"]
         live = self.alerts.get(aid)
         if not row["enabled"]:
@@ -181,24 +217,47 @@ class Evaluator:
             return
         try:
             watched = watched_metric(definition_of(row))
-            spec = self.hub.key_for(row["org_id"], watched.metric, filters=row["filters"] or [])
+            spec = self.hub.key_for(
+                row["org_id"],
+                watched.metric,
+                filters=row["filters"] or [],
+                group_by=group_by_of(row),
+                window_s=window_of(row),
+            )
+            is_additive = additive(watched.metric)
         except MetricError as exc:
             log.warning("alert %s cannot be evaluated: %s", aid, exc)
             self._drop(aid)
             return
         rule = rule_of(row)
-        if live is None:
-            machine = Machine.resume(rule, row["state"], to_second(row["state_since"]), None)
+        anomaly = spec_of(row["anomaly"]) if row.get("kind") == "anomaly" else None
+        fresh = Live(row, spec.key, Machine(rule), fp, anomaly)
+        machine: Machine | GroupedMachines
+        if live is None or live.shape != fresh.shape:
+            if live is not None:
+                self._detach(live)
+            if row.get("group_by"):
+                machine = GroupedMachines(rule, row["max_groups"], watched.pure_count)
+                machine.resume(stored or [])
+            else:
+                machine = Machine.resume(rule, row["state"], to_second(row["state_since"]), None)
         else:  # edited: keep its state and position, apply the new rule
             machine = live.machine
-            machine.rule = rule
+            if isinstance(machine, GroupedMachines):
+                machine.set_rule(rule)
+                machine.max_groups = row["max_groups"]
+            else:
+                machine.rule = rule
             self._detach(live)
-        live = Live(row, spec.key, machine, fp)
-        self.alerts[aid] = live
+        fresh.machine = machine
+        live = self.alerts[aid] = fresh
         group = self.groups.get(spec.key)
         if group is None:
             watch = self._poller.watch(spec, _ignore)
-            group = self.groups[spec.key] = Group(spec, watched, watch)
+            group = self.groups[spec.key] = Group(spec, watched, watch, additive=is_additive)
+        group.done_through = None
+        if anomaly is not None and group.baseline is None:
+            group.baseline = BaselineCache(phase=int(spec.key[:6], 16) % READ_AHEAD_SPREAD_S)
         group.alerts[aid] = live
 
     def _detach(self, live: Live) -> None:
@@ -238,16 +297,32 @@ class Evaluator:
                     log.warning("alerts: reloading state failed: %s", exc)
                     stale_keys = {g.spec.key for g in stale}
                     ticks = [t for t in ticks if t.key not in stale_keys]
+            horizons: dict[tuple[float, int], int] = {}
             for tick in ticks:
                 group = self.groups.get(tick.key)
-                if group is not None and group.alerts:
-                    try:
-                        changes.extend(await self._evaluate(group, tick))
-                    except Exception:
-                        log.exception("alerts: evaluating key %s failed", tick.key)
-                        group.reload = True
+                if group is None or not group.alerts:
+                    continue
+                done = group.done_through
+                round_of = (tick.tick_time, tick.lag_ms)
+                horizon = horizons.get(round_of)
+                if horizon is None:  # the keys of one round share it
+                    horizon = horizons[round_of] = self.horizon(*round_of)
+                if done is not None and done >= horizon:
+                    group.last_tick = tick.tick_time  # nothing newly complete for this key
+                    continue
+                try:
+                    if done == horizon - 1:
+                        quick = self._next_second(group, tick, horizon)
+                        if quick is not None:
+                            changes.extend(quick)
+                            continue
+                    changes.extend(await self._evaluate(group, tick))
+                except Exception:
+                    log.exception("alerts: evaluating key %s failed", tick.key)
+                    group.reload = True
         if changes:
             await self._commit(changes)
+        self._read_ahead(max((t.tick_time for t in ticks), default=time.time()))
         self.last_eval_s = time.perf_counter() - started
         if (
             self.sync_s > 0
@@ -268,6 +343,8 @@ class Evaluator:
         horizon = self.horizon(now, tick.lag_ms)
         earliest = int(now) - self._poller.retention_s + 1
         group.last_tick = now
+        if group.done_through is not None and group.done_through >= horizon:
+            return []  # every alert of the key is at the horizon (3 ticks in 4 at 250 ms)
         series: dict[int, Any] = {}
         alerts = list(group.alerts.values())
         starts = []
@@ -277,7 +354,10 @@ class Evaluator:
                 continue
             if m.cursor + 1 < earliest:
                 # Older than rollup_1s keeps: resume at the oldest readable second.
-                live.machine = m = Machine.resume(m.rule, m.state, m.since, earliest)
+                if isinstance(m, GroupedMachines):
+                    m.skip_to(earliest)
+                else:
+                    live.machine = m = Machine.resume(m.rule, m.state, m.since, earliest)
             starts.append(m.cursor + 1)
         if len(starts) == len(alerts) and min(starts) > horizon:
             return []  # nothing newly complete for this key (3 ticks in 4 at 250 ms)
@@ -285,12 +365,11 @@ class Evaluator:
             lo = max(min(starts), earliest)
             if lo < tick.time_from:
                 result = await run_guarded(self.services.ch, group.spec.bind(lo, tick.time_from))
-                for row in result.dicts():
-                    series[row["t"]] = value_of(row, group.watched)
+                self._collect(group, result.dicts(), lo, horizon, series)
         lowest = min(starts, default=horizon + 1)
-        for row in tick.rows:
-            if lowest <= row["t"] <= horizon:
-                series[row["t"]] = value_of(row, group.watched)
+        self._collect(group, tick.rows, lowest, horizon, series)
+        if group.baseline is not None and starts:
+            await self._baseline(group, alerts, range(min(starts), horizon + 1), int(now))
         out = []
         for live in alerts:
             m = live.machine
@@ -299,10 +378,143 @@ class Evaluator:
                 continue
             for t in range(m.cursor + 1, horizon + 1):
                 self.evaluated_seconds += 1
-                tr = m.step(t, series.get(t))
+                if isinstance(m, GroupedMachines):
+                    for g, tr in m.step(t, series.get(t, {})):
+                        out.append((live, self._change(live, group, tr, now, g)))
+                    continue
+                band = None
+                if live.anomaly is not None and group.baseline is not None:
+                    band = group.baseline.band(t, live.anomaly)
+                tr = m.step(t, series.get(t), band)
                 if tr is not None:
                     out.append((live, self._change(live, group, tr, now)))
+        group.done_through = horizon
         return out
+
+    def _next_second(self, group: Group, tick: KeyTick, t: int) -> list[tuple[Live, Change]] | None:
+        """The usual tick: every alert of the key is at t - 1 and t is newly complete. None
+        when it needs the general path (no row for t, or the minute's band not cached)."""
+        if tick.time_from > t:
+            return None
+        if group.spec.dims:
+            values: dict[str, Any] = {}
+            dims = group.spec.dims
+            for row in tick.rows:
+                if row["t"] == t:
+                    values[group_key(dims, row)] = value_of(row, group.watched)
+        else:
+            for row in reversed(tick.rows):
+                if row["t"] == t:
+                    value = value_of(row, group.watched)
+                    break
+            else:
+                return None
+        baseline = group.baseline
+        if baseline is not None:
+            minute = t // 60 * 60
+            for live in group.alerts.values():
+                if live.anomaly is not None and (minute, live.anomaly.baseline) not in (
+                    baseline.stats
+                ):
+                    return None
+        group.last_tick = tick.tick_time
+        now = tick.tick_time
+        out = []
+        for live in group.alerts.values():
+            m = live.machine
+            self.evaluated_seconds += 1
+            if isinstance(m, GroupedMachines):
+                for g, tr in m.step(t, values):
+                    out.append((live, self._change(live, group, tr, now, g)))
+                continue
+            band = None
+            if live.anomaly is not None and baseline is not None:
+                band = baseline.band(t, live.anomaly)
+            tr = m.step(t, value, band)
+            if tr is not None:
+                out.append((live, self._change(live, group, tr, now)))
+        group.done_through = t
+        return out
+
+    def _collect(
+        self, group: Group, rows: Any, lowest: int, horizon: int, series: dict[int, Any]
+    ) -> None:
+        """Rows of the key → the value per second (per second and group when grouped)."""
+        dims = group.spec.dims
+        for row in rows:
+            t = row["t"]
+            if not lowest <= t <= horizon:
+                continue
+            if dims:
+                series.setdefault(t, {})[group_key(dims, row)] = value_of(row, group.watched)
+            else:
+                series[t] = value_of(row, group.watched)
+
+    def _read_ahead(self, now: float) -> None:
+        """Read the next minute's baseline of anomaly keys in the background, each key at its
+        own second of the minute, so minute boundaries do not wait for thousands of reads."""
+        minute = int(now) // 60 * 60
+        if int(now) - minute < READ_AHEAD_AFTER_S:
+            return
+        for group in self.groups.values():
+            cache = group.baseline
+            if cache is None or cache.reading or not group.alerts:
+                continue
+            if int(now) - minute < READ_AHEAD_AFTER_S + cache.phase:
+                continue
+            alerts = list(group.alerts.values())
+            baselines = {a.anomaly.baseline for a in alerts if a.anomaly is not None}
+            if not cache.missing({minute + 60}, baselines):
+                continue
+            cache.reading = True
+            task = asyncio.create_task(self._read_ahead_one(group, alerts, minute + 60, now))
+            self._read_tasks.add(task)
+            task.add_done_callback(self._read_tasks.discard)
+
+    async def _read_ahead_one(
+        self, group: Group, alerts: list[Live], minute: int, now: float
+    ) -> None:
+        assert group.baseline is not None
+        try:
+            async with self._read_slots:
+                await self._baseline(group, alerts, range(minute, minute + 1), int(now))
+        except Exception as exc:  # evaluation reads it inline if still missing
+            log.warning("alerts: reading ahead the baseline of %s failed: %s", group.spec.key, exc)
+        finally:
+            group.baseline.reading = False
+
+    async def _baseline(self, group: Group, alerts: list[Live], seconds: range, now: int) -> None:
+        """Make sure the key's baseline has the minutes of `seconds` (read from the rollups
+        once per minute, not per second)."""
+        assert group.baseline is not None
+        stats = group.baseline.stats
+        first, last = seconds[0] // 60 * 60, seconds[-1] // 60 * 60
+        if last - first <= 60 and all(
+            (m, a.anomaly.baseline) in stats
+            for a in alerts
+            if a.anomaly is not None
+            for m in (first, last)
+        ):
+            return  # the usual tick: this minute's band is cached
+        baselines = {a.anomaly.baseline for a in alerts if a.anomaly is not None}
+        minutes = {t // 60 * 60 for t in seconds}
+        missing = group.baseline.missing(minutes, baselines)
+        if not missing:
+            return
+        first = alerts[0].row
+        history = await read_history(
+            self.services,
+            first["org_id"],
+            group.watched,
+            first["filters"] or [],
+            missing[0],
+            missing[-1],
+            now,
+            group.additive,
+            group.baseline.compiled,
+            group.baseline.hours,
+        )
+        group.baseline.fill(history, missing, baselines)
 
     def _needs_reload(self, group: Group, tick: KeyTick) -> bool:
         """Re-read the stored state before evaluating: after a failed write, and when this
@@ -319,21 +531,35 @@ class Evaluator:
         from there). An alert that never changed state keeps its position."""
         by_id = {aid: live for g in groups for aid, live in g.alerts.items()}
         rows = await self.repo.states(list(by_id))
+        grouped = [a for a, live in by_id.items() if isinstance(live.machine, GroupedMachines)]
+        stored = await self.repo.group_states(grouped) if grouped else {}
         for row in rows:
             live = by_id.get(row["id"])
             since = to_second(row["state_since"])
-            if live is not None and since is not None:
-                live.machine = Machine.resume(live.machine.rule, row["state"], since, None)
+            if live is None or since is None:
+                continue
+            m = live.machine
+            if isinstance(m, GroupedMachines):
+                m.resume(stored.get(live.id, []))
+            else:
+                live.machine = Machine.resume(m.rule, row["state"], since, None)
         now = time.monotonic()
         for g in groups:
+            g.done_through = None
             g.reload = False
             g.loaded_at = now
 
-    def _change(self, live: Live, group: Group, tr: Transition, now: float) -> Change:
+    def _change(
+        self, live: Live, group: Group, tr: Transition, now: float, group_value: str | None = None
+    ) -> Change:
         self.transitions += 1
         row = live.row
-        change = Change(live.id, live.org_id, tr.new, tr.t, tr.value)
+        change = Change(live.id, live.org_id, tr.new, tr.t, tr.value, group_key=group_value)
         if tr.loud:
+            threshold, band = row["threshold"], None
+            if live.anomaly is not None and group.baseline is not None:
+                band = group.baseline.band(tr.t, live.anomaly)
+                threshold = _band_edge(band, tr.value)
             details = {
                 "who": {
                     "alert_id": live.id,
@@ -349,8 +575,15 @@ class Evaluator:
                     "threshold": row["threshold"],
                     "for_seconds": row["for_seconds"],
                     "resolve_after_seconds": row["resolve_after_seconds"],
+                    "recovery_threshold": row.get("recovery_threshold"),
+                    "keep_firing_seconds": row.get("keep_firing_seconds") or 0,
+                    "kind": row.get("kind") or "threshold",
+                    "anomaly": row.get("anomaly"),
+                    "group_by": row.get("group_by") or [],
                     "severity": row["severity"],
                 },
+                "group": None if group_value is None else msgspec.json.decode(group_value),
+                "band": None if band is None else dict(zip(_BAND, band, strict=True)),
                 "from_state": tr.old,
                 "run_seconds": tr.run,
                 "second": tr.t,
@@ -360,7 +593,7 @@ class Evaluator:
             change.event = {
                 "kind": tr.new,
                 "value": tr.value,
-                "threshold": row["threshold"],
+                "threshold": threshold,
                 "at": tr.t,
                 "details": details,
                 "webhook_url": row["webhook_url"],
@@ -400,6 +633,18 @@ class Evaluator:
                 self.sender.submit(change.event_id, live.org_id, payload, change.targets)
 
 
+_BAND = ("lower", "upper", "recovery_lower", "recovery_upper")
+
+
+def _band_edge(band: Any, value: float | None) -> float:
+    """An anomaly event's threshold: the band edge on the value's side."""
+    if band is None:
+        return 0.0
+    if value is not None and value < (band[0] + band[1]) / 2:
+        return band[0]
+    return band[1]
+
+
 def _iso(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
@@ -413,13 +658,13 @@ def _message(row: dict[str, Any], event_id: int, ev: dict[str, Any]) -> dict[str
         "state": ev["kind"],
         "severity": row["severity"],
         "value": ev["value"],
-        "threshold": row["threshold"],
+        "threshold": ev["threshold"],
         "comparator": row["comparator"],
         "for_seconds": row["for_seconds"],
         "at": _iso(ev["at"]),
         "t": ev["at"],
         "event_id": event_id,
-    }
+    } | _group(ev["details"])
 
 
 def _payload(ev: dict[str, Any], details: dict[str, Any], second: int, kind: str) -> dict[str, Any]:
@@ -439,4 +684,10 @@ def _payload(ev: dict[str, Any], details: dict[str, Any], second: int, kind: str
         "severity": what.get("severity"),
         "at": _iso(second),
         "t": second,
-    }
+    } | _group(details)
+
+
+def _group(details: dict[str, Any]) -> dict[str, Any]:
+    """A grouped alert's event names its group (`{"group": {...}}`); others add nothing."""
+    group = details.get("group")
+    return {} if group is None else {"group": group}

@@ -1,7 +1,12 @@
 """The per-alert state machine (`ok → pending → firing → resolved`, plus `no_data`), one second
 at a time. One implementation is shared by the live evaluator, the `/test` endpoint and the
-backtest, so all three agree by construction. The transitions, the no-data rule and the
-hysteresis are in docs/alerts.md, sections "no_data" and "The state machine"."""
+backtest, so all three agree by construction. The transitions, the no-data rule, the recovery
+threshold (hysteresis) and keep-firing are in docs/alerts.md, sections "no_data", "The state
+machine" and "Anti-flapping".
+
+Each second is judged twice: does it *breach* (the firing condition), and is it *recovered*
+(the resolving condition: not beyond the recovery threshold, or back inside the anomaly
+band's recovery part)? Without a recovery threshold the two are each other's negation."""
 
 from __future__ import annotations
 
@@ -31,18 +36,46 @@ def clean(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: An anomaly alert's band for one second: (lower, upper, recovery lower, recovery upper).
+Band = tuple[float, float, float, float]
+DIRECTIONS = ("above", "below", "both")
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """What the machine needs of an alert definition (counts are in evaluation steps:
-    seconds live, minutes in a coarse backtest)."""
+    seconds live, minutes in a coarse backtest).
+
+    `comparator` is one of COMPARATORS, or "band" for an anomaly alert (the band comes with
+    each second; `direction` says which side of it breaches). `recovery` is the recovery
+    threshold (None: the firing threshold); `keep_n` the steps an alert keeps firing after it
+    would have resolved."""
 
     comparator: str
     threshold: float
     for_n: int
     resolve_n: int
+    recovery: float | None = None
+    keep_n: int = 0
+    direction: str = "both"
 
     def breaches(self, value: float) -> bool:
         return COMPARATORS[self.comparator](value, self.threshold)
+
+    def judge(self, value: float, band: Band | None = None) -> tuple[bool, bool]:
+        """(breaching, recovered) for a value with data."""
+        if self.comparator == "band":
+            if band is None:
+                raise ValueError("an anomaly rule needs a band for every second")
+            lower, upper, rec_lower, rec_upper = band
+            above, below = self.direction != "below", self.direction != "above"
+            breach = (above and value > upper) or (below and value < lower)
+            recovered = not ((above and value > rec_upper) or (below and value < rec_lower))
+            return breach, recovered
+        compare = COMPARATORS[self.comparator]
+        breach = compare(value, self.threshold)
+        recovery = self.threshold if self.recovery is None else self.recovery
+        return breach, not compare(value, recovery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +101,8 @@ class Step:
     breach_run: int
     clear_run: int
     state: str
+    keep_run: int = 0  # seconds kept firing after the resolve condition was met
+    band: Band | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +114,8 @@ class Machine:
     breach_run: int = 0
     clear_run: int = 0
     nodata_run: int = 0
+    keep_run: int = 0
+    keeping: bool = False  # firing, resolve condition met, within keep_n
     value: float | None = None  # the last evaluated value
     history: list[Step] | None = field(default=None, repr=False)
 
@@ -107,15 +144,19 @@ class Machine:
         m.cursor = since if start is None else max(since, start - 1)
         return m
 
-    def step(self, t: int, value: object) -> Transition | None:
-        """Evaluate second `t` (must follow `cursor`); the transition it causes, if any."""
+    def step(self, t: int, value: object, band: Band | None = None) -> Transition | None:
+        """Evaluate second `t` (must follow `cursor`); the transition it causes, if any.
+        `band` is the anomaly band for `t` (anomaly rules; None there = no data)."""
         v = clean(value)
+        if v is not None and self.rule.comparator == "band" and band is None:
+            v = None  # no baseline for this second: it cannot be judged
         self.cursor = t
         self.value = v
         old = self.state
         new = old
         run = 0
         if v is None:
+            # A gap breaks every run; it neither counts towards nor cancels keep-firing.
             self.breach_run = self.clear_run = 0
             self.nodata_run += 1
             if old == "pending":
@@ -123,30 +164,52 @@ class Machine:
             if new in ("ok", "resolved") and self.nodata_run >= self.rule.for_n:
                 new = "no_data"
             breaching = None
-        elif self.rule.breaches(v):
-            self.nodata_run = self.clear_run = 0
-            self.breach_run += 1
-            if old != "firing":
-                new = "firing" if self.breach_run >= self.rule.for_n else "pending"
-                run = self.breach_run
-            breaching = True
         else:
-            self.nodata_run = self.breach_run = 0
-            self.clear_run += 1
-            if old == "firing":
-                if self.clear_run >= self.rule.resolve_n:
-                    new, run = "resolved", self.clear_run
-            elif old != "ok":
-                new = "ok"
-            breaching = False
+            breach, recovered = self.rule.judge(v, band)
+            self.nodata_run = 0
+            breaching = breach
+            if breach:
+                self.clear_run = 0
+                self.breach_run += 1
+                self.keeping, self.keep_run = False, 0
+                if old != "firing":
+                    new = "firing" if self.breach_run >= self.rule.for_n else "pending"
+                    run = self.breach_run
+            else:
+                self.breach_run = 0
+                if old == "firing":
+                    new, run = self._settle(recovered)
+                elif old != "ok":
+                    new = "ok"
+                if old != "firing":
+                    self.clear_run += 1
         if self.history is not None:
-            self.history.append(Step(t, v, breaching, self.breach_run, self.clear_run, new))
+            self.history.append(
+                Step(t, v, breaching, self.breach_run, self.clear_run, new, self.keep_run, band)
+            )
         if new == old:
             return None
         self.state, self.since = new, t
         if new == "firing":
             self.clear_run = 0
+        if new == "resolved":
+            self.keeping, self.keep_run = False, 0
         return Transition(t, old, new, v, run)
+
+    def _settle(self, recovered: bool) -> tuple[str, int]:
+        """A firing alert's non-breaching second: count towards resolving (and keep-firing);
+        ("resolved", run) when it resolves, ("firing", 0) otherwise."""
+        if self.keeping:
+            self.keep_run += 1  # within keep-firing, any second with data that does not breach
+        elif recovered:
+            self.clear_run += 1
+            if self.clear_run >= self.rule.resolve_n:
+                self.keeping = True
+        else:
+            self.clear_run = 0  # between the thresholds: not recovered, the run restarts
+        if self.keeping and self.keep_run >= self.rule.keep_n:
+            return "resolved", self.clear_run + self.keep_run
+        return "firing", 0
 
     def run(self, points: Iterable[tuple[int, object]]) -> list[Transition]:
         """Step through `(t, value)` points in order; every transition."""

@@ -47,13 +47,15 @@ def definition_metric(definition: dict[str, Any]) -> Any:
 
 
 def watched_metric(definition: dict[str, Any]) -> Watched:
-    """The query an alert watches; MetricError when the metric cannot be alerted on."""
+    """The query an alert watches; MetricError when the metric cannot be alerted on.
+    (A grouped alert's group-by is the alert's `group_by`, applied when compiling.)"""
     metric = definition_metric(definition)
     parsed = resolve_metric(metric)
     if parsed.group_by:
         raise MetricError(
             "alert_group_by",
-            "an alert watches one series: remove GROUP BY (use filters to pick a segment)",
+            "an alert watches one series per group: remove GROUP BY and set the alert's "
+            "group_by (or use filters to pick a segment)",
         )
     first = parsed.outputs[0]
     if isinstance(first.expr, Agg) and first.expr.name == "topK":
@@ -80,12 +82,37 @@ def rule_of(row: dict[str, Any], step_s: int = 1) -> Rule:
     """The machine's rule; counts in steps of `step_s` seconds (rounded up)."""
     for_s = int(row["for_seconds"])
     resolve_s = int(row.get("resolve_after_seconds") or for_s)
+    keep_s = int(row.get("keep_firing_seconds") or 0)
+    common = {
+        "for_n": -(-for_s // step_s),
+        "resolve_n": -(-resolve_s // step_s),
+        "keep_n": -(-keep_s // step_s),
+    }
+    if row.get("kind") == "anomaly":
+        anomaly = row.get("anomaly") or {}
+        return Rule("band", 0.0, direction=anomaly.get("direction", "both"), **common)
+    recovery = row.get("recovery_threshold")
     return Rule(
         comparator=row["comparator"],
         threshold=float(row["threshold"]),
-        for_n=-(-for_s // step_s),
-        resolve_n=-(-resolve_s // step_s),
+        recovery=None if recovery is None else float(recovery),
+        **common,
     )
+
+
+def window_of(row: dict[str, Any]) -> int:
+    """The sliding window the watched value is computed over: anomaly alerts judge the metric
+    over the trailing minute (the scale of their rollup_1m baseline), others each second."""
+    return 60 if row.get("kind") == "anomaly" else 0
+
+
+def group_by_of(row: dict[str, Any]) -> list[str] | None:
+    return list(row.get("group_by") or []) or None
+
+
+def group_key(dims: tuple[str, ...], row: dict[str, Any]) -> str:
+    """A grouped alert's group: the canonical JSON of its group-by values."""
+    return msgspec.json.encode({d: row.get(d) for d in dims}).decode()
 
 
 def fingerprint(row: dict[str, Any]) -> bytes:
@@ -96,5 +123,9 @@ def fingerprint(row: dict[str, Any]) -> bytes:
             row.get("metric_inline"),
             row.get("metric_definition"),
             row.get("filters"),
+            row.get("kind"),
+            row.get("anomaly"),
+            row.get("group_by"),
+            row.get("max_groups"),
         ]
     )

@@ -18,12 +18,13 @@ from .channels import Target
 _LOAD = (
     "SELECT a.id, a.org_id, a.name, a.metric_id, a.metric_inline, a.filters, a.comparator, "
     "a.threshold, a.for_seconds, a.resolve_after_seconds, a.severity, a.enabled, a.webhook_url, "
+    "a.kind, a.recovery_threshold, a.keep_firing_seconds, a.anomaly, a.group_by, a.max_groups, "
     "a.state, a.state_since, a.last_value, a.version, m.definition AS metric_definition "
     "FROM alerts a LEFT JOIN metrics m ON m.id = a.metric_id AND m.org_id = a.org_id"
 )
 
 _EVENT_COLUMNS = (
-    "id, alert_id, kind, value, threshold, at, details, delivery, delivery_attempts, "
+    "id, alert_id, kind, value, threshold, at, details, group_key, delivery, delivery_attempts, "
     "delivery_error, delivered_at, silenced_by"
 )
 # The silence covering an event of an alert — on the alert, or on its saved metric — active
@@ -65,6 +66,7 @@ class Change:
     silenced_by: int | None = None
     event_id: int | None = None  # filled in by `apply`
     applied: bool = False
+    group_key: str | None = None  # a grouped alert's group (its state is in alert_groups)
 
 
 class AlertStateRepo(Repo):
@@ -90,17 +92,50 @@ class AlertStateRepo(Repo):
             "SELECT id, state, state_since, last_value FROM alerts WHERE id = ANY(%s)", (ids,)
         )
 
+    async def group_states(self, ids: list[int]) -> dict[int, list[tuple[str, str, int | None]]]:
+        """Stored group states of grouped alerts: alert id → [(group, state, since)]."""
+        rows = await self.fetchall(
+            "SELECT alert_id, group_key, state, state_since FROM alert_groups "
+            "WHERE alert_id = ANY(%s) ORDER BY alert_id, group_key",
+            (ids,),
+        )
+        out: dict[int, list[tuple[str, str, int | None]]] = {}
+        for r in rows:
+            out.setdefault(r["alert_id"], []).append(
+                (r["group_key"], r["state"], to_second(r["state_since"]))
+            )
+        return out
+
     async def apply(self, changes: list[Change]) -> None:
         """Every change of one tick in one transaction: the state row first, then the event
         (skipped when the alert was deleted meanwhile) with its delivery: `silenced` when a
-        silence covers the event's second, `pending` when it has targets, else `none`."""
+        silence covers the event's second, `pending` when it has targets, else `none`. A
+        group's change updates its alert_groups row and the alert's summary (`firing` while
+        any group fires)."""
         async with self.conn() as conn, conn.transaction():
             for c in changes:
-                cur = await conn.execute(
-                    "UPDATE alerts SET state = %s, state_since = %s, last_value = %s "
-                    "WHERE id = %s AND org_id = %s",
-                    (c.state, to_ts(c.since), c.value, c.alert_id, c.org_id),
-                )
+                if c.group_key is not None:
+                    await conn.execute(
+                        "INSERT INTO alert_groups (alert_id, org_id, group_key, state, "
+                        "state_since, last_value) SELECT id, org_id, %s, %s, %s, %s FROM alerts "
+                        "WHERE id = %s AND org_id = %s ON CONFLICT (alert_id, group_key) DO "
+                        "UPDATE SET state = EXCLUDED.state, state_since = EXCLUDED.state_since, "
+                        "last_value = EXCLUDED.last_value, updated_at = now()",
+                        (c.group_key, c.state, to_ts(c.since), c.value, c.alert_id, c.org_id),
+                    )
+                    cur = await conn.execute(
+                        "UPDATE alerts SET state = CASE WHEN EXISTS (SELECT 1 FROM alert_groups "
+                        "g WHERE g.alert_id = alerts.id AND g.state = 'firing') THEN 'firing' "
+                        "ELSE 'ok' END, state_since = %s, last_value = %s "
+                        "WHERE id = %s AND org_id = %s",
+                        (to_ts(c.since), c.value, c.alert_id, c.org_id),
+                    )
+                else:
+                    cur = await conn.execute(
+                        "UPDATE alerts SET state = %s, state_since = %s, last_value = %s "
+                        "WHERE id = %s AND org_id = %s",
+                        (c.state, to_ts(c.since), c.value, c.alert_id, c.org_id),
+                    )
                 c.applied = cur.rowcount == 1
                 if c.event is None or not c.applied:
                     continue
@@ -109,8 +144,8 @@ class AlertStateRepo(Repo):
                 row = await (
                     await conn.execute(
                         "INSERT INTO alert_events (alert_id, org_id, kind, value, threshold, at, "
-                        "details, delivery, silenced_by) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        "details, delivery, silenced_by, group_key) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                         (
                             c.alert_id,
                             c.org_id,
@@ -121,6 +156,7 @@ class AlertStateRepo(Repo):
                             Jsonb(ev["details"]),
                             _delivery_of(c),
                             c.silenced_by,
+                            c.group_key,
                         ),
                     )
                 ).fetchone()

@@ -28,7 +28,16 @@ from app.api.common import (
     expected_version,
 )
 from app.api.params import parse_time
-from app.api.schemas import AlertEventsOut, AlertIn, AlertOut, Name, SilenceBrief, Version
+from app.api.schemas import (
+    AlertEventsOut,
+    AlertIn,
+    AlertOut,
+    AnomalyIn,
+    GroupBy,
+    Name,
+    SilenceBrief,
+    Version,
+)
 from app.api.series import locate_metric_error, validate_definition
 from app.clickhouse import ClickHouseError
 from app.clickhouse.public_errors import public_error
@@ -48,11 +57,17 @@ log = logging.getLogger("clickpulse.api.alerts")
 class BacktestIn(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "from"}):
     """An alert definition (as for POST /alerts; name optional) and a past range."""
 
-    comparator: Literal[">", ">=", "<", "<="]
-    threshold: float
     for_seconds: Annotated[int, Meta(ge=1, le=86400)]
     from_: str | int
     to: str | int = "now"
+    comparator: Literal[">", ">=", "<", "<="] | None = None
+    threshold: float | None = None
+    kind: Literal["threshold", "anomaly"] = "threshold"
+    recovery_threshold: float | None = None
+    keep_firing_seconds: Annotated[int, Meta(ge=0, le=86400)] = 0
+    anomaly: AnomalyIn | None = None
+    group_by: GroupBy = msgspec.field(default_factory=list)
+    max_groups: Annotated[int, Meta(ge=1, le=100)] = 20
     name: Name | None = None
     metric_id: int | None = None
     metric_inline: dict[str, Any] | None = None
@@ -81,7 +96,47 @@ async def decode_body(request: Request, type_: type) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_field", message, {"field": field})
+
+
+def _check_kind(data: Any) -> None:
+    """The fields each kind needs, and the recovery side of the hysteresis."""
+    if data.kind == "anomaly":
+        if data.anomaly is None:
+            raise _invalid("anomaly", "an anomaly alert needs `anomaly` (its band)")
+        for name in ("comparator", "threshold", "recovery_threshold"):
+            if getattr(data, name) is not None:
+                raise _invalid(name, f"an anomaly alert has a band, not a {name}")
+        if data.group_by:
+            raise _invalid("group_by", "anomaly alerts cannot be grouped (yet)")
+        a = data.anomaly
+        if a.recovery_sensitivity is not None and a.recovery_sensitivity > a.sensitivity:
+            raise _invalid(
+                "anomaly.recovery_sensitivity",
+                "recovery_sensitivity must not exceed sensitivity (the recovery band is "
+                "inside the firing band)",
+            )
+        return
+    if data.anomaly is not None:
+        raise _invalid("anomaly", "only anomaly alerts (kind = anomaly) have `anomaly`")
+    for name in ("comparator", "threshold"):
+        if getattr(data, name) is None:
+            raise _invalid(name, f"a threshold alert needs {name}")
+    r = data.recovery_threshold
+    if r is not None:
+        above = data.comparator in (">", ">=")
+        if (above and r > data.threshold) or (not above and r < data.threshold):
+            side = "at most" if above else "at least"
+            raise _invalid(
+                "recovery_threshold",
+                f"with comparator {data.comparator} the recovery threshold must be {side} "
+                f"the threshold ({data.threshold:g})",
+            )
+
+
 def _check_fields(data: Any, settings: Any) -> None:
+    _check_kind(data)
     exactly_one_metric(data.metric_id, data.metric_inline)
     if data.metric_inline is not None:
         validate_definition(data.metric_inline, "metric_inline")
@@ -133,10 +188,17 @@ async def _check_watchable(services: Services, org_id: int, data: Any) -> dict[s
     field = "metric_inline" if data.metric_inline is not None else "metric_id"
     try:
         watched = watched_metric(definition)
-        make_key(watched.metric, org_id=org_id, database=services.ch.database, filters=data.filters)
+        make_key(
+            watched.metric,
+            org_id=org_id,
+            database=services.ch.database,
+            filters=data.filters,
+            group_by=data.group_by or None,
+            window_s=60 if data.kind == "anomaly" else 0,
+        )
     except MetricError as exc:
-        if exc.where.get("field", "").startswith("filters"):
-            raise  # the alert's own `filters`: already where the request has them
+        if exc.where.get("field", "").startswith(("filters", "group_by")):
+            raise  # the alert's own `filters`/`group_by`: already where the request has them
         raise locate_metric_error(exc, field, "text" in definition) from None
     return definition
 
@@ -146,6 +208,7 @@ async def _validated(services: Services, org_id: int, data: AlertIn) -> dict[str
     await _check_watchable(services, org_id, data)
     values = msgspec.structs.asdict(data)
     values.pop("version")
+    values["anomaly"] = msgspec.to_builtins(data.anomaly)
     return values
 
 
@@ -329,6 +392,12 @@ class AlertController(Controller):
             "for_seconds": data.for_seconds,
             "resolve_after_seconds": data.resolve_after_seconds,
             "filters": data.filters,
+            "kind": data.kind,
+            "recovery_threshold": data.recovery_threshold,
+            "keep_firing_seconds": data.keep_firing_seconds,
+            "anomaly": msgspec.to_builtins(data.anomaly),
+            "group_by": data.group_by,
+            "max_groups": data.max_groups,
         }
         return await _run(
             services,

@@ -140,17 +140,36 @@ class DashboardSummary(msgspec.Struct):
 # -- alerts --------------------------------------------------------------------------------
 
 
+class AnomalyIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An anomaly alert's expected band (docs/alerts.md, "Anomaly alerts")."""
+
+    baseline: Literal["week", "hour"] = "week"
+    sensitivity: Annotated[float, Meta(gt=0, le=100)] = 4.0  # band half-width, robust sigmas
+    recovery_sensitivity: Annotated[float, Meta(ge=0, le=100)] | None = None  # ≤ sensitivity
+    direction: Literal["above", "below", "both"] = "both"
+    min_band: Annotated[float, Meta(ge=0, le=1e15)] = 0.0  # least half-width, metric units
+
+
+GroupBy = Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(max_length=2)]
+
+
 class AlertIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    comparator: Literal[">", ">=", "<", "<="]
-    threshold: float
     for_seconds: Annotated[int, Meta(ge=1, le=86400)]
+    comparator: Literal[">", ">=", "<", "<="] | None = None  # threshold alerts
+    threshold: float | None = None  # threshold alerts
+    kind: Literal["threshold", "anomaly"] = "threshold"
     metric_id: int | None = None
     metric_inline: dict[str, Any] | None = None
     filters: Annotated[list[dict[str, Any]], Meta(max_length=20)] = msgspec.field(
         default_factory=list
     )
     resolve_after_seconds: Annotated[int, Meta(ge=1, le=86400)] | None = None
+    recovery_threshold: float | None = None  # resolve only once back beyond it (hysteresis)
+    keep_firing_seconds: Annotated[int, Meta(ge=0, le=86400)] = 0
+    anomaly: AnomalyIn | None = None  # anomaly alerts
+    group_by: GroupBy = msgspec.field(default_factory=list)  # one machine per group value
+    max_groups: Annotated[int, Meta(ge=1, le=100)] = 20
     severity: Literal["info", "warning", "critical"] = "warning"
     enabled: bool = True
     webhook_url: Annotated[str, Meta(max_length=2000)] | None = None
@@ -174,13 +193,19 @@ class AlertOut(msgspec.Struct):
     metric_id: int | None
     metric_inline: dict[str, Any] | None
     filters: list[Any]
-    comparator: str
-    threshold: float
+    comparator: str | None
+    threshold: float | None
     for_seconds: int
     resolve_after_seconds: int | None
     severity: str
     enabled: bool
     webhook_url: str | None
+    kind: str
+    recovery_threshold: float | None
+    keep_firing_seconds: int
+    anomaly: dict[str, Any] | None
+    group_by: list[str]
+    max_groups: int
     state: str
     state_since: datetime | None
     last_value: float | None
@@ -214,6 +239,7 @@ class AlertEventOut(msgspec.Struct):
     threshold: float
     at: datetime
     details: dict[str, Any]
+    group_key: str | None  # a grouped alert's group: the JSON of its group-by values
     delivery: Literal["none", "pending", "delivered", "failed", "silenced"]
     delivery_attempts: int
     delivery_error: str | None

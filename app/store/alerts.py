@@ -11,7 +11,8 @@ from app.store.base import Invalid, NotFound, Repo, check_version, owned_metric_
 
 _COLUMNS = (
     "id, name, metric_id, metric_inline, filters, comparator, threshold, for_seconds, "
-    "resolve_after_seconds, severity, enabled, webhook_url, state, state_since, last_value, "
+    "resolve_after_seconds, severity, enabled, webhook_url, kind, recovery_threshold, "
+    "keep_firing_seconds, anomaly, group_by, max_groups, state, state_since, last_value, "
     "version, created_at, updated_at"
 )
 # An alert as read: its columns, its channels, the silence muting it now (the latest-ending).
@@ -39,8 +40,14 @@ _WRITABLE = (
     "severity",
     "enabled",
     "webhook_url",
+    "kind",
+    "recovery_threshold",
+    "keep_firing_seconds",
+    "anomaly",
+    "group_by",
+    "max_groups",
 )
-_JSON = {"metric_inline", "filters"}
+_JSON = {"metric_inline", "filters", "anomaly", "group_by"}
 
 
 def _values(data: dict[str, Any]) -> list[Any]:

@@ -163,3 +163,64 @@ async def test_roles(env, org, pg_url):
         headers=vh,
     )
     assert r.status_code == 200, r.text
+
+
+async def test_antiflap_anomaly_and_group_fields_are_validated_with_the_field(env, org):
+    anomaly = {"kind": "anomaly", "anomaly": {"baseline": "hour"}}
+    no_threshold = {"comparator": None, "threshold": None}
+    cases = [
+        ({"recovery_threshold": 9}, "recovery_threshold"),  # > threshold 5 with ">"
+        ({"comparator": "<", "recovery_threshold": 1}, "recovery_threshold"),
+        ({"keep_firing_seconds": -1}, "keep_firing_seconds"),
+        ({"keep_firing_seconds": 86401}, "keep_firing_seconds"),
+        ({"threshold": None}, "threshold"),
+        ({"comparator": None}, "comparator"),
+        ({"anomaly": {"baseline": "hour"}}, "anomaly"),  # a threshold alert with a band
+        ({"kind": "anomaly"} | no_threshold, "anomaly"),
+        (anomaly, "comparator"),  # an anomaly alert with a threshold
+        (anomaly | no_threshold | {"recovery_threshold": 1}, "recovery_threshold"),
+        (anomaly | no_threshold | {"anomaly": {"baseline": "day"}}, "anomaly.baseline"),
+        (anomaly | no_threshold | {"anomaly": {"sensitivity": 0}}, "anomaly.sensitivity"),
+        (
+            anomaly | no_threshold | {"anomaly": {"sensitivity": 2, "recovery_sensitivity": 3}},
+            "anomaly.recovery_sensitivity",
+        ),
+        (anomaly | no_threshold | {"anomaly": {"min_band": -1}}, "anomaly.min_band"),
+        (anomaly | no_threshold | {"anomaly": {"x": 1}}, "anomaly"),  # message: unknown `x`
+        (anomaly | no_threshold | {"group_by": ["country"]}, "group_by"),
+        ({"group_by": ["nope"]}, "group_by"),
+        ({"group_by": ["country", "os", "device"]}, "group_by"),
+        ({"group_by": ["country"], "max_groups": 0}, "max_groups"),
+        ({"group_by": ["country"], "max_groups": 101}, "max_groups"),
+    ]
+    for over, field in cases:
+        body = {k: v for k, v in (alert_body() | over).items() if v is not None}
+        r = await env.http.post("/alerts", json=body, headers=h(org))
+        assert r.status_code == 422, (over, r.text)
+        error = r.json()["error"]
+        assert error["where"]["field"] == field, (over, error)
+    assert (await env.http.get("/alerts", headers=h(org))).json() == []
+    # the valid ones are stored and read back as sent
+    r = await env.http.post(
+        "/alerts",
+        json=alert_body(recovery_threshold=3, keep_firing_seconds=30, group_by=["country"]),
+        headers=h(org),
+    )
+    assert r.status_code == 201, r.text
+    a = r.json()
+    assert (a["kind"], a["recovery_threshold"], a["keep_firing_seconds"]) == ("threshold", 3, 30)
+    assert (a["group_by"], a["max_groups"], a["anomaly"]) == (["country"], 20, None)
+    body = {k: v for k, v in alert_body(**anomaly).items() if k not in ("comparator", "threshold")}
+    r = await env.http.post("/alerts", json=body, headers=h(org))
+    assert r.status_code == 201, r.text
+    assert r.json()["anomaly"] == {
+        "baseline": "hour",
+        "sensitivity": 4.0,
+        "recovery_sensitivity": None,
+        "direction": "both",
+        "min_band": 0.0,
+    }
+    assert r.json()["threshold"] is None
+    # /test is for single-series threshold alerts: the others are pointed at the backtest
+    r = await env.http.post(f"/alerts/{r.json()['id']}/test", headers=h(org))
+    assert r.status_code == 422 and "backtest" in r.json()["error"]["message"]

@@ -27,14 +27,21 @@ def backtest_events(body, base):
     return [(e["kind"], e["t"] - base, e["value"]) for e in body["events"]]
 
 
-@pytest.mark.parametrize("for_seconds,resolve", [(3, None), (2, 4), (1, 1)])
-async def test_backtest_agrees_with_live_evaluator(env, org, pg_url, for_seconds, resolve):
-    rng = random.Random(for_seconds * 100 + (resolve or 0))
+@pytest.mark.parametrize(
+    "for_seconds,resolve,recovery,keep",
+    [(3, None, None, 0), (2, 4, None, 0), (1, 1, None, 0), (2, 2, 3, 0), (1, 2, 3, 4)],
+)
+async def test_backtest_agrees_with_live_evaluator(
+    env, org, pg_url, for_seconds, resolve, recovery, keep
+):
+    rng = random.Random(for_seconds * 100 + (resolve or 0) + keep)
     base = base_second(150)
     counts = [rng.choice([0, 2, 4, 6, 8, 12]) for _ in range(60)]
-    over = {"for_seconds": for_seconds, "threshold": 5}
+    over = {"for_seconds": for_seconds, "threshold": 5, "keep_firing_seconds": keep}
     if resolve:
         over["resolve_after_seconds"] = resolve
+    if recovery is not None:
+        over["recovery_threshold"] = recovery
     a = await create_alert(env, org, **over)
     await env.post(org.api_key, series_events(base, counts))
     await env.tick(base + SETTLE_S - 1)  # starts with second `base`
@@ -42,7 +49,8 @@ async def test_backtest_agrees_with_live_evaluator(env, org, pg_url, for_seconds
     live = live_events(await events_of(pg_url, a["id"]), base)
     assert live, "the random stream should fire at least once"
 
-    body = {k: a[k] for k in ("metric_inline", "comparator", "threshold", "for_seconds", "filters")}
+    keys = ("metric_inline", "comparator", "threshold", "for_seconds", "filters")
+    body = {k: a[k] for k in (*keys, "recovery_threshold", "keep_firing_seconds")}
     body |= {"resolve_after_seconds": resolve, "from": base, "to": base + len(counts)}
     r = await env.http.post("/alerts/backtest", json=body, headers=h(org))
     assert r.status_code == 200, r.text

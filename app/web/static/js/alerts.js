@@ -13,7 +13,9 @@ const alertId = document.body.dataset.alertId ? Number(document.body.dataset.ale
 let current = null;
 
 function cond(a) {
-  return `${a.comparator} ${a.threshold} for ${a.for_seconds} s`;
+  const what = a.kind === "anomaly" ? `outside its ${a.anomaly.baseline} band` : `${a.comparator} ${a.threshold}`;
+  const per = a.group_by?.length ? ` per ${a.group_by.join(", ")}` : "";
+  return `${what} for ${a.for_seconds} s${per}`;
 }
 
 async function loadList() {
@@ -129,6 +131,16 @@ function read() {
   if ($("a-webhook").value.trim()) body.webhook_url = $("a-webhook").value.trim();
   // The form does not edit channels: a save keeps the alert's (a PUT replaces the whole alert).
   if (current) body.channel_ids = current.channel_ids ?? [];
+  if (current) {
+    // Fields this form does not show (anti-flapping, anomaly band, group-by) are kept as stored.
+    for (const k of ["kind", "anomaly", "recovery_threshold", "keep_firing_seconds", "group_by", "max_groups"]) {
+      if (current[k] !== null && current[k] !== undefined) body[k] = current[k];
+    }
+    if (current.kind === "anomaly") {
+      delete body.comparator;
+      delete body.threshold;
+    }
+  }
   return body;
 }
 
