@@ -63,6 +63,7 @@ class _KeyState:
     pruned_at: int = 0
     queries: int = 0  # queries this node ran for the key
     phase: int = -1  # the phase of the round that polls it (-1: not placed yet)
+    extended: bool = False  # this round's window reaches back further for late rows
 
 
 class Watch:
@@ -450,6 +451,7 @@ class Poller:
         lowest = now_s - self.retention_s + 1
         lo = max(mark - self.reread_s - catch_up, lowest)
         late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
+        state.extended = late is not None and late < lo
         if late is not None:
             lo = min(lo, late)
         return lo, now_s + 1
@@ -468,15 +470,14 @@ class Poller:
             else:
                 self.skipped += 1
         batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
-        # A fan-in statement reads from the earliest regular window of its keys (they differ by
-        # a second or two at most); a key re-reading further back (late rows, its periodic whole
-        # range, a first read after an outage) is read with its org instead, so one org's long
+        # A fan-in statement reads from the earliest regular window of its keys (they were read
+        # in the same rounds, so their watermarks agree); a key re-reading further back for late
+        # rows or its periodic whole range is read with its org instead, so one org's long
         # re-read never widens every org's read.
-        regular = now_s - self.reread_s - math.ceil(max(lag_ms, self._prev_lag_ms) / 1000) - 2
         for item in due:
             state, lo, hi = item
             spec = state.spec
-            if self.batch and self.fan_in and spec.shape is not None and lo >= regular:
+            if self.batch and self.fan_in and spec.shape is not None and not state.extended:
                 shape = spec.shape if spec.shape_kind == "window" else ""
                 ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, hi)
             elif self.batch and spec.batchable:
