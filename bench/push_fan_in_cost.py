@@ -1,7 +1,8 @@
 """What one poll round of the seed's live keys costs, fan-in vs per org (issue 14), sequential
 and in process, measured as process CPU (chDB runs in the process): `--orgs` orgs with 10 live
-keys each (bench/push.py `_seed_specs`: 9 batchable + the windowed `active_users`), a minute of
-`--rows` rollup rows per org and second in rollup_1s, every round reading the last 6 seconds.
+keys each (bench/push.py `_seed_specs`: 9 batchable + the windowed `active_users`), `--history`
+seconds of `--rows` rollup rows per org and second in rollup_1s, every round reading the last 6
+seconds.
 
 * fan-in: one statement for the 9 batchable shapes of every org + one for the windowed shape
   (app/querybuilder/fanin.py), bound, verified, run and split — what a round does.
@@ -41,12 +42,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10, help="rollup rows per org and second")
     parser.add_argument("--sample", type=int, default=100, help="orgs read one by one (per org)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--history", type=int, default=30, help="seconds of rows inserted")
     args = parser.parse_args()
     root = EmbeddedClickHouse(database="default", data_dir=tempfile.mkdtemp(prefix="cp-fanin-"))
     ch = root.with_database("scale")
     migrate_clickhouse(ch, render_clickhouse(database="scale"))
     now = int(time.time())
-    for second in range(now - 60, now):
+    for second in range(now - args.history, now):
         rows = [r for o in range(1, args.orgs + 1) for r in _scale_rows(o, second, args.rows)]
         _scale_insert(ch, rows)
     specs, _ = _seed_specs(args.orgs * 10, args.orgs, "scale")
