@@ -83,6 +83,18 @@ async def test_annotations_drawn_on_every_time_chart_listed_and_deleted(
     assert await markers(page, "Live") is None
     assert await markers(page, "Heat") is None
 
+    # Hovering the deploy's line shows its tooltip: the title escaped, as text.
+    box = (await chart(page, "Views")).locator(".chart-box")
+    x, y = await box.evaluate(
+        f"""el => {{ const i = echarts.getInstanceByDom(el);
+        const [px] = i.convertToPixel({{xAxisIndex: 0, yAxisIndex: 0}}, [{deploy_t * 1000}, 0]);
+        const r = el.getBoundingClientRect(); return [r.left + px, r.top + r.height / 2]; }}"""
+    )
+    await page.mouse.move(x, y)
+    tip = box.locator("div", has_text="deploy <img")
+    await tip.last.wait_for()
+    assert HOSTILE in await tip.last.inner_text()
+
     # The panel lists this org's annotations in range, oldest first; titles are text.
     panel = page.locator("#annotations")
     items = panel.locator("li[data-annotation-id]")
@@ -98,7 +110,7 @@ async def test_annotations_drawn_on_every_time_chart_listed_and_deleted(
     # Delete from the panel: gone from the list, the charts and the API.
     await panel.get_by_role("button", name="Delete annotation incident: 5xx").click()
     await page.wait_for_function(
-        "document.querySelectorAll('#annotations li[data-annotation-id]').length === 1"
+        "() => document.querySelectorAll('#annotations li[data-annotation-id]').length === 1"
     )
     card = await chart(page, "Views")
     handle = await card.element_handle()
