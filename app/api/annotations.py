@@ -36,13 +36,14 @@ MAX_LISTED = 500  # per GET: a chart shows no more than this many markers
 DEFAULT_RANGE_S = 86400
 BODY_LIMIT = 16 * 1024
 
-Tag = Annotated[str, Meta(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]
+Tag = Annotated[str, Meta(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Instant = Annotated[datetime, Meta(tz=True)]
 
 
 class AnnotationIn(msgspec.Struct, forbid_unknown_fields=True):
     time: Instant
-    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    # No control characters: one line of text (and PostgreSQL refuses NUL outright)
+    title: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
     end: Instant | None = None  # a span (an incident) when given; a point (a deploy) when not
     tags: Annotated[list[Tag], Meta(max_length=10)] = msgspec.field(default_factory=list)
 

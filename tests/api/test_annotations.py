@@ -123,6 +123,8 @@ async def test_ingest_key_may_only_create_and_viewer_may_only_read(api, org):
     [
         ({"time": T0, "title": ""}, "title"),
         ({"time": T0, "title": "x" * 201}, "title"),
+        ({"time": T0, "title": "a\u0000b"}, "title"),  # PostgreSQL refuses NUL: never a 500
+        ({"time": T0, "title": "two\nlines"}, "title"),
         ({"time": T0, "title": "x", "tags": ["t"] * 11}, "tags"),
         ({"time": T0, "title": "x", "tags": ["a" * 51]}, "tags"),
         ({"time": "2026-12-01T10:00:00", "title": "x"}, "time"),  # no zone: ambiguous
