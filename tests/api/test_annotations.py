@@ -154,3 +154,17 @@ async def test_count_limit_per_org(api, org, other_org, monkeypatch):
         "code": "too_many_annotations", "message": r.json()["error"]["message"], "where": {"limit": 2},
     }  # fmt: skip
     assert (await create(api, other_org.h("editor"))).status_code == 201  # per org
+
+
+async def test_a_revoked_ingest_key_cannot_create(api, org):
+    keys = (await api.get("/api-keys", headers=org.h("admin"))).json()
+    assert len(keys) == 1
+    r = await api.delete(f"/api-keys/{keys[0]['id']}", headers=org.h("admin"))
+    assert r.status_code in (200, 204), r.text
+    r = await api.post(
+        "/annotations", json={"time": T0, "title": "late deploy"},
+        headers={"Authorization": f"Bearer {org.api_key}"},
+    )  # fmt: skip
+    assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"
+    r = await api.get("/annotations", params={"from": T0, "to": "now"}, headers=org.h("viewer"))
+    assert r.json() == []
