@@ -206,7 +206,8 @@ def _complete_operation(
         answer.headers = headers
     # What the handler documented itself, with its own body, stays (e.g. /readyz's 503).
     own = {str(code) for code in (handler.responses or {})}
-    authenticated = "principal" in handler.resolve_dependencies()
+    # `caller`: a user token or an ingest key (app/api/annotations.py)
+    authenticated = bool({"principal", "caller"} & set(handler.resolve_dependencies()))
     for status in sorted(error_statuses(route_doc, operation, authenticated)):
         if str(status) in own:
             continue

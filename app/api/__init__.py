@@ -4,6 +4,7 @@ limits."""
 from app.api.admin import ApiKeyController, OrgController, me
 from app.api.alert_channels import ChannelController, SilenceController
 from app.api.alerts import AlertController
+from app.api.annotations import AnnotationController
 from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
@@ -26,4 +27,5 @@ route_handlers = [
     TokenController,
     SqlController,
     ChartDataController,
+    AnnotationController,
 ]

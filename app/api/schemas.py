@@ -10,7 +10,7 @@ from msgspec import Meta
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Description = Annotated[str, Meta(max_length=2000)]
-ChartType = Literal["line", "bar", "heatmap", "funnel"]
+ChartType = Literal["line", "bar", "heatmap", "funnel", "stat"]
 Granularity = Literal["auto", "1s", "1m", "1h", "1d"]
 Range = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,4}[smhdw]$")]
 Dimension = Annotated[str, Meta(pattern=r"^[a-z_]{1,32}(\.[A-Za-z0-9_.\-]{1,64})?$")]

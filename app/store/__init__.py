@@ -10,6 +10,7 @@ row whose version moved on is a `VersionConflict` (the API answers 409).
 from psycopg_pool import AsyncConnectionPool
 
 from app.store.alerts import AlertRepo
+from app.store.annotations import AnnotationRepo
 from app.store.base import Breaker, Conflict, NotFound, StoreUnavailable, VersionConflict
 from app.store.channels import ChannelRepo, SilenceRepo
 from app.store.dashboards import DashboardRepo
@@ -34,6 +35,7 @@ class Store:
         self.api_keys = ApiKeyRepo(pool, timeout_s, b)
         self.orgs = OrgRepo(pool, timeout_s, b)
         self.tokens = TokenRepo(pool, timeout_s, b)
+        self.annotations = AnnotationRepo(pool, timeout_s, b)
 
 
 __all__ = ["Conflict", "NotFound", "Store", "StoreUnavailable", "VersionConflict"]

@@ -2,10 +2,11 @@
 // over /ws/subscribe and merges what arrives into its series in place (see docs/ui.md).
 // Long because one chart's life — controls, load, comparison, live merge, open bucket — is
 // one class whose parts share its state; the formats live in time.js and format.js.
-import { ApiError, get, qs, query } from "./api.js";
+import { api, ApiError, get, qs, query } from "./api.js";
 import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
-import { dateTime, fromInput, onTimeZoneChange, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
+import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
+import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
 import { el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -134,13 +135,20 @@ class ChartView {
     this.box = el("div", { class: "chart-box", role: "img", "aria-label": chart.title || `${chart.chart_type} chart` });
     this.values = el("div", { class: "drill-values" });
     this.titleNode = el("h2", { id: `${this.key}-title`, text: chart.title || `Chart ${chart.id}` });
+    this.statNode = el("div", { class: "stat", hidden: chart.chart_type !== "stat" });
+    this.tableNode = el("div", { class: "chart-table", hidden: true });
+    const name = chart.title || `chart ${chart.id}`;
+    this.tableToggle = el("button", { type: "button", class: "chip", "aria-pressed": "false", "aria-label": `Show ${name} as a table`, text: "Table", onclick: () => this.toggleTable() });
+    this.csvButton = el("button", { type: "button", class: "chip", "aria-label": `Download the data of ${name} as CSV`, text: "CSV", onclick: () => this.exportCsv() });
     this.card = el(
       "article",
       { class: "card chart-card", "data-chart-id": chart.id, "data-chart-type": chart.chart_type, "aria-labelledby": `${this.key}-title` },
-      el("header", { class: "chart-head" }, this.titleNode, this.status),
+      el("header", { class: "chart-head" }, this.titleNode, this.status, el("span", { class: "chart-tools" }, this.tableToggle, this.csvButton)),
       this.errorNode,
       this.noteNode,
+      this.statNode,
       this.box,
+      this.tableNode,
       this.values,
     );
     this.ec = null;
@@ -180,6 +188,7 @@ class ChartView {
     const t = this.chart.chart_type;
     if (t === "funnel") return "funnel";
     if (t === "heatmap") return "heatmap";
+    if (t === "stat") return "stat";
     if (t === "bar" && this.dimension) return "top";
     return "series";
   }
@@ -327,7 +336,7 @@ class ChartView {
     let answer;
     let compared = null;
     try {
-      answer = this.kind === "series" ? await this.fetchSeries(from, to) : await this.fetchOther(from, to);
+      answer = await this.fetchData(from, to);
       compared = await this.fetchCompared(answer);
     } catch (err) {
       if (gen !== this.generation) return;
@@ -343,6 +352,7 @@ class ChartView {
     this.compared = compared;
     if (!this.meta.stale) this.dash.freshness.touch();
     this.draw(answer, start, end);
+    if (!this.tableNode.hidden) this.renderTable(answer);
     this.titleNode.textContent = this.displayTitle;
     this.setStatus(this.describe());
     this.status.title = this.plan();
@@ -415,9 +425,12 @@ class ChartView {
       this.window = { start, end };
       const option = this.seriesOption(start, end);
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
-      this.ec.setOption(option, { notMerge: true });
+      this.ec.setOption({ ...option, series: [...option.series, ...this.markerSeries()] }, { notMerge: true });
       this.label(option);
       this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
+    } else if (this.kind === "stat") {
+      this.drawStat(answer, start, end);
+      this.renderValues([]);
     } else if (this.kind === "funnel") {
       const opt = funnelOption(answer.columns, answer.rows, { title, compared: this.compared, mainLabel: this.compared && this.compare === "previous_period" ? "this period" : "all" });
       this.ec.setOption(opt, { notMerge: true });
@@ -433,6 +446,76 @@ class ChartView {
       this.ec.setOption(opt, { notMerge: true });
       this.label(opt);
       this.renderValues(opt.series[0].data.filter((d) => !d.isOther).map((d) => d.dimValue));
+    }
+  }
+
+  /** The chart's answer as the API gives it (what the table and the CSV show). */
+  fetchData(from, to) {
+    if (this.kind === "series") return this.fetchSeries(from, to);
+    if (this.kind === "stat") return this.fetchSeries(from, to, { compare: "previous_period" });
+    return this.fetchOther(from, to);
+  }
+
+  /** A stat panel: the number in the metric's unit, its change against the previous period
+   *  and the current period's sparkline (panels.js says which number). */
+  drawStat(answer, start, end) {
+    const stat = statOf(answer);
+    const text = statText(stat, this.unit);
+    const what = stat.additive ? `total, ${spanWords(this.spanS)}` : `latest ${GRAN_WORDS[this.stepS] || "bucket"}`;
+    const dir = !stat.change ? "flat" : stat.change > 0 ? "up" : "down";
+    const parts = [
+      el("span", { class: "stat-value", text: text.number }),
+      text.unit && el("span", { class: "stat-unit", text: text.unit }),
+      el("span", { class: `stat-change stat-${dir}`, text: text.change }),
+      el("span", { class: "stat-caption muted", text: `${what} · previous period ${text.previous}` }),
+    ];
+    this.statNode.replaceChildren(...parts.filter(Boolean));
+    this.ec.setOption(sparklineOption(stat, { from: start, to: end, stepS: this.stepS, unit: this.unit }), { notMerge: true });
+    this.box.setAttribute("aria-label", `${this.displayTitle}: ${text.number}${text.unit ? ` ${text.unit}` : ""} (${what}), ${text.change} against the previous period (${text.previous}).`);
+  }
+
+  /** The org's annotations in this chart's window, as an extra series (none: no series). */
+  markerSeries() {
+    if (this.kind !== "series" || !this.window) return [];
+    const marks = annotationSeries(this.dash.annotations, this.window.start, this.window.end);
+    return marks ? [marks] : [];
+  }
+
+  /** Redraw the markers alone (the annotations changed; the data did not). */
+  drawAnnotations() {
+    if (this.kind !== "series" || !this.store || !this.window) return;
+    const drawn = this.ec.getOption(); // none while the chart shows an error (cleared)
+    if (!drawn) return;
+    const series = (drawn.series || []).filter((x) => x.id !== "annotations");
+    this.ec.setOption({ series: [...series, ...this.markerSeries()] }, { replaceMerge: ["series"] });
+  }
+
+  async toggleTable() {
+    const show = this.tableNode.hidden;
+    this.tableToggle.setAttribute("aria-pressed", String(show));
+    this.tableNode.hidden = !show;
+    this.box.hidden = show;
+    if (!show) return;
+    this.tableNode.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+    try {
+      const { from, to } = this.range;
+      this.renderTable(await this.fetchData(from, to));
+    } catch (err) {
+      this.tableNode.replaceChildren(el("p", { class: "error", role: "alert", text: err.message || String(err) }));
+    }
+  }
+
+  renderTable(answer) {
+    this.tableNode.replaceChildren(dataTable(el, answer, `${this.displayTitle}: ${answer.rows.length} rows, times in UTC`));
+  }
+
+  /** The chart's data, read again from the API, as a CSV download. */
+  async exportCsv() {
+    try {
+      const { from, to } = this.range;
+      download(toCsv(await this.fetchData(from, to)), fileName(this.displayTitle));
+    } catch (err) {
+      this.setError(err);
     }
   }
 
@@ -543,7 +626,7 @@ class ChartView {
     this.window = { start, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
     const series = this.store.seriesOptions(type, { openFrom: this.openFrom() });
-    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series }, { replaceMerge: ["series"] });
+    this.ec.setOption({ xAxis: { min: start * 1000, max: end * 1000 }, series: [...series, ...this.markerSeries()] }, { replaceMerge: ["series"] });
     this.label({ series }, { throttle: true });
   }
 
@@ -586,6 +669,14 @@ class ChartView {
   async refreshTail() {
     this.lastTail = Date.now();
     const gen = this.generation;
+    if (this.kind === "stat") {
+      const { from, to, start, end } = this.range;
+      const answer = await this.fetchData(from, to);
+      if (gen !== this.generation) return;
+      this.dash.freshness.setCached(this.key, !!answer.meta?.stale, answer.meta?.age_s);
+      this.drawStat(answer, start, end);
+      return;
+    }
     if (this.kind !== "series" || !this.store) {
       const { from, to } = this.range;
       const answer = await this.fetchOther(from, to);
@@ -619,7 +710,7 @@ class ChartView {
     this.window = { start: end - this.spanS, end };
     const type = this.chart.chart_type === "bar" ? "bar" : "line";
     const series = this.store.seriesOptions(type, { openFrom: this.openFrom() });
-    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series }, { replaceMerge: ["series"] });
+    this.ec.setOption({ xAxis: { min: this.window.start * 1000, max: end * 1000 }, series: [...series, ...this.markerSeries()] }, { replaceMerge: ["series"] });
     this.label({ series }, { throttle: true });
     if (this.dimension) this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
   }
@@ -640,6 +731,7 @@ class Dashboard {
     this.state = readState();
     this.views = [];
     this.metricUnits = new Map(); // saved metric id → its unit
+    this.annotations = [];
   }
 
   get isRelative() {
@@ -714,6 +806,9 @@ class Dashboard {
         }
       }
     }, 1000);
+    setInterval(() => {
+      if (this.state.live && this.isRelative) this.loadAnnotations();
+    }, 30_000);
     onTimeZoneChange(() => {
       this.renderControls();
       this.reloadAll();
@@ -725,7 +820,59 @@ class Dashboard {
 
   reloadAll() {
     this.renderBreadcrumbs();
+    this.loadAnnotations();
     return Promise.all(this.views.map((v) => v.load()));
+  }
+
+  /** The org's annotations over the widest range a chart shows: markers and the panel. */
+  async loadAnnotations() {
+    const s = this.state;
+    const to = s.range === "custom" ? s.to : nowS() + 60;
+    const from = s.range === "custom" ? s.from : nowS() - Math.max(3600, ...this.views.map((v) => v.spanS));
+    try {
+      this.annotations = await get(`/annotations${qs({ from: String(from), to: String(to) })}`);
+      this.annotationError = "";
+    } catch (err) {
+      this.annotationError = `Annotations: ${err.message}`; // the charts draw without them
+    }
+    for (const v of this.views) v.drawAnnotations();
+    this.renderAnnotations();
+  }
+
+  renderAnnotations() {
+    if (!this.annotationPanel) {
+      this.annotationList = el("ul", { class: "annotation-list" });
+      this.annotationStatus = el("p", { class: "error", role: "alert" });
+      this.annotationHead = el("h2", { id: "annotations-title" });
+      this.annotationPanel = el("section", { id: "annotations", class: "card annotations", "aria-labelledby": "annotations-title" }, this.annotationHead, this.annotationStatus, this.annotationList);
+      document.getElementById("grid").after(this.annotationPanel);
+    }
+    this.annotationHead.textContent = `Annotations (${zoneLabel()})`;
+    this.annotationStatus.textContent = this.annotationError || "";
+    const when = (a) => `${dateTime(parseInstant(a.time))}${a.end ? ` – ${dateTime(parseInstant(a.end))}` : ""}`;
+    const items = this.annotations.map((a) =>
+      el(
+        "li",
+        { "data-annotation-id": a.id },
+        el("time", { datetime: a.time, text: when(a) }),
+        el("span", { class: "annotation-title", text: a.title }),
+        a.tags.length ? el("span", { class: "muted", text: a.tags.join(", ") }) : null,
+        el("button", { type: "button", class: "link", text: "Delete", "aria-label": `Delete annotation ${a.title}`, onclick: () => this.deleteAnnotation(a) }),
+      ),
+    );
+    if (!items.length) items.push(el("li", { class: "muted", text: "None in this range: POST /annotations marks deploys and incidents (see the API docs)." }));
+    this.annotationList.replaceChildren(...items);
+  }
+
+  async deleteAnnotation(a) {
+    try {
+      await api("DELETE", `/annotations/${a.id}`);
+    } catch (err) {
+      this.annotationError = `Annotations: ${err.message}`;
+      this.renderAnnotations();
+      return;
+    }
+    await this.loadAnnotations();
   }
 
   setState(change, pushHistory = false) {
