@@ -1,0 +1,27 @@
+"""The UI's static sources are whole: no merge-conflict leftovers, and every stylesheet has
+balanced braces and comments (an unclosed comment silently drops every rule after it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+STATIC = Path(__file__).resolve().parents[2] / "app" / "web" / "static"
+TEMPLATES = STATIC.parent / "templates"
+SOURCES = sorted([*STATIC.rglob("*.css"), *STATIC.rglob("*.js"), *TEMPLATES.rglob("*.html")])
+MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.M)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(STATIC.parent)))
+def test_no_merge_leftovers(path):
+    assert not MARKER.search(path.read_text(encoding="utf-8")), path
+
+
+@pytest.mark.parametrize("path", sorted(STATIC.rglob("*.css")), ids=lambda p: p.name)
+def test_stylesheet_comments_and_braces_balance(path):
+    text = path.read_text(encoding="utf-8")
+    without_comments = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    assert "/*" not in without_comments and "*/" not in without_comments, "an unclosed comment"
+    assert without_comments.count("{") == without_comments.count("}")
