@@ -8,6 +8,7 @@ from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
+from app.api.shares import ShareAdminController, SharedDashboardController
 from app.api.sql import SqlController
 from app.api.tokens import TokenController
 
@@ -26,4 +27,6 @@ route_handlers = [
     TokenController,
     SqlController,
     ChartDataController,
+    ShareAdminController,
+    SharedDashboardController,
 ]

@@ -15,6 +15,7 @@ from app.store.channels import ChannelRepo, SilenceRepo
 from app.store.dashboards import DashboardRepo
 from app.store.metrics import MetricRepo
 from app.store.orgs import ApiKeyRepo, OrgRepo, TokenRepo
+from app.store.shares import ShareRepo
 
 
 class Store:
@@ -34,6 +35,7 @@ class Store:
         self.api_keys = ApiKeyRepo(pool, timeout_s, b)
         self.orgs = OrgRepo(pool, timeout_s, b)
         self.tokens = TokenRepo(pool, timeout_s, b)
+        self.shares = ShareRepo(pool, timeout_s, b)
 
 
 __all__ = ["Conflict", "NotFound", "Store", "StoreUnavailable", "VersionConflict"]
