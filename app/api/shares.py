@@ -27,9 +27,9 @@ from msgspec import Meta
 from app.api.common import MAX_BODY_BYTES, check_id
 from app.api.dashboards import charts_data, read_dashboard
 from app.api.schemas import DashboardData
-from app.auth import Principal, well_formed
+from app.auth import Principal, throttle_keys, well_formed
 from app.credentials import SHARE_LINK_PREFIX, hash_secret
-from app.deps import AUTH, PrincipalDep, ServicesDep
+from app.deps import AUTH, PrincipalDep, ServicesDep, client_address
 from app.errors import ApiError
 from app.httpheaders import CONTENT_SECURITY_POLICY
 
@@ -145,13 +145,28 @@ class ShareRateLimit:
 RATE = ShareRateLimit()
 
 
-async def live_share(services: Services, token: str) -> dict[str, Any]:
+async def live_share(services: Services, token: str, client: str) -> dict[str, Any]:
     """The live link `token` names (its row read from PostgreSQL now), counted against its
-    rate limit; 404 for anything else."""
-    if not well_formed(token, SHARE_LINK_PREFIX):
-        raise not_found()
-    share = await services.store.shares.live(hash_secret(token))
+    rate limit; 404 for anything else. Failed lookups count against the client address in the
+    authenticator's failed-attempt throttle (429 past it), so guessing costs PostgreSQL little."""
+    # By address only: a key on the token's prefix would let a visitor who knows the link
+    # block it for everyone with a few wrong tokens sharing its first characters.
+    keys = throttle_keys(client, token)[:1]
+    throttle = services.auth.throttle
+    retry_after = throttle.retry_after(keys)
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "too_many_failed_attempts",
+            f"too many unknown links from this address; retry in {retry_after} s",
+            {"path": "token"},
+            {"Retry-After": str(retry_after)},
+        )
+    share = None
+    if well_formed(token, SHARE_LINK_PREFIX):
+        share = await services.store.shares.live(hash_secret(token))
     if share is None:
+        throttle.failed(keys)
         raise not_found()
     await RATE.hit(services, share["id"])
     return share
@@ -218,18 +233,24 @@ class SharedDashboardController(Controller):
     path = "/s/{token:str}/dashboards/{dashboard_id:int}"
     tags = ["shared"]
 
-    async def _dashboard(self, services: Services, token: str, dashboard_id: int) -> Any:
-        share = await live_share(services, token)
+    async def _dashboard(
+        self, request: Request, services: Services, token: str, dashboard_id: int
+    ) -> Any:
+        share = await live_share(services, token, client_address(request))
         if dashboard_id != share["dashboard_id"]:
             raise not_found()
         return share, await read_dashboard(services, _viewer(share), dashboard_id)
 
     @get("/")
     async def shared_dashboard(
-        self, services: ServicesDep, token: FromPath[str], dashboard_id: FromPath[int]
+        self,
+        request: Request,
+        services: ServicesDep,
+        token: FromPath[str],
+        dashboard_id: FromPath[int],
     ) -> Response[SharedDashboard]:
         """The shared dashboard's name and how to draw its charts (not their queries)."""
-        _, dashboard = await self._dashboard(services, token, dashboard_id)
+        _, dashboard = await self._dashboard(request, services, token, dashboard_id)
         out = SharedDashboard(
             id=dashboard.id,
             name=dashboard.name,
@@ -254,5 +275,5 @@ class SharedDashboardController(Controller):
                 "a shared dashboard is read as saved; it takes no parameters",
                 {"query": sorted(request.query_params.keys())[:5]},
             )
-        share, dashboard = await self._dashboard(services, token, dashboard_id)
+        share, dashboard = await self._dashboard(request, services, token, dashboard_id)
         return Response(await charts_data(services, _viewer(share), dashboard), headers=NO_STORE)

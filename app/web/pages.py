@@ -16,13 +16,13 @@ from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.params import FromPath
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
 from app.api.shares import frame_ancestors_csp, live_share
-from app.deps import ServicesDep
+from app.deps import ServicesDep, client_address
 from app.errors import ApiError
 from app.httpheaders import CONTENT_SECURITY_POLICY
 
@@ -98,10 +98,12 @@ async def dashboard_page(dashboard_id: FromPath[int]) -> Response[str]:
 
 
 @get("/s/{token:str}", include_in_schema=False)
-async def shared_page(services: ServicesDep, token: FromPath[str]) -> Response[str]:
+async def shared_page(
+    request: Request, services: ServicesDep, token: FromPath[str]
+) -> Response[str]:
     """A public link's read-only dashboard; 404 for an unknown, revoked or expired link."""
     try:
-        share = await live_share(services, token)
+        share = await live_share(services, token, client_address(request))
     except ApiError as exc:
         if exc.status != 404:
             raise

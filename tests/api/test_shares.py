@@ -202,3 +202,17 @@ async def test_rate_limited_per_link(api, org, two_orgs, api_settings):
         assert 1 <= int(r.headers["retry-after"]) <= 60
     # another link of the same dashboard has its own budget
     assert (await api.get(f"/s/{two}/dashboards/{da}")).status_code == 200
+
+
+@pytest.mark.parametrize("api_settings", [{"auth_fail_max": 5}])
+async def test_guessing_links_is_throttled_by_address(api, org, two_orgs, api_settings):
+    da, _ = two_orgs
+    token = (await share(api, org, da))["token"]
+    for i in range(5):
+        guess = token[:10] + ("x" * 36) + str(i)
+        assert (await api.get(f"/s/{guess}/dashboards/{da}")).status_code == 404
+    r = await api.get(f"/s/{token[:10]}{'y' * 37}/dashboards/{da}/data")
+    assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_failed_attempts"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # the same address is refused even with the real link (the window is the address's)
+    assert (await api.get(f"/s/{token}/dashboards/{da}")).status_code == 429
