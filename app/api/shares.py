@@ -13,6 +13,7 @@ viewer of the link's org. Requests per link are limited (`CLICKPULSE_SHARE_RATE_
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
@@ -24,14 +25,17 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
+from app.api.charts import chart_answer, metric_of
 from app.api.common import MAX_BODY_BYTES, check_id
 from app.api.dashboards import charts_data, read_dashboard
-from app.api.schemas import DashboardData
+from app.api.schemas import ChartData, DashboardData
 from app.auth import Principal, throttle_keys, well_formed
 from app.credentials import SHARE_LINK_PREFIX, hash_secret
 from app.deps import AUTH, PrincipalDep, ServicesDep, client_address
 from app.errors import ApiError
 from app.httpheaders import CONTENT_SECURITY_POLICY
+from app.querybuilder import compile_funnel, compile_heatmap, compile_top_n
+from app.store import NotFound
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -65,14 +69,113 @@ class ShareOut(msgspec.Struct):
 
 
 class SharedChart(msgspec.Struct):
-    """What a visitor sees of a chart: how to draw it, never its query."""
+    """What a visitor sees of a chart: how to draw it, never its query. `kind` is how the
+    dashboard page draws it: series, top (a bar chart by a dimension), heatmap or funnel;
+    `axes` is a heatmap's (weekday_hour or a dimension)."""
 
     id: int
     title: str
     chart_type: str
+    kind: str
     granularity: str
     default_range: str
     dimension: str | None
+    axes: str | None = None
+
+
+def chart_kind(chart: Any) -> str:
+    """How the dashboard page reads and draws a chart (dashboard.js, `ChartView.kind`)."""
+    if chart.chart_type in ("funnel", "heatmap"):
+        return chart.chart_type
+    if chart.chart_type == "bar" and chart.dimension:
+        return "top"
+    return "series"
+
+
+def heatmap_axes(chart: Any) -> str:
+    return str(chart.options.get("axes") or chart.dimension or "weekday_hour")
+
+
+def shared_chart(chart: Any) -> SharedChart:
+    kind = chart_kind(chart)
+    return SharedChart(
+        id=chart.id,
+        title=chart.title,
+        chart_type=chart.chart_type,
+        kind=kind,
+        granularity=chart.granularity,
+        default_range=chart.default_range,
+        dimension=chart.dimension,
+        axes=heatmap_axes(chart) if kind == "heatmap" else None,
+    )
+
+
+class _SavedRange(msgspec.Struct):
+    # The chart's own default range, as a request to /ui/data would name it.
+    from_: str
+    to: str | None = None
+
+
+async def _other_chart(services: Services, principal: Principal, chart: Any) -> ChartData:
+    """A top-N, heatmap or funnel chart as saved (options, dimension, default range), through
+    the `/ui/data` path (app/api/charts.py): the same compilers, guard, quotas and cache."""
+    kind = chart_kind(chart)
+    opts = chart.options
+    window = _SavedRange(from_=f"now-{chart.default_range}")
+    try:
+        if kind == "funnel":
+            answer = await chart_answer(
+                services, principal, window, "funnel", compile_funnel,
+                opts.get("steps") or ["pageview", "signup", "purchase"],
+                window_seconds=int(opts.get("window_seconds") or 3600), breakdown=None,
+                filters=[],
+            )  # fmt: skip
+        else:
+            metric = await metric_of(services, principal, chart.metric_inline, chart.metric_id)
+            if kind == "heatmap":
+                axes = heatmap_axes(chart)
+                answer = await chart_answer(
+                    services, principal, window, "definition", compile_heatmap, metric,
+                    axes=axes, filters=[],
+                    granularity="auto" if axes == "weekday_hour" else chart.granularity,
+                )  # fmt: skip
+            else:
+                answer = await chart_answer(
+                    services, principal, window, "definition", compile_top_n, metric,
+                    dimension=chart.dimension, n=int(opts.get("n") or 10), filters=[],
+                )  # fmt: skip
+    except ApiError as exc:
+        if exc.status == 429:
+            raise
+        return ChartData(
+            chart_id=chart.id, error={"code": exc.code, "message": exc.message, "where": exc.where}
+        )
+    except NotFound:
+        return ChartData(
+            chart_id=chart.id,
+            error={"code": "not_found", "message": "the chart's metric is gone", "where": None},
+        )
+    return ChartData(chart_id=chart.id, columns=answer.columns, rows=answer.rows, meta=answer.meta)
+
+
+async def shared_charts_data(
+    services: Services, principal: Principal, dashboard: Any
+) -> DashboardData:
+    """Every chart of the dashboard as saved: time series through `charts_data` (the path of
+    `/dashboards/{id}/data`), the others through `_other_chart`."""
+    series = [c for c in dashboard.charts if chart_kind(c) == "series"]
+    others = [c for c in dashboard.charts if chart_kind(c) != "series"]
+    data = await charts_data(services, principal, msgspec.structs.replace(dashboard, charts=series))
+    answers = {c.chart_id: c for c in data.charts}
+    for chart, answer in zip(
+        others,
+        await asyncio.gather(*(_other_chart(services, principal, c) for c in others)),
+        strict=True,
+    ):
+        answers[chart.id] = answer
+    charts = [answers[c.id] for c in dashboard.charts]
+    stale = data.stale or any(c.meta is not None and c.meta.stale for c in charts)
+    return DashboardData(dashboard_id=dashboard.id, charts=charts, stale=stale)
 
 
 class SharedDashboard(msgspec.Struct):
@@ -255,7 +358,7 @@ class SharedDashboardController(Controller):
             id=dashboard.id,
             name=dashboard.name,
             description=dashboard.description,
-            charts=[msgspec.convert(msgspec.to_builtins(c), SharedChart) for c in dashboard.charts],
+            charts=[shared_chart(c) for c in dashboard.charts],
         )
         return Response(out, headers=NO_STORE)
 
@@ -276,4 +379,5 @@ class SharedDashboardController(Controller):
                 {"query": sorted(request.query_params.keys())[:5]},
             )
         share, dashboard = await self._dashboard(request, services, token, dashboard_id)
-        return Response(await charts_data(services, _viewer(share), dashboard), headers=NO_STORE)
+        data = await shared_charts_data(services, _viewer(share), dashboard)
+        return Response(data, headers=NO_STORE)

@@ -60,7 +60,8 @@ async def test_link_lifecycle_and_data(api, org, two_orgs):
         "name": "Traffic",
         "description": "",
         "charts": [{"id": r.json()["charts"][0]["id"], "title": "Views", "chart_type": "line",
-                    "granularity": "auto", "default_range": "1h", "dimension": None}],
+                    "kind": "series", "granularity": "auto", "default_range": "1h",
+                    "dimension": None, "axes": None}],
     }  # fmt: skip
     # the visitor never sees the chart's query
     assert "count()" not in r.text and "metric" not in r.text
@@ -216,3 +217,53 @@ async def test_guessing_links_is_throttled_by_address(api, org, two_orgs, api_se
     assert 1 <= int(r.headers["retry-after"]) <= 60
     # the same address is refused even with the real link (the window is the address's)
     assert (await api.get(f"/s/{token}/dashboards/{da}")).status_code == 429
+
+
+async def test_every_chart_kind_as_the_owner_reads_it(api, org, other_org, two_orgs, pg_url, ch):
+    """Top-N, heatmap and funnel charts through a link: the rows the org's own viewer gets from
+    /ui/data for the chart as saved, and nothing of the other org's."""
+    now = time.time()
+    seed_events(ch, [{"org_id": org.id, "ts": now - 30, "event": "signup", "country": "FR"}])
+    seed_events(ch, [{"org_id": other_org.id, "ts": now - 30, "country": "US"}])
+    m = await insert_metric(pg_url, org.id, "all", "SELECT count() AS n")
+    charts = [
+        {"chart_type": "bar", "metric_id": m, "title": "Top", "dimension": "country",
+         "default_range": "1h", "options": {"n": 5}},
+        {"chart_type": "heatmap", "metric_id": m, "title": "Heat", "default_range": "7d"},
+        {"chart_type": "funnel", "metric_id": m, "title": "Funnel", "default_range": "1h",
+         "options": {"steps": ["pageview", "signup"], "window_seconds": 600}},
+    ]  # fmt: skip
+    r = await api.post("/dashboards", json={"name": "Kinds", "charts": charts}, headers=org.h())
+    did = r.json()["id"]
+    token = (await share(api, org, did))["token"]
+    shown = (await api.get(f"/s/{token}/dashboards/{did}")).json()["charts"]
+    assert [(c["kind"], c["axes"]) for c in shown] == [
+        ("top", None),
+        ("heatmap", "weekday_hour"),
+        ("funnel", None),
+    ]
+    got = (await api.get(f"/s/{token}/dashboards/{did}/data")).json()["charts"]
+    assert [c["error"] for c in got] == [None, None, None]
+    v = org.h("viewer")
+    top = (
+        await api.post(
+            "/ui/data/top",
+            json={"metric_id": m, "dimension": "country", "n": 5, "from": "now-1h"},
+            headers=v,
+        )
+    ).json()
+    heat = (
+        await api.post("/ui/data/heatmap", json={"metric_id": m, "from": "now-7d"}, headers=v)
+    ).json()
+    funnel = (
+        await api.post(
+            "/ui/data/funnel",
+            json={"steps": ["pageview", "signup"], "window_seconds": 600, "from": "now-1h"},
+            headers=v,
+        )
+    ).json()
+    for mine, theirs in zip(got, (top, heat, funnel), strict=True):
+        assert (mine["columns"], mine["rows"]) == (theirs["columns"], theirs["rows"])
+    assert got[0]["columns"] == ["country", "is_other", "n"]
+    assert got[0]["rows"] == [["DE", 0, 3], ["FR", 0, 1]]  # org B's US never shows
+    assert sum(row[-1] for row in got[1]["rows"]) == 4  # org A's 4 events, not B's 6

@@ -1,7 +1,7 @@
 // A public dashboard link (/s/{token}): the dashboard's charts as saved, read-only, no login.
 // The link in the address is the only credential; the page asks only the link's own endpoints
 // and redraws every REFRESH_S seconds (each request counts against the link's rate limit).
-import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
+import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { el } from "./ui.js";
 
 const REFRESH_S = 15;
@@ -23,15 +23,20 @@ function draw(view, data) {
   }
   view.error.textContent = "";
   const meta = data.meta || {};
+  const chart = view.chart;
   const stepS = meta.granularity_s || 60;
-  const dims = view.chart.dimension ? [view.chart.dimension] : [];
-  const store = new SeriesStore({ dims, stepS });
-  store.upsert(rowObjects(data.columns, data.rows));
-  const type = view.chart.chart_type === "bar" ? "bar" : "line";
-  const option = timeSeriesOption(store, { type, title: view.chart.title, from: meta.time_from, to: meta.time_to, stepS, width: view.box.clientWidth });
+  let option;
+  if (chart.kind === "funnel") option = funnelOption(data.columns, data.rows, { title: chart.title, mainLabel: "all" });
+  else if (chart.kind === "heatmap") option = heatmapOption(data.columns, data.rows, { title: chart.title, dimension: chart.axes, stepS });
+  else if (chart.kind === "top") option = topOption(data.columns, data.rows, { title: chart.title, dimension: chart.dimension });
+  else {
+    const store = new SeriesStore({ dims: chart.dimension ? [chart.dimension] : [], stepS });
+    store.upsert(rowObjects(data.columns, data.rows));
+    const type = chart.chart_type === "bar" ? "bar" : "line";
+    option = timeSeriesOption(store, { type, title: chart.title, from: meta.time_from, to: meta.time_to, stepS, width: view.box.clientWidth });
+  }
   view.ec.setOption(option, { notMerge: true });
   view.box.setAttribute("aria-label", summarize(option, { title: view.chart.title }));
-  view.box.dataset.points = String(store.series.size ? [...store.series.values()].reduce((n, s) => n + s.points.size, 0) : 0);
 }
 
 async function main() {
@@ -47,7 +52,7 @@ async function main() {
     const box = el("div", { class: "chart-box", role: "img", "aria-label": chart.title });
     const error = el("p", { class: "error", role: "alert" });
     const title = el("h2", { id: `chart-${chart.id}-title`, text: chart.title || `Chart ${chart.id}` });
-    const card = el("article", { class: "card chart-card", "data-chart-id": chart.id, "aria-labelledby": `chart-${chart.id}-title` }, el("header", { class: "chart-head" }, title), error, box);
+    const card = el("article", { class: "card chart-card", "data-chart-id": chart.id, "data-chart-kind": chart.kind, "aria-labelledby": `chart-${chart.id}-title` }, el("header", { class: "chart-head" }, title), error, box);
     grid.append(card);
     const view = { chart, box, error, ec: echarts.init(box, null, { renderer: "canvas" }) };
     new ResizeObserver(() => view.ec.resize()).observe(box);
