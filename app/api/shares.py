@@ -7,8 +7,8 @@ Every request through a link reads its row from PostgreSQL (no cache), so revoki
 it takes effect on every node with the next request. Through a link the visitor names no
 query, range or filter: the page and data answers take no parameters beyond the dashboard id,
 which must be the link's own (any other id, like a dead link, is 404). The data comes from
-the same path as `/dashboards/{id}/data` (compile, tenant guard, quotas, cache) for a
-viewer of the link's org. Requests per link are limited (`CLICKPULSE_SHARE_RATE_PER_MIN`).
+the org's own paths (`/dashboards/{id}/data` for time series, `/ui/data` for top-N, heatmap
+and funnel charts: compile, tenant guard, quotas, cache) for a viewer of the link's org. Requests per link are limited (`CLICKPULSE_SHARE_RATE_PER_MIN`).
 """
 
 from __future__ import annotations
@@ -209,8 +209,8 @@ def not_found() -> ApiError:
 
 
 class ShareRateLimit:
-    """Requests per link per minute: in Redis when set (all nodes share the count), else in
-    process (bounded)."""
+    """Requests per link per minute: in Redis when set (all nodes share the count), else — or
+    while Redis fails — in process (bounded)."""
 
     def __init__(self, max_entries: int = 10_000):
         self._local: OrderedDict[tuple[str, int, int], int] = OrderedDict()
@@ -222,12 +222,16 @@ class ShareRateLimit:
             return
         now = time.time()
         window = int(now // 60)
+        count = None
         if services.redis is not None:
             key = f"cp:share:{services.ch.database}:{share_id}:{window}"
-            count = await services.redis.incr(key)
-            if count == 1:
-                await services.redis.expire(key, 120)
-        else:
+            try:
+                count = await services.redis.incr(key)
+                if count == 1:
+                    await services.redis.expire(key, 120)
+            except Exception:  # Redis down: count on this node rather than refuse the link
+                count = None
+        if count is None:
             slot = (services.ch.database, share_id, window)
             count = self._local.get(slot, 0) + 1
             self._local[slot] = count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from tests.api.conftest import insert_metric, pg_exec, seed_events
@@ -267,3 +268,43 @@ async def test_every_chart_kind_as_the_owner_reads_it(api, org, other_org, two_o
     assert got[0]["columns"] == ["country", "is_other", "n"]
     assert got[0]["rows"] == [["DE", 0, 3], ["FR", 0, 1]]  # org B's US never shows
     assert sum(row[-1] for row in got[1]["rows"]) == 4  # org A's 4 events, not B's 6
+
+
+async def test_rate_limit_is_shared_by_nodes_through_redis(
+    ch, pg_url, app_settings, redis_url, org, two_orgs, api, tmp_path
+):
+    """Two app instances (two nodes) on one Redis: the link's budget is counted once."""
+    import redis.asyncio as aioredis
+    from litestar.testing import AsyncTestClient
+
+    from tests.api.conftest import build_services, make_app
+
+    da, _ = two_orgs
+    made = await share(api, org, da)
+    token = made["token"]
+    nodes = [  # each node with a data dir (WAL) of its own
+        build_services(
+            ch,
+            pg_url,
+            redis_url,
+            base=msgspec.structs.replace(app_settings, data_dir=str(tmp_path / f"node{i}")),
+            share_rate_per_min=4,
+        )
+        for i in range(2)
+    ]
+    async with (
+        AsyncTestClient(app=make_app(nodes[0])) as one,
+        AsyncTestClient(app=make_app(nodes[1])) as two,
+    ):
+        codes = []
+        for _ in range(5):  # 10 requests, alternating nodes: at most 2 windows of 4
+            codes.append((await one.get(f"/s/{token}/dashboards/{da}")).status_code)
+            codes.append((await two.get(f"/s/{token}/dashboards/{da}")).status_code)
+    assert codes[0] == 200 and codes.count(200) <= 8 and set(codes) == {200, 429}
+    # every request of both nodes was counted in Redis, under this link's key
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = await r.keys(f"cp:share:{ch.database}:{made['id']}:*")
+        assert sum([int(await r.get(k)) for k in keys]) == 10
+    finally:
+        await r.aclose()
