@@ -206,3 +206,28 @@ async def test_link_without_embed_origins_cannot_be_framed(
 
 
 TOTAL_JS = "v.series.reduce((a, s) => a + s.data.reduce((b, p) => b + (p[1] || 0), 0), 0)"
+
+
+async def test_share_control_is_for_admins_only(server, org, make_org, page, pg_url):
+    from psycopg.rows import dict_row
+
+    from app.credentials import create_user_token
+
+    other = await make_org("globex")
+    mine, _ = await seed(server, org, other)
+    async with await psycopg.AsyncConnection.connect(
+        pg_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        editor = await create_user_token(conn, org.id, "editor@acme.test", "editor")
+    await login(page, server, editor)
+    await page.goto(f"{server.url}/d/{mine}")
+    await page.locator("body[data-ready='1']").wait_for(state="attached")
+    await wait_chart(page, "Page views", "v => v.series.length > 0")
+    await page.wait_for_load_state("networkidle")
+    assert await page.locator("#share").count() == 0
+    # and the API refuses the editor too
+    r = await api(server, editor, "POST", f"/dashboards/{mine}/shares", {})
+    assert r.status_code == 403
+    await login(page, server, org.admin_token)
+    await page.goto(f"{server.url}/d/{mine}")
+    await page.locator("#share summary").wait_for()
