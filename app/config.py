@@ -209,6 +209,8 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_max_entries: int = 10_000
     cache_keep_s: int = 3600
     auth_cache_s: float = 5.0
+    # Requests per minute through one public dashboard link (page, dashboard, data), per node.
+    share_rate_per_min: int = 120
     # Failed authentications (user tokens and ingest keys): per client address and per token
     # prefix, at most this many in a window of this many seconds, then 429 + Retry-After.
     auth_fail_max: int = 30
@@ -383,6 +385,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "cache_max_entries": _env_int("CLICKPULSE_CACHE_MAX_ENTRIES", 10_000),
             "cache_keep_s": _env_int("CLICKPULSE_CACHE_KEEP_S", 3600),
             "auth_cache_s": _env_float("CLICKPULSE_AUTH_CACHE_S", 5.0),
+            "share_rate_per_min": _env_int("CLICKPULSE_SHARE_RATE_PER_MIN", 120),
             "auth_fail_max": _env_int("CLICKPULSE_AUTH_FAIL_MAX", 30),
             "auth_fail_window_s": _env_float("CLICKPULSE_AUTH_FAIL_WINDOW_S", 60.0),
             "auth_negative_cache_s": _env_float("CLICKPULSE_AUTH_NEGATIVE_CACHE_S", 2.0),

@@ -11,6 +11,7 @@ import secrets
 
 API_KEY_PREFIX = "cpk_"
 USER_TOKEN_PREFIX = "cpt_"
+SHARE_LINK_PREFIX = "cps_"  # a public read-only dashboard link (app/api/shares.py)
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -14,14 +14,14 @@ import re
 import threading
 from typing import Any
 
-from app.credentials import API_KEY_PREFIX, USER_TOKEN_PREFIX
+from app.credentials import API_KEY_PREFIX, SHARE_LINK_PREFIX, USER_TOKEN_PREFIX
 
 REDACTED = "[redacted]"
 _PREFIX_CHARS = 6  # what credentials.display_prefix shows after the prefix
 
 _CREDENTIAL = re.compile(
     "(?P<prefix>(?:"
-    + "|".join(re.escape(p) for p in (API_KEY_PREFIX, USER_TOKEN_PREFIX))
+    + "|".join(re.escape(p) for p in (API_KEY_PREFIX, USER_TOKEN_PREFIX, SHARE_LINK_PREFIX))
     + rf")[A-Za-z0-9_-]{{{_PREFIX_CHARS}}})[A-Za-z0-9_-]{{2,}}"
 )
 _SECRET_PARAM = re.compile(

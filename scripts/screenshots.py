@@ -93,6 +93,15 @@ async def prepare(base: str, token: str) -> dict[str, int]:
     return {"dashboards": len(dashboards), "alert": alert_id}
 
 
+async def share_link(base: str, token: str, dashboard_id: int) -> str:
+    """A public read-only link to the dashboard (expires in a day)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as http:
+        r = await http.post(f"/dashboards/{dashboard_id}/shares", json={"expires_in_s": 86400})
+        r.raise_for_status()
+        return r.json()["url"]
+
+
 async def capture(base: str, login_url: str, out: Path) -> list[Path]:
     from playwright.async_api import async_playwright
 
@@ -106,6 +115,7 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
         )
         try:
             dash_id = None
+            share_url = None
             for device, (width, height) in VIEWPORTS.items():
                 for scheme in SCHEMES:
                     context = await browser.new_context(
@@ -145,6 +155,17 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
+                    if share_url is None:
+                        share_url = await share_link(base, token, dash_id)
+                    # The public link, as a visitor sees it: its own context, never signed in.
+                    visitor = await browser.new_context(
+                        viewport={"width": width, "height": height}, color_scheme=scheme
+                    )
+                    shared = await visitor.new_page()
+                    await shared.goto(share_url)
+                    await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
+                    await shot("shared-dashboard", page=shared)
+                    await visitor.close()
                     await page.goto(f"{base}/builder")
                     await page.locator("#preview canvas").wait_for()
                     await shot("builder")

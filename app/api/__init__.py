@@ -9,6 +9,7 @@ from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
+from app.api.shares import ShareAdminController, SharedDashboardController
 from app.api.sql import SqlController
 from app.api.tokens import TokenController
 
@@ -28,4 +29,6 @@ route_handlers = [
     SqlController,
     ChartDataController,
     AnnotationController,
+    ShareAdminController,
+    SharedDashboardController,
 ]

@@ -78,7 +78,7 @@ def _located(exc: MetricError, field: str) -> LocatedMetricError:
     return LocatedMetricError(exc, where)
 
 
-async def _metric(services: Services, principal: Any, definition: Any, metric_id: Any) -> Any:
+async def metric_of(services: Services, principal: Any, definition: Any, metric_id: Any) -> Any:
     """A text or form metric for the compiler: inline, or a saved metric of the caller's org."""
     if (definition is None) == (metric_id is None):
         raise ApiError(
@@ -104,7 +104,7 @@ async def _metric(services: Services, principal: Any, definition: Any, metric_id
     return definition
 
 
-async def _chart(
+async def chart_answer(
     services: Services,
     principal: Any,
     data: Any,
@@ -142,7 +142,7 @@ class ChartDataController(Controller):
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[FunnelIn]
     ) -> SeriesOut:
         """Users reaching each ordered step within `window_seconds`, with step conversion."""
-        return await _chart(
+        return await chart_answer(
             services, principal, data, "funnel", compile_funnel, data.steps,
             window_seconds=data.window_seconds, breakdown=data.breakdown, filters=data.filters,
         )  # fmt: skip
@@ -152,8 +152,8 @@ class ChartDataController(Controller):
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[HeatmapIn]
     ) -> SeriesOut:
         """The metric over weekday × hour (all 168 cells) or a dimension × time grid."""
-        metric = await _metric(services, principal, data.definition, data.metric_id)
-        return await _chart(
+        metric = await metric_of(services, principal, data.definition, data.metric_id)
+        return await chart_answer(
             services, principal, data, "definition", compile_heatmap, metric,
             axes=data.axes, granularity=data.granularity, filters=data.filters,
         )  # fmt: skip
@@ -163,8 +163,8 @@ class ChartDataController(Controller):
         self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[TopIn]
     ) -> SeriesOut:
         """The top `n` values of a dimension by the metric's first output, plus `other`."""
-        metric = await _metric(services, principal, data.definition, data.metric_id)
-        return await _chart(
+        metric = await metric_of(services, principal, data.definition, data.metric_id)
+        return await chart_answer(
             services, principal, data, "definition", compile_top_n, metric,
             dimension=data.dimension, n=data.n, filters=data.filters,
         )  # fmt: skip

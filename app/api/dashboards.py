@@ -155,38 +155,50 @@ class DashboardController(Controller):
         """Every chart's series over its default range (or [from, to)); each chart degrades
         on its own (stale from cache, or an `error` for that chart only)."""
         dashboard = await read_dashboard(services, principal, check_id(dashboard_id))
+        return await charts_data(services, principal, dashboard, from_, to)
 
-        async def one(chart: Any) -> ChartData:
-            try:
-                if chart.metric_id is not None:
-                    definition = await saved_definition(services, principal, chart.metric_id)
-                else:
-                    definition = chart.metric_inline
-                filters: list[dict[str, Any]] = []
-                series = await answer_series(
-                    services,
-                    principal,
-                    definition,
-                    from_=from_,
-                    to=to,
-                    granularity=chart.granularity,
-                    filters=filters,
-                    group_by=chart.dimension,
-                    compare=chart.comparison,
-                    default_range_s=parse_range_s(chart.default_range),
-                    field="metric_inline",
-                )
-            except ApiError as exc:
-                if exc.status == 429:
-                    raise
-                return ChartData(
-                    chart_id=chart.id,
-                    error={"code": exc.code, "message": exc.message, "where": exc.where},
-                )
-            return ChartData(
-                chart_id=chart.id, columns=series.columns, rows=series.rows, meta=series.meta
+
+async def charts_data(
+    services: Services,
+    principal: Principal,
+    dashboard: DashboardOut,
+    from_: str | None = None,
+    to: str | None = None,
+) -> DashboardData:
+    """Every chart of `dashboard` (already read for `principal`'s org) as saved, over its
+    default range or [from, to), compiled for that org; each chart degrades on its own."""
+
+    async def one(chart: Any) -> ChartData:
+        try:
+            if chart.metric_id is not None:
+                definition = await saved_definition(services, principal, chart.metric_id)
+            else:
+                definition = chart.metric_inline
+            filters: list[dict[str, Any]] = []
+            series = await answer_series(
+                services,
+                principal,
+                definition,
+                from_=from_,
+                to=to,
+                granularity=chart.granularity,
+                filters=filters,
+                group_by=chart.dimension,
+                compare=chart.comparison,
+                default_range_s=parse_range_s(chart.default_range),
+                field="metric_inline",
             )
+        except ApiError as exc:
+            if exc.status == 429:
+                raise
+            return ChartData(
+                chart_id=chart.id,
+                error={"code": exc.code, "message": exc.message, "where": exc.where},
+            )
+        return ChartData(
+            chart_id=chart.id, columns=series.columns, rows=series.rows, meta=series.meta
+        )
 
-        charts = await asyncio.gather(*(one(c) for c in dashboard.charts))
-        stale = dashboard.stale or any(c.meta is not None and c.meta.stale for c in charts)
-        return DashboardData(dashboard_id=dashboard.id, charts=list(charts), stale=stale)
+    charts = await asyncio.gather(*(one(c) for c in dashboard.charts))
+    stale = dashboard.stale or any(c.meta is not None and c.meta.stale for c in charts)
+    return DashboardData(dashboard_id=dashboard.id, charts=list(charts), stale=stale)

@@ -16,6 +16,7 @@ from app.store.channels import ChannelRepo, SilenceRepo
 from app.store.dashboards import DashboardRepo
 from app.store.metrics import MetricRepo
 from app.store.orgs import ApiKeyRepo, OrgRepo, TokenRepo
+from app.store.shares import ShareRepo
 
 
 class Store:
@@ -36,6 +37,7 @@ class Store:
         self.orgs = OrgRepo(pool, timeout_s, b)
         self.tokens = TokenRepo(pool, timeout_s, b)
         self.annotations = AnnotationRepo(pool, timeout_s, b)
+        self.shares = ShareRepo(pool, timeout_s, b)
 
 
 __all__ = ["Conflict", "NotFound", "Store", "StoreUnavailable", "VersionConflict"]

@@ -10,6 +10,7 @@ from app.web.pages import (
     dashboards_page,
     echarts_js,
     login_page,
+    shared_page,
     static_router,
     tokens_page,
 )
@@ -18,6 +19,7 @@ route_handlers = [
     login_page,
     dashboards_page,
     dashboard_page,
+    shared_page,
     builder_page,
     alerts_page,
     alert_page,

@@ -4,7 +4,9 @@
 Pages carry no data and need no credential: the user token lives in the browser and every API
 call sends it as `Authorization: Bearer`, so a page for an id of another org renders the shell
 and the API's 404 becomes "not found". The pages (`/login`, `/`, `/d/{id}`, `/builder`, `/a`,
-`/admin/tokens`) are listed in docs/ui.md, section "Pages"."""
+`/admin/tokens`) are listed in docs/ui.md, section "Pages". The one exception is `/s/{token}`, a
+public dashboard link: its page is answered only for a live link (else 404) and carries that
+link's `frame-ancestors` (app/api/shares.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.params import FromPath
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
+from app.api.shares import frame_ancestors_csp, live_share
+from app.deps import ServicesDep, client_address
+from app.errors import ApiError
 from app.httpheaders import CONTENT_SECURITY_POLICY
 
 HERE = Path(__file__).resolve().parent
@@ -65,9 +70,16 @@ def static_version() -> str:
     return digest.hexdigest()[:10]
 
 
-def render(template: str, **context: object) -> Response[str]:
+def render(
+    template: str, *, status: int = 200, csp: str | None = None, **context: object
+) -> Response[str]:
     html = _env().get_template(template).render(v=static_version(), **context)
-    return Response(html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    headers = (
+        SECURITY_HEADERS if csp is None else {**SECURITY_HEADERS, "Content-Security-Policy": csp}
+    )
+    return Response(
+        html, status_code=status, media_type="text/html; charset=utf-8", headers=headers
+    )
 
 
 @get("/login", include_in_schema=False)
@@ -83,6 +95,26 @@ async def dashboards_page() -> Response[str]:
 @get("/d/{dashboard_id:int}", include_in_schema=False)
 async def dashboard_page(dashboard_id: FromPath[int]) -> Response[str]:
     return render("dashboard.html", page="dashboard", title="Dashboard", dashboard_id=dashboard_id)
+
+
+@get("/s/{token:str}", include_in_schema=False)
+async def shared_page(
+    request: Request, services: ServicesDep, token: FromPath[str]
+) -> Response[str]:
+    """A public link's read-only dashboard; 404 for an unknown, revoked or expired link."""
+    try:
+        share = await live_share(services, token, client_address(request))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return render("shared.html", status=404, page="shared", title="Not found", dashboard_id=0)
+    return render(
+        "shared.html",
+        csp=frame_ancestors_csp(share["frame_ancestors"]),
+        page="shared",
+        title="Shared dashboard",
+        dashboard_id=share["dashboard_id"],
+    )
 
 
 @get("/builder", include_in_schema=False)

@@ -7,6 +7,8 @@ import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSe
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
+import { dateTime, fromInput, onTimeZoneChange, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
+import { mountSharePanel } from "./sharepanel.js";
 import { el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -777,6 +779,9 @@ class Dashboard {
     this.bindControls();
     this.renderControls();
     this.reloadAll();
+    get("/me")
+      .then((me) => me.role === "admin" && mountSharePanel(document.querySelector(".dash-head"), this.id))
+      .catch(() => {}); // sharing is an admin's extra: the dashboard works without it
     window.addEventListener("popstate", () => {
       this.state = readState();
       this.renderControls();
