@@ -1,23 +1,17 @@
 """The demo's past: 30 days of the shop's traffic, written through the real ingest writer.
 
-Why through the writer: the rollups (1 s, 1 min, 1 h, 1 day and the detail rollups) are filled
-by materialized views on `events_queue`, so events must enter there exactly as live ones do:
-as `Columns` handed to `EventWriter.submit` (WAL, micro-batches, INSERT into `events_queue`).
+Through the writer (`EventWriter.submit`: WAL, micro-batches, INSERT into `events_queue`)
+because the materialized views on `events_queue` fill `events` and every rollup, exactly as for
+live events. Not through `build_columns`: a JSON round trip per event cost ~40 µs of CPU (82 s
+for 30 days). Sessions (as `TrafficModel.session` makes them) are drawn a chunk at a time with
+numpy and become `Columns` directly, with the handler's outputs: each shopper's user agent and
+IP enriched once by its `Enricher`, no event ids, `value` 0.0 unless a purchase
+(tests/demo/test_backfill.py compares a chunk with `build_columns` over the same JSON).
 
-Why not through `build_columns`: encoding each simulated event as JSON and decoding, validating
-and enriching it again cost ~40 µs of CPU per event (82 s for 30 days). The generator builds the
-columns directly, a chunk of sessions at a time with numpy, and gives them the handler's
-outputs: each shopper's user agent and IP are enriched once with the handler's `Enricher`
-(device, browser, OS, country), events carry no ids (as the handler leaves them for events
-without one), `value` is 0.0 unless a purchase, `received_at` is the submission's time.
-tests/demo/test_backfill.py checks a chunk against `build_columns` over the same events as JSON.
-
-The shape (`rate_at`): a daily cycle (quiet at night, peak in the afternoon, UTC), a weekly one
-(weekends lower), a launch spike (nine days back: traffic ×4 decaying over a day, many
-signups, referrals from Hacker News) and an incident (three days back: 45 minutes in which
-most pageviews error and purchases almost stop). The live traffic follows the same curve
-(`run_traffic(shape=rate_at)`), so the history meets the present without a step. Sessions
-behave like `TrafficModel.session` (the live traffic's), drawn with numpy instead of one by one.
+The shape (`rate_at`): a daily cycle (UTC), a weekly one (weekends lower), a launch spike (nine
+days back: ×4 decaying over a day, signups, Hacker News referrals) and an incident (three days
+back: 45 minutes in which most pageviews error, purchases almost stop). The live traffic follows
+the same curve (`run_traffic(rate=…)`), so the history meets the present without a step.
 """
 
 from __future__ import annotations
