@@ -23,7 +23,7 @@ from app.credentials import create_api_key, create_org, create_user_token, hash_
 
 log = logging.getLogger("clickpulse")
 # The demo's mean rate, live and history alike (so the history meets the present without a
-# step): 30 days at this rate is ~1.2 million events, backfilled in seconds (docs/ui.md, "Demo").
+# step): 30 days at this rate is ~1.2 million events, backfilled in ~25 s (docs/benchmarks.md).
 DEMO_EVENTS_PER_S = 0.5
 
 

@@ -130,7 +130,7 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                         path = out / f"{name}-{device}-{scheme}.png"
                         path.write_bytes(shrink(png))
                         written.append(path)
-                        print(f"  {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+                        print(f"  {path} ({path.stat().st_size // 1024} KB)")
 
                     await page.goto(f"{base}/login")
                     await shot("login")

@@ -1,16 +1,28 @@
 """The demo's history: written through the real ingest writer into chDB, so every rollup holds
-exactly what was generated; and the generated traffic has the promised shape (daily and
-weekly cycles, the launch spike, the incident)."""
+exactly what was generated; the generated columns are what the ingest handler builds from the
+same events sent as JSON; and the traffic has the promised shape (daily and weekly cycles, the
+launch spike, the incident)."""
 
 from __future__ import annotations
 
 import collections
 
+import msgspec
+import numpy as np
 import pytest
 
 from app.config import Settings
-from app.demo.backfill import DAY_S, INCIDENT_S, Moments, backfill, simulated_requests
-from app.demo.traffic import TrafficModel
+from app.demo.backfill import (
+    DAY_S,
+    INCIDENT_S,
+    Moments,
+    Shoppers,
+    backfill,
+    simulated_rows,
+    to_columns,
+)
+from app.ingest.enrich import Enricher
+from app.ingest.parse import RequestContext, build_columns
 from app.ingest.writer import EventWriter
 
 # The shape tests generate events only (no database), for a fixed end: Wednesday 2025-11-26
@@ -85,12 +97,77 @@ async def test_backfill_fills_every_rollup_with_exactly_the_generated_events(ch,
 
 
 def _generated(days: float, base: float) -> list[dict]:
-    model = TrafficModel(seed=11)
+    rng = np.random.default_rng(11)
+    shoppers = Shoppers.draw(rng, 2000, Enricher())
     start = SHAPE_END - int(days * DAY_S)
     moments = Moments.before(SHAPE_END)
-    return [
-        e for chunk in simulated_requests(model, start, SHAPE_END, base, moments) for e in chunk
+    events = []
+    for rows in simulated_rows(rng, shoppers, start, SHAPE_END, base, moments):
+        events.extend(
+            {"ts": ts, "event": event} for ts, event in zip(rows["ts"], rows["event"], strict=True)
+        )
+    return events
+
+
+def test_generated_columns_are_what_the_ingest_handler_builds_from_the_same_events():
+    rng = np.random.default_rng(5)
+    enricher = Enricher()
+    shoppers = Shoppers.draw(rng, 300, enricher)
+    end = SHAPE_END
+    moments = Moments.before(end)
+    # Two hours around the incident, and the launch's hour: every kind of event and profile.
+    chunks = [
+        next(simulated_rows(rng, shoppers, lo, lo + 7200, 2.0, moments))
+        for lo in (moments.incident_s - 3600, moments.launch_s)
     ]
+    for rows in chunks:
+        generated = to_columns(rows, shoppers, 41)
+        # The same events as a client would send them: the shopper's user agent and IP.
+        sent = []
+        start = 0
+        for i in range(len(generated)):
+            count = generated.prop_counts[i]
+            props = dict(
+                zip(
+                    generated.prop_keys[start : start + count],
+                    generated.prop_values[start : start + count],
+                    strict=True,
+                )
+            )
+            start += count
+            who = int(rows["shopper"][i])
+            event = {
+                "event": generated.event[i],
+                "ts": generated.ts[i],
+                "user_id": generated.user_id[i],
+                "session_id": generated.session_id[i],
+                "path": generated.path[i],
+                "referrer": generated.referrer[i],
+                "user_agent": shoppers.user_agent[who],
+                "ip": shoppers.ip[who],
+            }
+            if generated.event[i] == "purchase":
+                event["value"] = generated.value[i]
+            if props:
+                event["props"] = props
+            sent.append((i, msgspec.json.encode(event)))
+        now_ms = generated.received_at[0]
+        ctx = RequestContext(
+            org_id=41,
+            now_ms=now_ms,
+            min_ts_ms=0,
+            max_ts_ms=now_ms,
+            max_event_bytes=32768,
+            user_agent="",
+            client_ip="127.0.0.1",
+        )
+        handled, errors = build_columns(sent, ctx, Enricher())
+        assert errors == []
+        assert generated.to_arrow().equals(handled.to_arrow())
+        assert generated.event_id == handled.event_id == []
+        assert {"pageview", "click", "error", "add_to_cart", "purchase"} <= set(generated.event)
+        assert len({c for c in generated.country if c}) > 5
+    assert "signup" in set(chunks[1]["event"].tolist())
 
 
 @pytest.fixture(scope="module")

@@ -247,7 +247,8 @@ export function timeSeriesOption(store, { type = "line", title, from, to, stepS 
   return {
     ...base(title),
     tooltip: timeTooltip(unit, stepS),
-    grid: { left: 8, right: 16, top: 26, bottom: multi ? 30 : 8, containLabel: true },
+    // right: half a "13:29:00" label, so a tick near the end is never cut at the edge
+    grid: { left: 8, right: 28, top: 26, bottom: multi ? 30 : 8, containLabel: true },
     legend: { type: "scroll", bottom: 0, show: multi, textStyle: { color: th.fg }, pageTextStyle: { color: th.fg } },
     xAxis: timeAxis(from, to, stepS, width),
     yAxis: valueAxis(unit, axisName),

@@ -9,7 +9,7 @@ const STARTER = {
   description: "Page views live, revenue, top countries, activity by hour, the purchase funnel.",
   charts: [
     { chart_type: "line", title: "Page views (live)", metric_inline: { text: "SELECT countIf(event = 'pageview') AS page_views" }, default_range: "5m" },
-    { chart_type: "line", title: "Revenue", metric_inline: { text: "SELECT sumIf(value, event = 'purchase') AS revenue" }, default_range: "1h", options: { unit: { kind: "currency", currency: "USD" } } },
+    { chart_type: "line", title: "Revenue", metric_inline: { text: "SELECT sumIf(value, event = 'purchase') AS revenue" }, default_range: "1h", options: { unit: { kind: "currency", currency: "EUR" } } },
     { chart_type: "bar", title: "Top countries", metric_inline: { text: "SELECT count() AS events_n" }, default_range: "1h", dimension: "country" },
     { chart_type: "line", title: "Errors per device", metric_inline: { text: "SELECT countIf(event = 'error') AS errors" }, default_range: "1h", dimension: "device" },
     { chart_type: "heatmap", title: "Activity by weekday and hour", metric_inline: { text: "SELECT count() AS events_n" }, default_range: "7d", options: { axes: "weekday_hour" } },
