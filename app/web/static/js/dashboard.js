@@ -7,7 +7,6 @@ import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSe
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
-import { dateTime, fromInput, onTimeZoneChange, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
 import { mountSharePanel } from "./sharepanel.js";
 import { el, startPage } from "./ui.js";
 
