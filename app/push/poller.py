@@ -547,13 +547,7 @@ class Poller:
                 bound = batch.bind(lo, hi, orgs)
                 for state, _, _ in chunk:
                     state.queries += 1
-                async with self._sem:
-                    self.queries += 1
-                    started = time.perf_counter()
-                    try:
-                        result = await run_fan_in(self.ch, bound.compiled)
-                    finally:
-                        self.query_s += time.perf_counter() - started
+                result = await self._statement(bound.compiled, fan_in=True)
                 self.fan_ins += 1
             except Exception as exc:
                 log.warning(
@@ -624,13 +618,14 @@ class Poller:
         except Exception as exc:
             reads[state.spec.key] = exc
 
-    async def _statement(self, compiled: Any) -> Any:
-        """One statement, under the semaphore, counted."""
+    async def _statement(self, compiled: Any, *, fan_in: bool = False) -> Any:
+        """One statement (a fan-in statement with `fan_in`), under the semaphore, counted."""
+        run = run_fan_in if fan_in else run_guarded
         async with self._sem:
             self.queries += 1
             started = time.perf_counter()
             try:
-                return await run_guarded(self.ch, compiled)
+                return await run(self.ch, compiled)
             finally:
                 self.query_s += time.perf_counter() - started
 

@@ -66,16 +66,17 @@ async def own_read(ch, tick) -> list[dict[str, Any]]:
     ).dicts()
 
 
-def recording(monkeypatch) -> list[Any]:
-    """Every statement the poller runs (they still run, through the real path)."""
+def recording(monkeypatch, runner: str = "run_guarded") -> list[Any]:
+    """Every statement the poller runs through `runner` (`run_guarded`, or `run_fan_in` for
+    fan-in statements); they still run, through the real path."""
     statements: list[Any] = []
-    real = poller_module.run_guarded
+    real = getattr(poller_module, runner)
 
-    async def run_guarded(ch, compiled):
+    async def run(ch, compiled):
         statements.append(compiled)
         return await real(ch, compiled)
 
-    monkeypatch.setattr(poller_module, "run_guarded", run_guarded)
+    monkeypatch.setattr(poller_module, runner, run)
     return statements
 
 

@@ -30,15 +30,7 @@ def builtin_key(ch, org_id: int, name: str):
 
 def fan_ins(monkeypatch) -> list[Any]:
     """Every fan-in statement the poller runs (they still run, through the real path)."""
-    statements: list[Any] = []
-    real = poller_module.run_fan_in
-
-    async def run_fan_in(ch, query):
-        statements.append(query)
-        return await real(ch, query)
-
-    monkeypatch.setattr(poller_module, "run_fan_in", run_fan_in)
-    return statements
+    return recording(monkeypatch, "run_fan_in")
 
 
 async def test_shared_shapes_of_many_orgs_are_one_statement_per_round(ch, monkeypatch):
