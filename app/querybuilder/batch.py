@@ -114,6 +114,30 @@ class BatchMember:
     dims: tuple[str, ...]
     outputs: tuple[tuple[str, str], ...]  # (output name, batch column)
 
+    def own_rows(
+        self,
+        rows: list[dict[str, Any]],
+        types: Sequence[str],
+        index: dict[str, int],
+        time_from: int,
+        time_to: int,
+        dim_column: str = "__d_{}",
+    ) -> list[dict[str, Any]]:
+        """The key's rows from a batch, ordered and filled as its own statement returns them
+        (`index`: the batch's column positions; `dim_column`: a dimension's batch column)."""
+        if rows and len(self.dims) > 1:
+            # The batch orders by every dimension column in name order; the key's own
+            # statement by its group-by order (then t).
+            rows.sort(key=lambda r: (*(r[d] for d in self.dims), r["t"]))
+        elif not rows:
+            # No row of the key at all: its own statement fills every second of the range
+            # (WITH FILL on an empty result: every column at its type's default), so does this.
+            filler = {d: fill_value(types[index[dim_column.format(d)]]) for d in self.dims}
+            for name, col in self.outputs:
+                filler[name] = fill_value(types[index[col]])
+            rows = [{"t": t, **filler} for t in range(time_from, time_to)]
+        return rows
+
 
 @dataclass(frozen=True)
 class LiveBatch:
@@ -155,18 +179,7 @@ class LiveBatch:
                 record[name] = row[j]
             out[i].append(record)
         for i, member in enumerate(self.members):
-            if out[i] and len(member.dims) > 1:
-                # The batch orders by every dimension column in name order; the key's own
-                # statement by its group-by order (then t).
-                out[i].sort(key=lambda r, ds=member.dims: (*(r[d] for d in ds), r["t"]))
-            elif not out[i]:
-                # No row of the key at all: its own statement fills every second of the range
-                # (WITH FILL on an empty result: every column at its type's default), so does
-                # this.
-                filler = {d: fill_value(types[index[f"__d_{d}"]]) for d in member.dims}
-                for name, col in member.outputs:
-                    filler[name] = fill_value(types[index[col]])
-                out[i] = [{"t": t, **filler} for t in range(self.time_from, self.time_to)]
+            out[i] = member.own_rows(out[i], types, index, self.time_from, self.time_to)
         return out
 
 

@@ -29,7 +29,6 @@ from app.querybuilder.batch import (
     BatchMember,
     LiveQuery,
     build_live_select,
-    fill_value,
 )
 from app.querybuilder.errors import MetricError
 from app.querybuilder.guard import ORG_GROUP, ORG_PARAM, check_org_ids
@@ -200,19 +199,11 @@ class FanInBatch:
             for name, j in getters[k]:
                 record[name] = row[j]
             target.append(record)
+        dim_column = "__d_{}" if self.keyed else "{}"
         for (org, k), got in out.items():
-            member = self.members[k]
-            if got and len(member.dims) > 1:
-                got.sort(key=lambda r, ds=member.dims: (*(r[d] for d in ds), r["t"]))
-            elif not got:
-                # As a key's own statement: WITH FILL over an empty result fills every second.
-                filler = {
-                    d: fill_value(types[index[f"__d_{d}" if self.keyed else d]])
-                    for d in member.dims
-                }
-                for name, col in member.outputs:
-                    filler[name] = fill_value(types[index[col]])
-                out[(org, k)] = [{"t": t, **filler} for t in range(self.time_from, self.time_to)]
+            out[(org, k)] = self.members[k].own_rows(
+                got, types, index, self.time_from, self.time_to, dim_column
+            )
         return out
 
 
