@@ -99,6 +99,9 @@ ALIGN_S = 0.002
 REBALANCE_EVERY = 4
 #: Compiled batches kept for re-binding (one per distinct set of keys read together).
 BATCH_CACHE = 1024
+#: Keys re-reading beyond the regular window fan in with those whose re-read starts in the same
+#: this-many seconds (each key keeps only its own seconds of the statement's rows).
+EXTENDED_GROUP_S = 60
 
 
 def next_round(slot: int | None, now: float, period: float) -> tuple[int, float]:
@@ -471,15 +474,17 @@ class Poller:
                 self.skipped += 1
         batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
         # A fan-in statement reads from the earliest regular window of its keys (they were read
-        # in the same rounds, so their watermarks agree); a key re-reading further back for late
-        # rows or its periodic whole range is read with its org instead, so one org's long
-        # re-read never widens every org's read.
+        # in the same rounds, so their watermarks agree). A key re-reading further back (late
+        # rows, its periodic whole range) fans in only with keys re-reading from the same minute
+        # (`EXTENDED_GROUP_S`): the orgs whose whole range comes round together are one
+        # statement, and one org's long re-read never widens every org's read.
         for item in due:
             state, lo, hi = item
             spec = state.spec
-            if self.batch and self.fan_in and spec.shape is not None and not state.extended:
+            if self.batch and self.fan_in and spec.shape is not None:
                 shape = spec.shape if spec.shape_kind == "window" else ""
-                ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, hi)
+                since = lo // EXTENDED_GROUP_S if state.extended else None
+                ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, hi, since)
             elif self.batch and spec.batchable:
                 ident = (spec.org_id, spec.compiled.plan.table, lo, hi)
             else:

@@ -135,7 +135,7 @@ async def test_a_shape_that_can_raise_is_never_read_with_other_orgs(ch, monkeypa
     assert grouped == [] and sorted(s.org_id for s in single) == [1, 2]
 
 
-async def test_an_orgs_long_reread_is_read_with_its_org_not_widening_the_fan_in(ch, monkeypatch):
+async def test_an_orgs_long_reread_is_its_own_statement_not_widening_the_fan_in(ch, monkeypatch):
     now = int(time.time())
     for org in ORGS:
         seed(ch, org, now - 120, 120)
@@ -150,11 +150,43 @@ async def test_an_orgs_long_reread_is_read_with_its_org_not_widening_the_fan_in(
     grouped = fan_ins(monkeypatch)
     single = recording(monkeypatch)
     ticks = await poller.tick(now=now + 1.1)
-    assert [s.org_ids for s in grouped] == [(1, 3, 4, 5)]
-    assert all(s.plan.time_from >= now - 10 for s in grouped)
-    assert [(s.org_id, s.plan.time_from) for s in single] == [(2, now - 100)]
+    assert sorted((s.org_ids, s.plan.time_from >= now - 10) for s in grouped) == [
+        ((1, 3, 4, 5), True),
+        ((2,), False),
+    ]
+    assert [s.plan.time_from for s in grouped if s.org_ids == (2,)] == [now - 100]
+    assert single == []
     for tick in ticks:
         assert tick.rows == await own_read(ch, tick)
     (late,) = {t.time_from for t in ticks if t.spec.org_id == 2}
     assert late == now - 100
     assert all(any(r["t"] == now - 100 for r in t.changed) for t in ticks if t.spec.org_id == 2)
+
+
+async def test_orgs_rereading_from_the_same_minute_share_one_statement(ch, monkeypatch):
+    """Late rows of two orgs in the same minute: one fan-in for both, from the earlier second;
+    each key keeps exactly its own window (equal to its own org's read)."""
+    now = int(time.time())
+    for org in ORGS:
+        seed(ch, org, now - 120, 120)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    for org in ORGS:
+        for spec in _org_specs(ch, org)[:3]:
+            poller.acquire(spec)
+    await poller.tick(now=now + 0.1)
+    first = (now - 100) - (now - 100) % 60  # both late seconds in one minute
+    seed(ch, 2, first + 1, 1)
+    seed(ch, 4, first + 3, 1)
+    poller.late.note({2: (first + 1, first + 1), 4: (first + 3, first + 3)})
+    grouped = fan_ins(monkeypatch)
+    single = recording(monkeypatch)
+    ticks = await poller.tick(now=now + 1.1)
+    assert single == []
+    assert sorted(s.org_ids for s in grouped) == [(1, 3, 5), (2, 4)]
+    assert [s.plan.time_from for s in grouped if s.org_ids == (2, 4)] == [first + 1]
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+    assert {t.spec.org_id: t.time_from for t in ticks if t.spec.org_id in (2, 4)} == {
+        2: first + 1,
+        4: first + 3,
+    }
