@@ -191,7 +191,9 @@ export function createMetricEditor({ parent, doc = "", labelledBy, describedBy, 
   });
   return {
     view,
-    text: () => view.state.doc.toString(),
+    // Trailing whitespace means nothing in a metric; Chrome can leave an empty last line when a
+    // whole document is replaced by typing over a select-all.
+    text: () => view.state.doc.toString().trimEnd(),
     setText(text) {
       view.dispatch({ changes: { from: 0, to: view.state.doc.length, insert: text } });
     },
