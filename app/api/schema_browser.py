@@ -1,9 +1,9 @@
 """The org's schema from its data, for the metric editor's completions and its Data panel.
 
-    GET /schema/events       event names with their counts
-    GET /schema/properties   property keys (of one event, or of all) with their counts
-    GET /schema/values       top values of a string column or a property, with their counts
-    GET /schema/language     the metric language's functions, columns and keywords
+    GET /catalog/events       event names with their counts
+    GET /catalog/properties   property keys (of one event, or of all) with their counts
+    GET /catalog/values       top values of a string column or a property, with their counts
+    GET /catalog/language     the metric language's functions, columns and keywords
 
 Each read is compiled by the querybuilder (app/querybuilder/browse.py: sqlglot AST, values
 bound, the tenant guard applied last) and answered by app/api/series.py like a chart's data:
@@ -75,8 +75,8 @@ async def _answer(
 
 
 class SchemaBrowserController(Controller):
-    path = "/schema"
-    tags = ["schema"]
+    path = "/catalog"
+    tags = ["catalog"]
     dependencies = AUTH
 
     @get("/events", opt=api_doc(errors={422}))

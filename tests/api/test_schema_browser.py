@@ -1,4 +1,4 @@
-"""The schema browser `/schema/*` (app/api/schema_browser.py): the org's event names, property
+"""The schema browser `/catalog/*` (app/api/schema_browser.py): the org's event names, property
 names and top values from its data, with exact counts; another org's names never appear;
 hostile property keys are values; quotas and the cache apply like any read."""
 
@@ -76,29 +76,29 @@ async def get(api, url: str, headers: dict[str, str], **params: Any) -> dict[str
 
 async def test_events_properties_and_values_with_exact_counts(api, shop):
     h = shop.h("viewer")  # any role reads the schema
-    body = await get(api, "/schema/events", h)
+    body = await get(api, "/catalog/events", h)
     assert body["columns"] == ["event", "total"]
     assert body["rows"] == [["pageview", 5], ["checkout", 1], ["signup", 1]]
     assert body["meta"]["table"] == "rollup_1h"
 
-    body = await get(api, "/schema/events", h, range="9d")
+    body = await get(api, "/catalog/events", h, range="9d")
     assert ["ancient", 1] in body["rows"]
 
-    body = await get(api, "/schema/properties", h)
+    body = await get(api, "/catalog/properties", h)
     assert body["columns"] == ["property", "total"]
     assert body["rows"][:2] == [["plan", 6], ["it's", 4]]
     assert sorted(r[0] for r in body["rows"][2:]) == sorted(k for k in HOSTILE_KEYS if k != "it's")
-    assert (await get(api, "/schema/properties", h, event="signup"))["rows"] == [["plan", 1]]
+    assert (await get(api, "/catalog/properties", h, event="signup"))["rows"] == [["plan", 1]]
 
-    body = await get(api, "/schema/values", h, property="plan")
+    body = await get(api, "/catalog/values", h, property="plan")
     assert body["columns"] == ["value", "total"]
     assert body["rows"] == [["pro", 4], ["free", 2]]
-    body = await get(api, "/schema/values", h, property="plan", event="pageview")
+    body = await get(api, "/catalog/values", h, property="plan", event="pageview")
     assert body["rows"] == [["pro", 3], ["free", 2]]
-    body = await get(api, "/schema/values", h, column="country")
+    body = await get(api, "/catalog/values", h, column="country")
     assert body["rows"] == [["DE", 5], ["FR", 2]]
     assert body["meta"]["table"] == "rollup_1h"
-    body = await get(api, "/schema/values", h, column="path", event="signup")
+    body = await get(api, "/catalog/values", h, column="path", event="signup")
     assert body["rows"] == [["/", 1]]
     assert body["meta"]["table"] == "events"
 
@@ -106,26 +106,26 @@ async def test_events_properties_and_values_with_exact_counts(api, shop):
 async def test_hostile_property_keys_are_values_not_sql(api, shop):
     h = shop.h("viewer")
     for key in HOSTILE_KEYS:
-        body = await get(api, "/schema/values", h, property=key)
+        body = await get(api, "/catalog/values", h, property=key)
         expected = [["a'b", 3], ["it's", 1]] if key == "it's" else [[key, 1]]
         assert body["rows"] == expected, key
     # An event name with quotes is a value too: nothing matches, nothing breaks.
-    body = await get(api, "/schema/properties", h, event="x' OR '1'='1")
+    body = await get(api, "/catalog/properties", h, event="x' OR '1'='1")
     assert body["rows"] == []
 
 
 async def test_another_orgs_names_and_values_never_appear(api, shop, other_org):
     h = shop.h("viewer")
     seen = []
-    seen += (await get(api, "/schema/events", h))["rows"]
-    seen += (await get(api, "/schema/properties", h))["rows"]
-    seen += (await get(api, "/schema/values", h, property="plan"))["rows"]
-    seen += (await get(api, "/schema/values", h, property="b_secret_prop"))["rows"]
-    seen += (await get(api, "/schema/properties", h, event="b_secret_event"))["rows"]
+    seen += (await get(api, "/catalog/events", h))["rows"]
+    seen += (await get(api, "/catalog/properties", h))["rows"]
+    seen += (await get(api, "/catalog/values", h, property="plan"))["rows"]
+    seen += (await get(api, "/catalog/values", h, property="b_secret_prop"))["rows"]
+    seen += (await get(api, "/catalog/properties", h, event="b_secret_event"))["rows"]
     assert not [r for r in seen if str(r[0]).startswith("b_")]
-    assert (await get(api, "/schema/values", h, property="b_secret_prop"))["rows"] == []
+    assert (await get(api, "/catalog/values", h, property="b_secret_prop"))["rows"] == []
     # Org B sees its own (the same routes answer per token).
-    theirs = await get(api, "/schema/events", other_org.h("viewer"))
+    theirs = await get(api, "/catalog/events", other_org.h("viewer"))
     assert theirs["rows"] == [["b_secret_event", 9]]
 
 
@@ -142,7 +142,7 @@ async def test_compiled_for_one_org_cannot_be_run_as_another(api_services, org, 
 
 
 async def test_language_lists_the_compilers_functions(api, org):
-    body = await get(api, "/schema/language", org.h("viewer"))
+    body = await get(api, "/catalog/language", org.h("viewer"))
     assert "countIf" in body["functions"] and "quantile" in body["functions"]
     assert "uniq" in body["functions"] and "sleep" not in body["functions"]
     assert "country" in body["columns"] and "org_id" not in body["columns"]
@@ -151,29 +151,29 @@ async def test_language_lists_the_compilers_functions(api, org):
 
 async def test_refusals(api, org):
     h = org.h("viewer")
-    assert (await api.get("/schema/events")).status_code == 401
-    assert (await api.get("/schema/language")).status_code == 401
-    r = await api.get("/schema/events", params={"range": "60d"}, headers=h)
+    assert (await api.get("/catalog/events")).status_code == 401
+    assert (await api.get("/catalog/language")).status_code == 401
+    r = await api.get("/catalog/events", params={"range": "60d"}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_range"
-    r = await api.get("/schema/values", params={"column": "org_id"}, headers=h)
+    r = await api.get("/catalog/values", params={"column": "org_id"}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_column"
-    r = await api.get("/schema/values", params={"column": "value"}, headers=h)
+    r = await api.get("/catalog/values", params={"column": "value"}, headers=h)
     assert r.status_code == 422
-    r = await api.get("/schema/values", headers=h)
+    r = await api.get("/catalog/values", headers=h)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_arguments"
-    r = await api.get("/schema/values", params={"property": "a\u200bb"}, headers=h)
+    r = await api.get("/catalog/values", params={"property": "a\u200bb"}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invisible_character"
-    r = await api.get("/schema/events", params={"range": "1m"}, headers=h)
+    r = await api.get("/catalog/events", params={"range": "1m"}, headers=h)
     assert r.status_code == 400
 
 
 async def test_answers_are_cached_and_charged(api, api_services, shop):
     h = shop.h("viewer")
     before = api_services.ch.query_count
-    first = await get(api, "/schema/events", h)
+    first = await get(api, "/catalog/events", h)
     assert first["meta"]["cached"] is False and first["meta"]["rows_read"] >= 1
     ran = api_services.ch.query_count
     assert ran > before
-    again = await get(api, "/schema/events", h)
+    again = await get(api, "/catalog/events", h)
     assert again["meta"]["cached"] is True and again["rows"] == first["rows"]
     assert api_services.ch.query_count == ran

@@ -1,6 +1,6 @@
 // The builder's "Data" panel: the org's events with their counts → an event's properties (and
 // the string columns) → a property's top values; clicking a name or value inserts it into the
-// metric editor. Below, the org's saved metrics: clicking one loads it. Reads GET /schema/* and
+// metric editor. Below, the org's saved metrics: clicking one loads it. Reads GET /catalog/* and
 // GET /metrics; text only (names come from the org's data).
 import { get } from "./api.js";
 import { PROP_KEY, quoteString } from "./editor.js";
@@ -25,7 +25,7 @@ function item(name, total, { label, onclick, current = false, cls = "" }) {
 export class DataPanel {
   /**
    * `root`: the panel element; `insert(text)`: into the editor; `load(metric)`: open a saved
-   * metric; `stringColumns`: columns whose top values are listed (GET /schema/language).
+   * metric; `stringColumns`: columns whose top values are listed (GET /catalog/language).
    */
   constructor(root, { insert, load, stringColumns = [] }) {
     this.root = root;
@@ -46,7 +46,7 @@ export class DataPanel {
   }
 
   async showEvents() {
-    const body = await get("/schema/events").catch(() => ({ rows: [] }));
+    const body = await get("/catalog/events").catch(() => ({ rows: [] }));
     this.events.replaceChildren(
       ...body.rows.map(([name, total]) =>
         item(name, total, {
@@ -67,7 +67,7 @@ export class DataPanel {
     this.root.querySelector("#data-insert-event").hidden = false;
     this.values.replaceChildren();
     this.root.querySelector("#data-values-head").hidden = true;
-    const body = await get(`/schema/properties?${new URLSearchParams({ event: name })}`).catch(() => ({ rows: [] }));
+    const body = await get(`/catalog/properties?${new URLSearchParams({ event: name })}`).catch(() => ({ rows: [] }));
     if (this.event !== name) return;
     this.root.querySelector("#data-fields-head").hidden = false;
     this.fields.replaceChildren(
@@ -93,7 +93,7 @@ export class DataPanel {
     button.hidden = !insertable;
     button.onclick = () => this.insert(shown);
     const params = new URLSearchParams({ ...field, event: this.event });
-    const body = await get(`/schema/values?${params}`).catch(() => ({ rows: [] }));
+    const body = await get(`/catalog/values?${params}`).catch(() => ({ rows: [] }));
     if (this.field !== field) return;
     this.values.replaceChildren(
       ...body.rows.map(([value, total]) =>

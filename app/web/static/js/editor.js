@@ -1,6 +1,6 @@
 // The metric editor: CodeMirror 6 (npm, through the builder page's import map) with the metric
-// language's highlighting, completion of its columns and functions (GET /schema/language) and
-// of the org's event and property names (GET /schema/events, /schema/properties),
+// language's highlighting, completion of its columns and functions (GET /catalog/language) and
+// of the org's event and property names (GET /catalog/events, /catalog/properties),
 // Ctrl/Cmd+Enter to run, and the compiler's error underlined at its position.
 import { autocompletion, closeBrackets, closeBracketsKeymap, completionKeymap, startCompletion } from "@codemirror/autocomplete";
 import { defaultKeymap, history, historyKeymap } from "@codemirror/commands";
@@ -80,9 +80,9 @@ export class Vocabulary {
   /** Load the language's words and the org's names; `get` is api.js's GET. Failures leave gaps. */
   async load(get) {
     const [language, events, properties] = await Promise.allSettled([
-      get("/schema/language"),
-      get("/schema/events"),
-      get("/schema/properties"),
+      get("/catalog/language"),
+      get("/catalog/events"),
+      get("/catalog/properties"),
     ]);
     if (language.status === "fulfilled") {
       this.functions = language.value.functions;
