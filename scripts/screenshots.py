@@ -220,6 +220,11 @@ async def metric_editor(page, base: str) -> None:
     await page.keyboard.type("SELECT uniq(user_id) AS buyers\nWHERE event = '")
     await page.keyboard.press("Control+Space")
     await page.locator(".cm-tooltip-autocomplete li").first.wait_for()
+    # The preview of the typed text (400 ms after the last key) has answered.
+    await page.wait_for_timeout(600)
+    await page.wait_for_function(
+        "() => document.getElementById('preview-meta').textContent !== 'compiling…'"
+    )
     await page.evaluate("() => window.scrollTo(0, 0)")
 
 

@@ -22,6 +22,14 @@ function item(name, total, { label, onclick, current = false, cls = "" }) {
   );
 }
 
+/** Mark the button of `list` showing `name` as the current one (the others not). */
+function markCurrent(list, name) {
+  for (const b of list.querySelectorAll("button")) {
+    if (b.querySelector(".data-name").textContent === name) b.setAttribute("aria-current", "true");
+    else b.removeAttribute("aria-current");
+  }
+}
+
 export class DataPanel {
   /**
    * `root`: the panel element; `insert(text)`: into the editor; `load(metric)`: open a saved
@@ -62,7 +70,7 @@ export class DataPanel {
   async pickEvent(name) {
     this.event = name;
     this.field = null;
-    for (const b of this.events.querySelectorAll("button")) b.toggleAttribute("aria-current", b.querySelector(".data-name").textContent === name);
+    markCurrent(this.events, name);
     this.root.querySelector("#data-event-name").textContent = name;
     this.root.querySelector("#data-insert-event").hidden = false;
     this.values.replaceChildren();
@@ -77,7 +85,8 @@ export class DataPanel {
           onclick: () => this.pickField({ property: key }, `props['${key}']`),
         }),
       ),
-      ...this.stringColumns.map((column) =>
+      // `event` is the picked event itself: its "top values" would be that one name.
+      ...this.stringColumns.filter((c) => c !== "event").map((column) =>
         item(column, null, { label: `Column ${column}: show its top values`, cls: "data-column", onclick: () => this.pickField({ column }, column) }),
       ),
     );
@@ -85,6 +94,7 @@ export class DataPanel {
 
   async pickField(field, shown) {
     this.field = field;
+    markCurrent(this.fields, shown);
     const head = this.root.querySelector("#data-values-head");
     head.hidden = false;
     this.root.querySelector("#data-field-name").textContent = shown;
