@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The browser UI's ECharts and the API docs' Swagger UI, from npm (web/package-lock.json),
-# served by the app: no CDN.
+# The browser UI's ECharts and CodeMirror (the metric editor) and the API docs' Swagger UI, from npm
+# (web/package-lock.json), served by the app: no CDN, no bundler (an import map, docs/ui.md).
 ECHARTS := web/node_modules/echarts/dist/echarts.min.js
 NPM_CI := npm ci --prefix web --no-audit --no-fund --loglevel=error
 

@@ -4,6 +4,7 @@ and dark (the system's colour scheme, emulated), into docs/screenshots/ as small
 colours, Pillow).
 
     .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+        [--only NAME,NAME]   (e.g. --only metric-editor: just those pictures)
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
@@ -102,7 +103,9 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
-async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+async def capture(
+    base: str, login_url: str, out: Path, only: frozenset[str] = frozenset()
+) -> list[Path]:
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
@@ -124,7 +127,12 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     context.set_default_timeout(120_000)
                     page = await context.new_page()
 
+                    def want(*names: str) -> bool:
+                        return not only or bool(only & set(names))
+
                     async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        if not want(name):
+                            return
                         await page.wait_for_timeout(1500)  # animations settle
                         png = await page.screenshot(full_page=True, animations="disabled")
                         path = out / f"{name}-{device}-{scheme}.png"
@@ -149,39 +157,75 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     await page.locator("#dashboard-list li").first.wait_for()
                     await shot("dashboards")
                     for name, query in (("dashboard", ""), ("dashboard-30d", "?range=30d")):
+                        if not want(name):
+                            continue
                         await page.goto(f"{base}/d/{dash_id}{query}")
                         await page.locator("body[data-ready]").wait_for(state="attached")
                         await page.wait_for_function(
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
-                    if share_url is None:
+                    if share_url is None and want("shared-dashboard"):
                         share_url = await share_link(base, token, dash_id)
                     # The public link, as a visitor sees it: its own context, never signed in.
-                    visitor = await browser.new_context(
-                        viewport={"width": width, "height": height}, color_scheme=scheme
-                    )
-                    shared = await visitor.new_page()
-                    await shared.goto(share_url)
-                    await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
-                    await shot("shared-dashboard", page=shared)
-                    await visitor.close()
-                    await page.goto(f"{base}/builder")
-                    await page.locator("#preview canvas").wait_for()
-                    await shot("builder")
-                    await page.goto(f"{base}/a")
-                    await page.locator("#alert-table tr[data-alert-id]").first.wait_for()
-                    await shot("alerts")
-                    await page.goto(f"{base}/a/{ids['alert']}")
-                    await page.locator("#history:not([hidden])").wait_for()
-                    await shot("alert-form")
-                    await page.goto(f"{base}/admin/tokens")
-                    await page.locator("#token-table tbody tr").first.wait_for()
-                    await shot("tokens")
+                    if want("shared-dashboard"):
+                        visitor = await browser.new_context(
+                            viewport={"width": width, "height": height}, color_scheme=scheme
+                        )
+                        shared = await visitor.new_page()
+                        await shared.goto(share_url)
+                        await shared.locator(
+                            "body[data-ready='1'] .chart-box canvas"
+                        ).first.wait_for()
+                        await shot("shared-dashboard", page=shared)
+                        await visitor.close()
+                    if want("builder"):
+                        await page.goto(f"{base}/builder")
+                        await page.locator("#preview canvas").wait_for()
+                        await shot("builder")
+                    if want("metric-editor"):
+                        await metric_editor(page, base)
+                        await shot("metric-editor")
+                    if want("alerts"):
+                        await page.goto(f"{base}/a")
+                        await page.locator("#alert-table tr[data-alert-id]").first.wait_for()
+                        await shot("alerts")
+                    if want("alert-form"):
+                        await page.goto(f"{base}/a/{ids['alert']}")
+                        await page.locator("#history:not([hidden])").wait_for()
+                        await shot("alert-form")
+                    if want("tokens"):
+                        await page.goto(f"{base}/admin/tokens")
+                        await page.locator("#token-table tbody tr").first.wait_for()
+                        await shot("tokens")
                     await context.close()
         finally:
             await browser.close()
     return written
+
+
+async def metric_editor(page, base: str) -> None:
+    """The builder with the Data panel opened on the busiest event's first property, and the
+    editor's completion open on the org's event names."""
+    await page.goto(f"{base}/builder")
+    await page.locator("#preview canvas").wait_for()
+    await page.locator("#data-panel[data-ready='1']").wait_for()
+    await page.locator("#data-events button").first.click()
+    await page.locator("#data-fields button").first.click()
+    await page.locator("#data-values button").first.wait_for()
+    editor = page.get_by_label("Metric", exact=True)
+    await editor.click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.press("Delete")
+    await page.keyboard.type("SELECT uniq(user_id) AS buyers\nWHERE event = '")
+    await page.keyboard.press("Control+Space")
+    await page.locator(".cm-tooltip-autocomplete li").first.wait_for()
+    # The preview of the typed text (400 ms after the last key) has answered.
+    await page.wait_for_timeout(600)
+    await page.wait_for_function(
+        "() => document.getElementById('preview-meta').textContent !== 'compiling…'"
+    )
+    await page.evaluate("() => window.scrollTo(0, 0)")
 
 
 def main() -> int:
@@ -189,7 +233,9 @@ def main() -> int:
     parser.add_argument("--history-days", type=float, default=30)
     parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--only", default="", help="comma-separated picture names (default: all)")
     args = parser.parse_args()
+    only = frozenset(n.strip() for n in args.only.split(",") if n.strip())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clickpulse-shots-") as tmp:
@@ -203,7 +249,7 @@ def main() -> int:
         try:
             # A little live traffic on top of the history before the first picture.
             time.sleep(20)
-            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out, only))
         finally:
             proc.send_signal(signal.SIGINT)
             try:

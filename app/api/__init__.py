@@ -9,6 +9,7 @@ from app.api.charts import ChartDataController
 from app.api.dashboards import DashboardController
 from app.api.health import healthz, readyz
 from app.api.metrics import MetricController, QueryController
+from app.api.schema_browser import SchemaBrowserController
 from app.api.shares import ShareAdminController, SharedDashboardController
 from app.api.sql import SqlController
 from app.api.tokens import TokenController
@@ -31,4 +32,5 @@ route_handlers = [
     AnnotationController,
     ShareAdminController,
     SharedDashboardController,
+    SchemaBrowserController,
 ]

@@ -78,6 +78,7 @@ EMITTED_FUNCTIONS = frozenset(
         "least",
         "isNaN",
         "toNullable",
+        "mapKeys",  # the schema browser's property names (browse.py)
     ]
 )
 

@@ -5,6 +5,7 @@ from app.web.apidocs import swagger_asset
 from app.web.pages import (
     alert_page,
     alerts_page,
+    browser_module,
     builder_page,
     dashboard_page,
     dashboards_page,
@@ -25,6 +26,7 @@ route_handlers = [
     alert_page,
     tokens_page,
     echarts_js,
+    browser_module,
     swagger_asset,
     static_router,
 ]

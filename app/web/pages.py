@@ -10,16 +10,20 @@ link's `frame-ancestors` (app/api/shares.py)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from markupsafe import Markup
 
 from app.api.shares import frame_ancestors_csp, live_share
 from app.deps import ServicesDep, client_address
@@ -38,6 +42,62 @@ def web_dir() -> Path:
 
 def echarts_path() -> Path:
     return web_dir() / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+
+
+#: npm packages the browser imports by bare name (the metric editor, CodeMirror 6, and what it
+#: imports), mapped to their ES module files by the builder page's import map: no bundler.
+BROWSER_MODULES = (
+    "@codemirror/autocomplete",
+    "@codemirror/commands",
+    "@codemirror/lang-sql",
+    "@codemirror/language",
+    "@codemirror/state",
+    "@codemirror/streamparser",
+    "@codemirror/view",
+    "@lezer/common",
+    "@lezer/highlight",
+    "@lezer/lr",
+    "@marijn/find-cluster-break",
+    "crelt",
+    "style-mod",
+    "w3c-keyname",
+)
+
+
+@cache
+def browser_module_files() -> dict[str, tuple[Path, str]]:
+    """Bare name → (its ES module file, its version), read from each package.json; a package
+    that is not installed is left out (its import fails in the browser, nothing else does)."""
+    found = {}
+    for name in BROWSER_MODULES:
+        root = web_dir() / "node_modules" / name
+        try:
+            meta = json.loads((root / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        entry = meta.get("module") or meta.get("main") or "index.js"
+        found[name] = (root / entry, f"{meta.get('version', '0')}/{entry.removeprefix('./')}")
+    return found
+
+
+@cache
+def import_map() -> Markup:
+    """The `<script type="importmap">` text: each bare name → /static/vendor/npm/<name>/<version>/<file>."""
+    imports = {
+        name: f"/static/vendor/npm/{name}/{tail}"
+        for name, (_path, tail) in browser_module_files().items()
+    }
+    # Markup: a script's text is not HTML (entities would not be decoded); the JSON holds only
+    # package names and paths, never `<`.
+    return Markup(json.dumps({"imports": imports}, sort_keys=True))
+
+
+def import_map_csp() -> str:
+    """The page CSP, also allowing exactly this inline import map (by its SHA-256)."""
+    digest = base64.b64encode(hashlib.sha256(str(import_map()).encode()).digest()).decode()
+    return CONTENT_SECURITY_POLICY.replace(
+        "script-src 'self'", f"script-src 'self' 'sha256-{digest}'", 1
+    )
 
 
 # The browser may keep pages for a minute and static files until the version changes.
@@ -119,7 +179,13 @@ async def shared_page(
 
 @get("/builder", include_in_schema=False)
 async def builder_page() -> Response[str]:
-    return render("builder.html", page="builder", title="Query builder")
+    return render(
+        "builder.html",
+        csp=import_map_csp(),
+        page="builder",
+        title="Query builder",
+        import_map=import_map(),
+    )
 
 
 @get("/a", include_in_schema=False)
@@ -152,6 +218,24 @@ async def echarts_js() -> File | Response[str]:
         media_type="application/javascript",
         headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@get("/static/vendor/npm/{path:path}", include_in_schema=False)
+async def browser_module(path: FromPath[str]) -> File:
+    """A file of the import map, and nothing else under node_modules (404)."""
+    wanted = path.lstrip("/")
+    for name, (file, tail) in browser_module_files().items():
+        if wanted == f"{name}/{tail}" and file.is_file():
+            return File(
+                file,
+                content_disposition_type="inline",
+                media_type="text/javascript",
+                headers={
+                    "Cache-Control": "public, max-age=31536000, immutable",  # versioned URL
+                    "X-Content-Type-Options": "nosniff",
+                },
+            )
+    raise NotFoundException("not a browser module of this app")
 
 
 static_router = create_static_files_router(

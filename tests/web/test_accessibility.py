@@ -382,7 +382,7 @@ async def test_builder_and_alerts_by_keyboard_only(server, org, page):
     await page.keyboard.press("Enter")
     text = page.get_by_role("textbox", name="Metric", exact=True)
     await text.wait_for()
-    assert "sum(value)" in await text.input_value()
+    assert "sum(value)" in await text.inner_text()  # the CodeMirror editor (editor.js)
 
     # Save with the keyboard, then add it to a new dashboard.
     await tab_to(page, page.get_by_role("textbox", name="Save as metric"))

@@ -2,13 +2,27 @@
 // it, save it, add it to a dashboard.
 import { ApiError, get, post, put, query } from "./api.js";
 import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
+import { DataPanel, wireInsertEvent } from "./datapanel.js";
+import { createMetricEditor, Vocabulary } from "./editor.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
 
 const $ = (id) => document.getElementById(id);
-const textarea = $("metric-text");
-const mirror = $("metric-mirror");
+// The metric text lives in a CodeMirror editor (editor.js); the Data panel inserts into it.
+const vocabulary = await new Vocabulary().load(get);
+const editor = createMetricEditor({
+  parent: $("metric-editor"),
+  doc: $("metric-editor").dataset.initial,
+  labelledBy: "metric-label",
+  describedBy: "metric-error metric-keys",
+  vocabulary,
+  onRun: () => run(),
+  onChange: () => {
+    renderMirror(null);
+    schedule();
+  },
+});
 const errorNode = $("metric-error");
 const preview = echarts.init($("preview"), null, { renderer: "canvas" });
 new ResizeObserver(() => preview.resize()).observe($("preview"));
@@ -26,26 +40,14 @@ export function offsetOf(text, line, column) {
   return Math.min(text.length, offset + Math.max(0, column - 1));
 }
 
+/** Underline [start, end) of the text (the editor's error mark), or clear it. */
 function renderMirror(mark) {
-  const text = textarea.value;
-  mirror.replaceChildren();
-  if (!mark) {
-    mirror.append(document.createTextNode(`${text}\n`));
-    return;
-  }
-  const { start, end } = mark;
-  const marked = text.slice(start, end) || " ";
-  mirror.append(
-    document.createTextNode(text.slice(0, start)),
-    el("mark", { id: "error-mark", class: "error-mark", "data-offset": start, text: marked }),
-    document.createTextNode(`${text.slice(end)}\n`),
-  );
-  mirror.scrollTop = textarea.scrollTop;
+  if (mark) editor.showError(mark.start, mark.end);
+  else editor.clearError();
 }
 
 function clearError() {
   errorNode.replaceChildren();
-  textarea.removeAttribute("aria-invalid");
   renderMirror(null);
 }
 
@@ -54,13 +56,12 @@ function showError(err) {
   const where = err.where || {};
   errorNode.replaceChildren();
   if (mode === "text" && where.line) {
-    const text = textarea.value;
+    const text = editor.text();
     const start = where.offset ?? offsetOf(text, where.line, where.column || 1);
     let length = 1;
     if (where.token && text.startsWith(where.token, start)) length = where.token.length;
     else if (where.token) length = Math.max(1, Math.min(where.token.length, text.length - start));
     renderMirror({ start, end: start + length });
-    textarea.setAttribute("aria-invalid", "true");
     const jump = el("button", {
       type: "button",
       class: "link",
@@ -69,10 +70,7 @@ function showError(err) {
       "data-column": where.column,
       "data-offset": start,
       text: `line ${where.line}, column ${where.column}`,
-      onclick: () => {
-        textarea.focus();
-        textarea.setSelectionRange(start, start + length);
-      },
+      onclick: () => editor.select(start, start + length),
     });
     errorNode.append(jump, `: ${err.message}`, where.token ? ` (near “${where.token}”)` : "");
   } else {
@@ -81,8 +79,6 @@ function showError(err) {
     errorNode.append(`${err.message}${field ? ` (${field})` : ""}`);
   }
 }
-
-textarea.addEventListener("scroll", () => (mirror.scrollTop = textarea.scrollTop));
 
 // -- form mode --------------------------------------------------------------------------------
 
@@ -163,7 +159,7 @@ $("f-add-filter").addEventListener("click", () => {
   formChanged();
 });
 $("form-to-text").addEventListener("click", () => {
-  textarea.value = formToText(readForm());
+  editor.setText(formToText(readForm()));
   setMode("text");
 });
 
@@ -190,7 +186,7 @@ for (const tab of ["tab-text", "tab-form"]) {
 
 // -- compile + preview --------------------------------------------------------------------------
 
-const definition = () => (mode === "text" ? { text: textarea.value } : readForm());
+const definition = () => (mode === "text" ? { text: editor.text() } : readForm());
 let timer = null;
 let seq = 0;
 
@@ -233,10 +229,6 @@ async function run() {
   document.body.dataset.preview = "ok";
 }
 
-textarea.addEventListener("input", () => {
-  renderMirror(null);
-  schedule();
-});
 $("preview-range").addEventListener("change", schedule);
 $("run").addEventListener("click", run);
 
@@ -256,6 +248,7 @@ $("save-form").addEventListener("submit", async (e) => {
   }
   status.replaceChildren(`Saved as metric ${savedMetric.id} (“${savedMetric.name}”).`);
   status.dataset.metricId = savedMetric.id;
+  panel.showMetrics();
   await showAddForm();
 });
 
@@ -289,6 +282,27 @@ $("add-form").addEventListener("submit", async (e) => {
     status.textContent = err.message;
   }
 });
+
+// -- the Data panel: the org's events, properties, top values and saved metrics ------------------
+
+const panel = new DataPanel($("data-panel"), {
+  insert: (text) => {
+    setMode("text");
+    editor.insert(text);
+  },
+  load: (metric) => {
+    const def = metric.definition || {};
+    editor.setText(typeof def.text === "string" ? def.text : formToText({ outputs: [], filters: [], group_by: [], ...def }));
+    $("save-name").value = metric.name;
+    setMode("text");
+    run();
+    savedMetric = metric; // "Add to dashboard" adds the opened metric
+    showAddForm();
+  },
+  stringColumns: vocabulary.stringColumns,
+});
+wireInsertEvent(panel);
+panel.start();
 
 renderMirror(null);
 schedule();
