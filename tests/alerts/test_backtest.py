@@ -117,6 +117,11 @@ async def test_backtest_beyond_1s_retention_uses_minutes(env, org):
         ("firing", 0, 15.0),
         ("resolved", 60, 0.0),
     ]
+    # The values it judged, per minute (the alert editor draws them under its threshold).
+    judged = dict(zip(bt["series"]["t"], bt["series"]["value"], strict=True))
+    assert len(judged) == bt["points"] == 20
+    assert judged[minute] == 15.0
+    assert {v for t, v in judged.items() if t != minute} <= {0, None}
 
 
 async def test_backtest_validation(env, org):
