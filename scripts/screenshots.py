@@ -4,6 +4,7 @@ and dark (the system's colour scheme, emulated), into docs/screenshots/ as small
 colours, Pillow).
 
     .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+        [--only alert-editor,channels]
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
@@ -38,6 +39,16 @@ ALERT = {
     "for_seconds": 5,
     "severity": "critical",
 }
+PAGE_VIEWS = {
+    "name": "Page views",
+    "definition": {"text": "SELECT countIf(event = 'pageview') AS page_views"},
+}
+CHANNELS = [
+    {"kind": "webhook", "name": "Ops webhook", "url": "https://hooks.example.com/clickpulse/ops"},
+    {"kind": "slack", "name": "#alerts (Slack)", "url": "https://hooks.slack.com/services/T000/B000/XXXX"},
+    {"kind": "email", "name": "On-call email", "host": "smtp.example.com", "from": "alerts@example.com",
+     "to": ["oncall@example.com"]},
+]  # fmt: skip
 
 
 def free_port() -> int:
@@ -90,7 +101,41 @@ async def prepare(base: str, token: str) -> dict[str, int]:
             r = await http.post("/alerts", json=ALERT)
             r.raise_for_status()
             alert_id = r.json()["id"]
-    return {"dashboards": len(dashboards), "alert": alert_id}
+        editor_id = await editor_alert(http, alerts)
+    return {"dashboards": len(dashboards), "alert": alert_id, "editor": editor_id}
+
+
+async def editor_alert(http: httpx.AsyncClient, alerts: list[dict]) -> int:
+    """An alert on the demo's page views whose threshold the last 24 h crossed a few times
+    (the 97th percentile of its per-second values), notifying a channel: the alert editor's
+    screenshot shows a threshold line, a recovery line and would-have-fired intervals."""
+    found = next((a["id"] for a in alerts if a["name"] == "Traffic surge"), None)
+    if found is not None:
+        return found
+    channels = (await http.get("/alerts/channels")).json()
+    for body in CHANNELS[len(channels) :]:
+        (await http.post("/alerts/channels", json=body)).raise_for_status()
+    channels = (await http.get("/alerts/channels")).json()
+    metrics = (await http.get("/metrics")).json()
+    metric = next((m for m in metrics if m["name"] == PAGE_VIEWS["name"]), None)
+    if metric is None:
+        r = await http.post("/metrics", json=PAGE_VIEWS)
+        r.raise_for_status()
+        metric = r.json()
+    rule = {"metric_id": metric["id"], "comparator": ">", "threshold": 1e9, "for_seconds": 300}
+    r = await http.post("/alerts/backtest", json=rule | {"from": "now-24h"})
+    r.raise_for_status()
+    values = sorted(v for v in r.json()["series"]["value"] if v is not None) or [1.0]
+    rule["threshold"] = round(values[int(len(values) * 0.97)], 2)
+    rule["recovery_threshold"] = round(values[int(len(values) * 0.85)], 2)
+    body = rule | {
+        "name": "Traffic surge",
+        "severity": "warning",
+        "channel_ids": [channels[0]["id"]],
+    }
+    r = await http.post("/alerts", json=body)
+    r.raise_for_status()
+    return r.json()["id"]
 
 
 async def share_link(base: str, token: str, dashboard_id: int) -> str:
@@ -102,7 +147,7 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
-async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+async def capture(base: str, login_url: str, out: Path, only: set[str] | None = None) -> list[Path]:
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
@@ -125,6 +170,8 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     page = await context.new_page()
 
                     async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        if only is not None and name not in only:
+                            return  # --only: the pages are still visited, not captured
                         await page.wait_for_timeout(1500)  # animations settle
                         png = await page.screenshot(full_page=True, animations="disabled")
                         path = out / f"{name}-{device}-{scheme}.png"
@@ -175,6 +222,14 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     await page.goto(f"{base}/a/{ids['alert']}")
                     await page.locator("#history:not([hidden])").wait_for()
                     await shot("alert-form")
+                    if only is None or "alert-editor" in only:
+                        await page.goto(f"{base}/a/{ids['editor']}")
+                        await page.locator("body[data-backtest='ok']").wait_for()
+                        await shot("alert-editor")
+                    if device == "desktop" and (only is None or "channels" in only):
+                        await page.goto(f"{base}/a/channels")
+                        await page.locator("body[data-ready='1']").wait_for(state="attached")
+                        await shot("channels")
                     await page.goto(f"{base}/admin/tokens")
                     await page.locator("#token-table tbody tr").first.wait_for()
                     await shot("tokens")
@@ -189,6 +244,9 @@ def main() -> int:
     parser.add_argument("--history-days", type=float, default=30)
     parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument(
+        "--only", help="capture only these shots, comma-separated (e.g. alert-editor,channels)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +261,8 @@ def main() -> int:
         try:
             # A little live traffic on top of the history before the first picture.
             time.sleep(20)
-            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+            only = set(args.only.split(",")) if args.only else None
+            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out, only))
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -58,7 +58,7 @@ export function editorOption(answer, alert, { unit, width } = {}) {
   store.upsert(rowObjects(["t", "value"], rows.map((p) => [p.t, p.value])));
   const perSecond = step > 1 && answer.series && (answer.approximation || "").includes("count/60");
   const option = timeSeriesOption(store, { type: "line", from: answer.from, to: answer.to, stepS: step, unit, axisName: perSecond ? "per second (minute mean)" : "", width });
-  for (const s of option.series) s.id = "values";
+  for (const s of option.series) s.id = String(s.id).endsWith("#open") ? "values#open" : "values";
   const lines = [];
   if (alert.kind !== "anomaly" && alert.threshold !== undefined && alert.threshold !== null) {
     lines.push({ name: "threshold", yAxis: alert.threshold, lineStyle: { color: THRESHOLD_COLOR, type: "solid", width: 2 }, label: { formatter: `threshold ${alert.comparator} ${alert.threshold}`, color: th.fg, position: "insideEndTop" } });
@@ -112,5 +112,8 @@ export function editorOption(answer, alert, { unit, width } = {}) {
 
 /** The chart's text alternative: the series summary and what the backtest says. */
 export function editorSummary(option, text) {
-  return summarize(option, { title: "Backtest chart", note: text });
+  // The judged values only: the lines and areas are in `text` (and their names would make the
+  // chart a second element labelled "threshold" for assistive technology and tests alike).
+  const values = { ...option, series: option.series.filter((s) => String(s.id).startsWith("values")) };
+  return summarize(values, { title: "Backtest chart", note: text });
 }

@@ -489,7 +489,8 @@ class ChartView {
     if (this.kind !== "series" || !this.store || !this.window) return;
     const drawn = this.ec.getOption(); // none while the chart shows an error (cleared)
     if (!drawn) return;
-    const series = (drawn.series || []).filter((x) => x.id !== "annotations" && x.id !== "alert-firings");
+    // (a series removed by an earlier replaceMerge is a null hole in getOption's array)
+    const series = (drawn.series || []).filter((x) => x && x.id !== "annotations" && x.id !== "alert-firings");
     this.ec.setOption({ series: [...series, ...this.markerSeries()] }, { replaceMerge: ["series"] });
   }
 
