@@ -61,9 +61,9 @@ export function editorOption(answer, alert, { unit, width } = {}) {
   for (const s of option.series) s.id = String(s.id).endsWith("#open") ? "values#open" : "values";
   const lines = [];
   if (alert.kind !== "anomaly" && alert.threshold !== undefined && alert.threshold !== null) {
-    lines.push({ name: "threshold", yAxis: alert.threshold, lineStyle: { color: THRESHOLD_COLOR, type: "solid", width: 2 }, label: { formatter: `threshold ${alert.comparator} ${alert.threshold}`, color: th.fg, position: "insideEndTop" } });
+    lines.push({ name: "threshold", yAxis: alert.threshold, lineStyle: { color: THRESHOLD_COLOR, type: "solid", width: 2 }, label: { formatter: `threshold ${alert.comparator} ${alert.threshold}`, color: th.fg, backgroundColor: th.bg, padding: [1, 4], position: "insideEndTop" } });
     if (alert.recovery_threshold !== undefined && alert.recovery_threshold !== null) {
-      lines.push({ name: "recovery", yAxis: alert.recovery_threshold, lineStyle: { color: THRESHOLD_COLOR, type: "dashed", width: 1.5 }, label: { formatter: `recovers past ${alert.recovery_threshold}`, color: th.fg, position: "insideEndBottom" } });
+      lines.push({ name: "recovery", yAxis: alert.recovery_threshold, lineStyle: { color: THRESHOLD_COLOR, type: "dashed", width: 1.5 }, label: { formatter: `recovers past ${alert.recovery_threshold}`, color: th.fg, backgroundColor: th.bg, padding: [1, 4], position: "insideEndBottom" } });
     }
   }
   const extra = [];
