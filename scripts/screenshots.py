@@ -208,18 +208,21 @@ async def capture(base: str, login_url: str, out: Path, only: set[str] | None = 
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
-                    if share_url is None:
-                        share_url = await share_link(base, token, dash_id)
-                    # The public link, as a visitor sees it: its own context, never signed in.
-                    visitor = await browser.new_context(
-                        viewport={"width": width, "height": height}, color_scheme=scheme
-                    )
-                    visitor.set_default_timeout(120_000)  # as the signed-in context's
-                    shared = await visitor.new_page()
-                    await shared.goto(share_url)
-                    await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
-                    await shot("shared-dashboard", page=shared)
-                    await visitor.close()
+                    # --only without it: not visited (the visitor context is the slowest page)
+                    if only is None or "shared-dashboard" in only:
+                        if share_url is None:
+                            share_url = await share_link(base, token, dash_id)
+                        # The public link, as a visitor sees it: its own context, never signed in.
+                        visitor = await browser.new_context(
+                            viewport={"width": width, "height": height}, color_scheme=scheme
+                        )
+                        shared = await visitor.new_page()
+                        await shared.goto(share_url)
+                        await shared.locator(
+                            "body[data-ready='1'] .chart-box canvas"
+                        ).first.wait_for()
+                        await shot("shared-dashboard", page=shared)
+                        await visitor.close()
                     await page.goto(f"{base}/builder")
                     await page.locator("#preview canvas").wait_for()
                     await shot("builder")

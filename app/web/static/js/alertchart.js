@@ -88,10 +88,20 @@ export function editorOption(answer, alert, { unit, width } = {}) {
       data: [],
       markArea: {
         animation: false,
-        itemStyle: { color: FIRING_COLOR, opacity: 0.2 },
+        itemStyle: { color: FIRING_COLOR, opacity: 0.3 },
         label: { show: false },
         tooltip: { trigger: "item", formatter: (p) => `would have fired: ${p.data?.when || ""}` },
         data: firings.map((f) => [{ xAxis: f.from * 1000, when: `${dateTime(f.from * 1000)} – ${dateTime(f.to * 1000)}` }, { xAxis: Math.max(f.to, f.from + step) * 1000 }]),
+      },
+      // A firing of a few minutes is a sliver on a day's chart: its start is marked as well.
+      markLine: {
+        symbol: ["none", "triangle"],
+        symbolSize: 7,
+        animation: false,
+        silent: true,
+        lineStyle: { color: FIRING_COLOR, type: "solid", width: 1.5 },
+        label: { show: false },
+        data: firings.map((f) => ({ xAxis: f.from * 1000 })),
       },
     });
   }
