@@ -39,6 +39,16 @@ ALERT = {
     "for_seconds": 5,
     "severity": "critical",
 }
+PAGE_VIEWS = {
+    "name": "Page views",
+    "definition": {"text": "SELECT countIf(event = 'pageview') AS page_views"},
+}
+CHANNELS = [
+    {"kind": "webhook", "name": "Ops webhook", "url": "https://hooks.example.com/clickpulse/ops"},
+    {"kind": "slack", "name": "#alerts (Slack)", "url": "https://hooks.slack.com/services/T000/B000/XXXX"},
+    {"kind": "email", "name": "On-call email", "host": "smtp.example.com", "from": "alerts@example.com",
+     "to": ["oncall@example.com"]},
+]  # fmt: skip
 
 
 def free_port() -> int:
@@ -91,7 +101,47 @@ async def prepare(base: str, token: str) -> dict[str, int]:
             r = await http.post("/alerts", json=ALERT)
             r.raise_for_status()
             alert_id = r.json()["id"]
-    return {"dashboards": len(dashboards), "alert": alert_id}
+        editor_id = await editor_alert(http, alerts)
+    return {"dashboards": len(dashboards), "alert": alert_id, "editor": editor_id}
+
+
+async def editor_alert(http: httpx.AsyncClient, alerts: list[dict]) -> int:
+    """An alert on the demo's page views with the highest threshold (a high percentile of its
+    per-second values) that the last 24 h would have fired on 2–6 times, notifying a channel:
+    the alert editor's screenshot shows a threshold line, a recovery line and would-have-fired
+    intervals."""
+    found = next((a["id"] for a in alerts if a["name"] == "Page views surge"), None)
+    if found is not None:
+        return found
+    channels = (await http.get("/alerts/channels")).json()
+    for body in CHANNELS[len(channels) :]:
+        (await http.post("/alerts/channels", json=body)).raise_for_status()
+    channels = (await http.get("/alerts/channels")).json()
+    metrics = (await http.get("/metrics")).json()
+    metric = next((m for m in metrics if m["name"] == PAGE_VIEWS["name"]), None)
+    if metric is None:
+        r = await http.post("/metrics", json=PAGE_VIEWS)
+        r.raise_for_status()
+        metric = r.json()
+    rule = {"metric_id": metric["id"], "comparator": ">", "threshold": 1e9, "for_seconds": 120}
+    r = await http.post("/alerts/backtest", json=rule | {"from": "now-24h"})
+    r.raise_for_status()
+    values = sorted(v for v in r.json()["series"]["value"] if v is not None) or [1.0]
+    for pct in (0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8):
+        rule["threshold"] = round(values[int(len(values) * pct)], 2)
+        rule["recovery_threshold"] = round(values[int(len(values) * (pct - 0.15))], 2)
+        r = await http.post("/alerts/backtest", json=rule | {"from": "now-24h"})
+        r.raise_for_status()
+        if 2 <= sum(e["kind"] == "firing" for e in r.json()["events"]) <= 6:
+            break
+    body = rule | {
+        "name": "Page views surge",
+        "severity": "warning",
+        "channel_ids": [channels[0]["id"]],
+    }
+    r = await http.post("/alerts", json=body)
+    r.raise_for_status()
+    return r.json()["id"]
 
 
 async def share_link(base: str, token: str, dashboard_id: int) -> str:
@@ -194,6 +244,14 @@ async def capture(
                         await page.goto(f"{base}/a/{ids['alert']}")
                         await page.locator("#history:not([hidden])").wait_for()
                         await shot("alert-form")
+                    if want("alert-editor"):
+                        await page.goto(f"{base}/a/{ids['editor']}")
+                        await page.locator("body[data-backtest='ok']").wait_for()
+                        await shot("alert-editor")
+                    if device == "desktop" and want("channels"):
+                        await page.goto(f"{base}/a/channels")
+                        await page.locator("body[data-ready='1']").wait_for(state="attached")
+                        await shot("channels")
                     if want("tokens"):
                         await page.goto(f"{base}/admin/tokens")
                         await page.locator("#token-table tbody tr").first.wait_for()

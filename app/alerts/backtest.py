@@ -200,6 +200,9 @@ async def backtest(
         transitions = machine.run(points)
         final_state = machine.state
         events = [_event(tr, step) for tr in transitions if tr.loud]
+        # The values judged (per second for a count over minutes): what the alert editor draws
+        # under its threshold lines, as `band` is for anomaly alerts.
+        out["series"] = {"t": [t for t, _ in points], "value": [v for _, v in points]}
     approximation = None
     if step > 1:
         approximation = (

@@ -193,6 +193,11 @@ async def alerts_page() -> Response[str]:
     return render("alerts.html", page="alerts", title="Alerts", alert_id=None)
 
 
+@get("/a/channels", include_in_schema=False)
+async def channels_page() -> Response[str]:
+    return render("channels.html", page="channels", title="Notification channels")
+
+
 @get("/a/{alert_id:int}", include_in_schema=False)
 async def alert_page(alert_id: FromPath[int]) -> Response[str]:
     return render("alerts.html", page="alerts", title="Alert", alert_id=alert_id)

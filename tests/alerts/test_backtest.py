@@ -117,6 +117,11 @@ async def test_backtest_beyond_1s_retention_uses_minutes(env, org):
         ("firing", 0, 15.0),
         ("resolved", 60, 0.0),
     ]
+    # The values it judged, per minute (the alert editor draws them under its threshold).
+    judged = dict(zip(bt["series"]["t"], bt["series"]["value"], strict=True))
+    assert len(judged) == bt["points"] == 20
+    assert judged[minute] == 15.0
+    assert {v for t, v in judged.items() if t != minute} <= {0, None}
 
 
 async def test_backtest_validation(env, org):
@@ -145,3 +150,37 @@ async def test_backtest_validation(env, org):
         "/alerts/backtest", json=ok | {"from": "now-30d", "to": "now"}, headers=h(org)
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_range"
+
+
+async def test_backtest_series_is_the_orgs_own(env, org, make_org):
+    """The judged `series` the alert editor draws holds only the asking org's rows; another
+    org's saved metric is a 422, as for an alert."""
+    other = await make_org("globex")
+    minute = (int(time.time()) - 3600) // 60 * 60
+    await env.post(org.api_key, series_events(minute, [6] * 60))
+    await env.post(other.api_key, series_events(minute, [2] * 60))
+    body = {
+        "metric_inline": {"text": "SELECT countIf(event = 'err') AS errors"},
+        "comparator": ">",
+        "threshold": 4,
+        "for_seconds": 60,
+        "from": minute - 120,
+        "to": minute + 120,
+    }
+    judged = {}
+    for who in (org, other):
+        r = await env.http.post("/alerts/backtest", json=body, headers=h(who))
+        assert r.status_code == 200, r.text
+        series = r.json()["series"]
+        judged[who.id] = dict(zip(series["t"], series["value"], strict=True))[minute]
+    assert judged == {org.id: 6.0, other.id: 2.0}
+    r = await env.http.post(
+        "/metrics",
+        json={"name": "Errors", "definition": body["metric_inline"]},
+        headers=h(org),
+    )
+    assert r.status_code == 201, r.text
+    theirs = {k: v for k, v in body.items() if k != "metric_inline"} | {"metric_id": r.json()["id"]}
+    r = await env.http.post("/alerts/backtest", json=theirs, headers=h(other))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_metric"
+    assert "series" not in r.text

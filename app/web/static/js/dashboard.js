@@ -6,6 +6,7 @@ import { api, ApiError, get, qs, query } from "./api.js";
 import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
+import { firingSeries, loadFirings } from "./alertmarks.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
 import { mountSharePanel } from "./sharepanel.js";
 import { el, startPage } from "./ui.js";
@@ -479,7 +480,8 @@ class ChartView {
   markerSeries() {
     if (this.kind !== "series" || !this.window) return [];
     const marks = annotationSeries(this.dash.annotations, this.window.start, this.window.end);
-    return marks ? [marks] : [];
+    const firings = firingSeries(this.dash.firings.get(this.chart.metric_id), this.window.start, this.window.end);
+    return [marks, firings].filter(Boolean);
   }
 
   /** Redraw the markers alone (the annotations changed; the data did not). */
@@ -487,7 +489,8 @@ class ChartView {
     if (this.kind !== "series" || !this.store || !this.window) return;
     const drawn = this.ec.getOption(); // none while the chart shows an error (cleared)
     if (!drawn) return;
-    const series = (drawn.series || []).filter((x) => x.id !== "annotations");
+    // (a series removed by an earlier replaceMerge is a null hole in getOption's array)
+    const series = (drawn.series || []).filter((x) => x && x.id !== "annotations" && x.id !== "alert-firings");
     this.ec.setOption({ series: [...series, ...this.markerSeries()] }, { replaceMerge: ["series"] });
   }
 
@@ -733,6 +736,7 @@ class Dashboard {
     this.views = [];
     this.metricUnits = new Map(); // saved metric id → its unit
     this.annotations = [];
+    this.firings = new Map(); // saved metric id → its alerts' firing intervals (alertmarks.js)
   }
 
   get isRelative() {
@@ -813,6 +817,7 @@ class Dashboard {
     setInterval(() => {
       if (this.state.live && this.isRelative) this.loadAnnotations();
     }, 30_000);
+    this.push?.on("alert", () => this.loadFirings()); // a firing or resolving shows at once
     onTimeZoneChange(() => {
       this.renderControls();
       this.reloadAll();
@@ -825,7 +830,18 @@ class Dashboard {
   reloadAll() {
     this.renderBreadcrumbs();
     this.loadAnnotations();
+    this.loadFirings();
     return Promise.all(this.views.map((v) => v.load()));
+  }
+
+  /** The firings of the alerts on this dashboard's saved metrics, drawn as markers. */
+  async loadFirings() {
+    try {
+      this.firings = await loadFirings(this.views.map((v) => v.chart.metric_id));
+    } catch (err) {
+      console.warn("alert firings:", err); // the charts draw without them
+    }
+    for (const v of this.views) v.drawAnnotations();
   }
 
   /** The org's annotations over the widest range a chart shows: markers and the panel. */
