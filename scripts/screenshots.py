@@ -4,8 +4,10 @@ and dark (the system's colour scheme, emulated), into docs/screenshots/ as small
 colours, Pillow).
 
     .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+                                            [--only dashboard-zoomed,dashboard-zooming]
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
+`--only` writes just the named pictures (the `<page>` part of their file names).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
 """
 
@@ -102,7 +104,34 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
-async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+# The pixel of an instant on a chart's time axis, and a y in the upper part of its plot.
+PLOT_POINT = """(el, f) => {
+  const inst = echarts.getInstanceByDom(el);
+  const axis = inst.getOption().xAxis[0];
+  const [x, y] = inst.convertToPixel({gridIndex: 0}, [axis.min + f * (axis.max - axis.min), 0]);
+  return [x, y - 80];
+}"""
+
+
+async def zoom_by_drag(page, shot_mid_drag=None) -> None:
+    """Drag over the first line chart, from 55 % to 80 % of its span, as a user zooms; with
+    `shot_mid_drag`, a picture is taken before the button is released (the selection shaded)."""
+    box = page.locator(".chart-card[data-chart-type='line'] .chart-box").first
+    bbox = await box.bounding_box()
+    x1, y = await box.evaluate(PLOT_POINT, 0.55)
+    x2, _ = await box.evaluate(PLOT_POINT, 0.8)
+    await page.mouse.move(bbox["x"] + x1, bbox["y"] + y)
+    await page.mouse.down()
+    await page.mouse.move(bbox["x"] + x2, bbox["y"] + y, steps=12)
+    if shot_mid_drag:
+        await shot_mid_drag()
+    await page.mouse.up()
+    await page.wait_for_function(
+        "() => new URL(location.href).searchParams.get('range') === 'custom'"
+    )
+
+
+async def capture(base: str, login_url: str, out: Path, only: set[str] | None = None) -> list[Path]:
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
@@ -125,6 +154,8 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     page = await context.new_page()
 
                     async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        if only and name not in only:
+                            return
                         await page.wait_for_timeout(1500)  # animations settle
                         png = await page.screenshot(full_page=True, animations="disabled")
                         path = out / f"{name}-{device}-{scheme}.png"
@@ -155,6 +186,20 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
+                    if not only or {"dashboard-zoomed", "dashboard-zooming"} & only:
+                        await page.goto(f"{base}/d/{dash_id}?range=24h")
+                        await page.locator("body[data-ready]").wait_for(state="attached")
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
+                        )
+                        mid_drag = None
+                        if device == "desktop" and scheme == "light":
+                            mid_drag = lambda: shot("dashboard-zooming")  # noqa: E731
+                        await zoom_by_drag(page, mid_drag)
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
+                        )
+                        await shot("dashboard-zoomed")
                     if share_url is None:
                         share_url = await share_link(base, token, dash_id)
                     # The public link, as a visitor sees it: its own context, never signed in.
@@ -189,7 +234,9 @@ def main() -> int:
     parser.add_argument("--history-days", type=float, default=30)
     parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--only", help="comma-separated picture names (e.g. dashboard-zoomed)")
     args = parser.parse_args()
+    only = {name.strip() for name in args.only.split(",")} if args.only else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clickpulse-shots-") as tmp:
@@ -203,7 +250,7 @@ def main() -> int:
         try:
             # A little live traffic on top of the history before the first picture.
             time.sleep(20)
-            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out, only))
         finally:
             proc.send_signal(signal.SIGINT)
             try:
