@@ -7,6 +7,7 @@ colours, Pillow).
         [--only NAME,NAME]   (e.g. --only metric-editor: just those pictures)
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
+`--only` writes just the named pictures (the `<page>` part of their file names).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
 """
 
@@ -153,6 +154,33 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
+# The pixel of an instant on a chart's time axis, and a y in the upper part of its plot.
+PLOT_POINT = """(el, f) => {
+  const inst = echarts.getInstanceByDom(el);
+  const axis = inst.getOption().xAxis[0];
+  const [x, y] = inst.convertToPixel({gridIndex: 0}, [axis.min + f * (axis.max - axis.min), 0]);
+  return [x, y - 80];
+}"""
+
+
+async def zoom_by_drag(page, shot_mid_drag=None) -> None:
+    """Drag over the first line chart, from 55 % to 80 % of its span, as a user zooms; with
+    `shot_mid_drag`, a picture is taken before the button is released (the selection shaded)."""
+    box = page.locator(".chart-card[data-chart-type='line'] .chart-box").first
+    bbox = await box.bounding_box()
+    x1, y = await box.evaluate(PLOT_POINT, 0.55)
+    x2, _ = await box.evaluate(PLOT_POINT, 0.8)
+    await page.mouse.move(bbox["x"] + x1, bbox["y"] + y)
+    await page.mouse.down()
+    await page.mouse.move(bbox["x"] + x2, bbox["y"] + y, steps=12)
+    if shot_mid_drag:
+        await shot_mid_drag()
+    await page.mouse.up()
+    await page.wait_for_function(
+        "() => new URL(location.href).searchParams.get('range') === 'custom'"
+    )
+
+
 async def capture(
     base: str, login_url: str, out: Path, only: frozenset[str] = frozenset()
 ) -> list[Path]:
@@ -215,6 +243,20 @@ async def capture(
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
+                    if want("dashboard-zoomed", "dashboard-zooming"):
+                        await page.goto(f"{base}/d/{dash_id}?range=24h")
+                        await page.locator("body[data-ready]").wait_for(state="attached")
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
+                        )
+                        mid_drag = None
+                        if device == "desktop" and scheme == "light":
+                            mid_drag = lambda: shot("dashboard-zooming")  # noqa: E731
+                        await zoom_by_drag(page, mid_drag)
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
+                        )
+                        await shot("dashboard-zoomed")
                     if share_url is None and want("shared-dashboard"):
                         share_url = await share_link(base, token, dash_id)
                     # The public link, as a visitor sees it: its own context, never signed in.

@@ -4,7 +4,10 @@ import { ApiError, get, post, put, query } from "./api.js";
 import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
 import { DataPanel, wireInsertEvent } from "./datapanel.js";
 import { createMetricEditor, Vocabulary } from "./editor.js";
+import { granularityFor, parseAbsolute, parseRefresh } from "./timerange.js";
+import { TimeNav } from "./timenav.js";
 import { el, startPage } from "./ui.js";
+import { armZoom } from "./zoom.js";
 
 await startPage();
 
@@ -29,6 +32,60 @@ new ResizeObserver(() => preview.resize()).observe($("preview"));
 const PREVIEW = { "5m": [300, "1s"], "1h": [3600, "1m"], "24h": [86400, "1m"], "7d": [7 * 86400, "1h"] };
 let mode = "text";
 let savedMetric = null;
+
+// -- the preview's range in the URL (range, from/to after a zoom, refresh; `dashboard` is kept) --
+
+function readState() {
+  const p = new URLSearchParams(location.search);
+  const absolute = p.get("range") === "custom" ? parseAbsolute(p.get("from"), p.get("to")) : null;
+  const range = absolute ? "custom" : Object.hasOwn(PREVIEW, p.get("range") ?? "") ? p.get("range") : "1h";
+  return { range, from: absolute?.from ?? null, to: absolute?.to ?? null, live: false, refresh: parseRefresh(p.get("refresh")) };
+}
+
+function writeState(push, historyState) {
+  const p = new URLSearchParams(location.search);
+  for (const key of ["range", "from", "to", "refresh"]) p.delete(key);
+  if (state.range !== "1h") p.set("range", state.range);
+  if (state.range === "custom") {
+    p.set("from", state.from);
+    p.set("to", state.to);
+  }
+  if (state.refresh !== "off") p.set("refresh", state.refresh);
+  const url = `${location.pathname}${p.toString() ? `?${p}` : ""}`;
+  if (push) history.pushState(historyState, "", url);
+  else history.replaceState(state.range === "custom" ? history.state : null, "", url);
+}
+
+/** The preview's range select: the fixed choices, and the zoomed range while one shows. */
+function renderRange() {
+  const select = $("preview-range");
+  select.querySelector('option[value="custom"]')?.remove();
+  if (state.range === "custom") select.append(el("option", { value: "custom", text: "Zoomed (see below)" }));
+  select.value = state.range;
+  nav.sync();
+}
+
+let state = readState();
+const nav = new TimeNav({
+  get state() {
+    return state;
+  },
+  isLive: false,
+  setState(change, push = false, historyState = null) {
+    Object.assign(state, change);
+    writeState(push, historyState);
+    renderRange();
+    return run();
+  },
+  restore() {
+    state = readState();
+    renderRange();
+    return run();
+  },
+  reloadAll: () => run(),
+});
+nav.mount({ refreshBefore: $("run"), barAfter: $("preview-range").closest(".row") });
+window.addEventListener("popstate", () => nav.host.restore());
 
 // -- the error marker -------------------------------------------------------------------------
 
@@ -197,11 +254,13 @@ function schedule() {
 
 async function run() {
   const mine = ++seq;
-  const [span, granularity] = PREVIEW[$("preview-range").value];
+  const custom = state.range === "custom";
+  const [span, granularity] = custom ? [state.to - state.from, granularityFor(state.to - state.from)] : PREVIEW[state.range];
   $("preview-meta").textContent = "compiling…";
   let answer;
   try {
-    answer = await query("/query", { definition: definition(), from: `now-${span}s`, granularity });
+    const range = custom ? { from: String(state.from), to: String(state.to) } : { from: `now-${span}s` };
+    answer = await query("/query", { definition: definition(), ...range, granularity });
   } catch (err) {
     if (mine !== seq) return;
     $("preview-meta").textContent = "";
@@ -217,11 +276,14 @@ async function run() {
   const dims = answer.columns.filter((c) => c !== "t" && c !== "series" && typeof first[c] === "string");
   const store = new SeriesStore({ dims, stepS: answer.meta?.granularity_s || 1 });
   store.upsert(rows);
-  const end = Math.floor(Date.now() / 1000);
+  const now = Math.floor(Date.now() / 1000);
+  const end = custom ? state.to : now;
   const step = answer.meta?.granularity_s || 1;
   // The bucket of "now" is still filling: drawn open (dashed), as on the dashboards.
-  const option = timeSeriesOption(store, { type: "line", from: end - span, to: end, stepS: step, openFrom: Math.floor(end / step) * step });
+  const open = end >= now ? Math.floor(now / step) * step : null;
+  const option = timeSeriesOption(store, { type: "line", from: end - span, to: end, stepS: step, openFrom: open });
   preview.setOption(option, { notMerge: true });
+  armZoom(preview, (from, to) => nav.zoomTo(from, to));
   const m = answer.meta || {};
   const plan = [m.table, m.granularity && `${m.granularity} buckets`, m.stale && "cached"].filter(Boolean);
   $("preview-meta").textContent = plan.join(" · ");
@@ -229,7 +291,9 @@ async function run() {
   document.body.dataset.preview = "ok";
 }
 
-$("preview-range").addEventListener("change", schedule);
+$("preview-range").addEventListener("change", (e) => {
+  if (e.target.value !== "custom") nav.host.setState({ range: e.target.value, from: null, to: null });
+});
 $("run").addEventListener("click", run);
 
 // -- save, add to a dashboard ---------------------------------------------------------------------
@@ -305,5 +369,6 @@ wireInsertEvent(panel);
 panel.start();
 
 renderMirror(null);
+renderRange();
 schedule();
 document.body.dataset.ready = "1";

@@ -9,6 +9,9 @@ import { annotationSeries, dataTable, download, fileName, sparklineOption, statO
 import { firingSeries, loadFirings } from "./alertmarks.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
 import { mountSharePanel } from "./sharepanel.js";
+import { granularityFor, parseAbsolute, parseFilters, parseRefresh } from "./timerange.js";
+import { TimeNav } from "./timenav.js";
+import { armZoom } from "./zoom.js";
 import { el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -35,13 +38,7 @@ export function spanWords(spanS) {
 const parseRange = (text) => Number(text.slice(0, -1)) * UNIT_S[text.slice(-1)];
 const nowS = () => Math.floor(Date.now() / 1000);
 
-/** The granularity that follows a range: ≤10 min → 1s, ≤2 d → 1m, ≤90 d → 1h, else 1d. */
-export function granularityFor(spanS) {
-  if (spanS <= LIVE_EXACT_MAX_S) return "1s";
-  if (spanS <= 2 * 86400) return "1m";
-  if (spanS <= 90 * 86400) return "1h";
-  return "1d";
-}
+export { granularityFor }; // timerange.js: the builder's preview follows the same rule
 
 /** `now-<n><unit>`: the API keeps the last answer of a relative range for degradation. */
 function relative(spanS) {
@@ -62,27 +59,28 @@ function parseSegment(text) {
 }
 
 // -- state kept in the URL (so reload and the back button keep range, filters, comparison) ----
+// A value the page cannot show (an unknown range, from ≥ to, a filter of the wrong shape) falls
+// back to its default: a hand-edited or truncated link still opens the dashboard.
 
 function readState() {
   const p = new URLSearchParams(location.search);
-  let filters = [];
-  try {
-    filters = JSON.parse(p.get("f") || "[]");
-  } catch {
-    filters = [];
-  }
+  const absolute = p.get("range") === "custom" ? parseAbsolute(p.get("from"), p.get("to")) : null;
+  const range = absolute ? "custom" : Object.hasOwn(RANGES, p.get("range") ?? "") ? p.get("range") : "default";
+  const compare = ["previous_period", "segment"].includes(p.get("compare")) ? p.get("compare") : "";
   return {
-    range: p.get("range") || "default",
-    from: p.get("from") ? Number(p.get("from")) : null,
-    to: p.get("to") ? Number(p.get("to")) : null,
-    filters: Array.isArray(filters) ? filters : [],
-    compare: p.get("compare") || "",
-    segment: p.get("segment") || "",
+    range,
+    from: absolute?.from ?? null,
+    to: absolute?.to ?? null,
+    filters: parseFilters(p.get("f")),
+    compare,
+    segment: compare === "segment" ? (p.get("segment") || "").slice(0, 1000) : "",
     live: p.get("live") !== "0",
+    refresh: parseRefresh(p.get("refresh")),
   };
 }
 
-function writeState(state, push = false) {
+/** The state into the address; `historyState` goes with a pushed entry (a zoom's way back). */
+function writeState(state, push = false, historyState = null) {
   const p = new URLSearchParams();
   if (state.range !== "default") p.set("range", state.range);
   if (state.range === "custom") {
@@ -93,9 +91,10 @@ function writeState(state, push = false) {
   if (state.compare) p.set("compare", state.compare);
   if (state.compare === "segment" && state.segment) p.set("segment", state.segment);
   if (!state.live) p.set("live", "0");
+  if (state.refresh !== "off") p.set("refresh", state.refresh);
   const url = `${location.pathname}${p.toString() ? `?${p}` : ""}`;
-  if (push) history.pushState(null, "", url);
-  else history.replaceState(null, "", url);
+  if (push) history.pushState(historyState, "", url);
+  else history.replaceState(state.range === "custom" ? history.state : null, "", url);
 }
 
 /**
@@ -428,6 +427,7 @@ class ChartView {
       const option = this.seriesOption(start, end);
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
       this.ec.setOption({ ...option, series: [...option.series, ...this.markerSeries()] }, { notMerge: true });
+      armZoom(this.ec, (from, to) => this.dash.timeNav.zoomTo(from, to));
       this.label(option);
       this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
     } else if (this.kind === "stat") {
@@ -779,17 +779,15 @@ class Dashboard {
       view.mount(grid);
       this.views.push(view);
     }
+    this.timeNav = new TimeNav(this);
+    this.timeNav.mount({ refreshBefore: document.getElementById("live-toggle"), barAfter: document.getElementById("controls") });
     this.bindControls();
     this.renderControls();
     this.reloadAll();
     get("/me")
       .then((me) => me.role === "admin" && mountSharePanel(document.querySelector(".dash-head"), this.id))
       .catch(() => {}); // sharing is an admin's extra: the dashboard works without it
-    window.addEventListener("popstate", () => {
-      this.state = readState();
-      this.renderControls();
-      this.reloadAll();
-    });
+    window.addEventListener("popstate", () => this.restore());
     // Without a socket (push down), keep the tails fresh by asking every few seconds.
     setInterval(() => {
       if (!this.state.live || !this.isRelative) return;
@@ -825,6 +823,18 @@ class Dashboard {
     // A theme change (theme.js' `theme` event, bubbling from <html>: the toggle or the
     // system's colour scheme) redraws the charts with the new CSS custom properties.
     document.addEventListener("theme", () => this.reloadAll());
+  }
+
+  /** Charts update themselves (pushed deltas, tails): a refresh period has nothing to do. */
+  get isLive() {
+    return this.state.live && this.isRelative;
+  }
+
+  /** The URL changed under the page (Back, "Reset zoom"): show what it says now. */
+  restore() {
+    this.state = readState();
+    this.renderControls();
+    this.reloadAll();
   }
 
   reloadAll() {
@@ -895,9 +905,9 @@ class Dashboard {
     await this.loadAnnotations();
   }
 
-  setState(change, pushHistory = false) {
+  setState(change, pushHistory = false, historyState = null) {
     Object.assign(this.state, change);
-    writeState(this.state, pushHistory);
+    writeState(this.state, pushHistory, historyState);
     this.renderControls();
     this.reloadAll();
   }
@@ -947,6 +957,11 @@ class Dashboard {
     const s = this.state;
     document.getElementById("range").value = s.range;
     document.getElementById("custom-range").hidden = s.range !== "custom";
+    if (s.range === "custom") {
+      // The fields say which range shows (from the URL or a zoom), ready to be edited.
+      document.getElementById("custom-from").value = toInput(s.from);
+      document.getElementById("custom-to").value = toInput(s.to);
+    }
     document.getElementById("compare").value = s.compare;
     document.getElementById("segment-box").hidden = s.compare !== "segment";
     document.getElementById("segment").value = s.segment;
@@ -957,6 +972,7 @@ class Dashboard {
     document.getElementById("tz").value = timeZone();
     document.getElementById("tz-local").textContent = `Browser (${Intl.DateTimeFormat().resolvedOptions().timeZone || "local"})`;
     this.freshness.setSocket(!s.live ? "paused" : this.push?.isOpen ? "live" : "connecting");
+    this.timeNav.sync();
   }
 
   bindControls() {
