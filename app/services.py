@@ -3,6 +3,8 @@ and `start`/`stop` for the background ones. `app.runtime.build_services` builds 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,42 @@ if TYPE_CHECKING:
     from app.push.dedicated import DedicatedServer
     from app.push.hub import Hub
     from app.store import Store
+
+
+log = logging.getLogger(__name__)
+
+#: How long one shutdown step may take before it is abandoned (logged with its stack).
+STOP_STEP_S = 15.0
+#: The writer's final flush gets longer: it is the step that keeps acknowledged events.
+STOP_WRITER_S = 60.0
+
+
+async def _bounded(name: str, step: Any, timeout_s: float = STOP_STEP_S) -> None:
+    """Await the shutdown `step` for at most `timeout_s`; past that, log where it waits and
+    leave it (cancelled, not awaited: a step stuck on a peer may not even end on cancel)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        task.result()  # its error, as before
+        return
+    log.error(
+        "shutdown: %s did not finish in %.0f s, left waiting at:\n%s",
+        name,
+        timeout_s,
+        "\n".join(_awaiting(task.get_coro())),
+    )
+    task.cancel()
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits, outermost first, through its chain of awaits."""
+    where = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
 
 
 @dataclass
@@ -90,24 +128,27 @@ class Services:
             raise
 
     async def stop(self) -> None:
-        """Stop what `start` started, in dependency order."""
+        """Stop what `start` started, in dependency order. Each step is bounded
+        (`STOP_STEP_S`): a step that hangs (a peer that never answers) is logged with where it
+        waits and abandoned, so a SIGTERM still ends the process and the later steps still run
+        (the writer's WAL keeps what it could not flush)."""
         roles = self.settings.roles
         if "api" in roles and self.clickhouse_http is not None:
-            await self.clickhouse_http.stop()  # no new statement once stopping
+            await _bounded("clickhouse http", self.clickhouse_http.stop())  # no new statement
         if "push" in roles:
             # Alerts first: no evaluation (or webhook) outlives the poller and the store.
-            await self.alerts.stop()
+            await _bounded("alerts", self.alerts.stop())
             # Sockets close first (1001), so no poll runs while the writer drains; the dedicated
             # server's handlers drop theirs while the poller and bus still run.
-            await self.push.close_sockets()
+            await _bounded("push sockets", self.push.close_sockets())
             if self.dedicated is not None:
-                await self.dedicated.stop()
-            await self.push.stop()
+                await _bounded("dedicated push server", self.dedicated.stop())
+            await _bounded("push", self.push.stop())
         if "ingest" in roles:
             # The writer flushes what it has acknowledged before anything else goes away.
-            await self.writer.stop()
-        await self.pg.close()
+            await _bounded("writer", self.writer.stop(), STOP_WRITER_S)
+        await _bounded("postgres pool", self.pg.close())
         if self.redis is not None:
-            await self.redis.aclose()
+            await _bounded("redis", self.redis.aclose())
         if self.metrics_server is not None:
-            await self.metrics_server.stop()
+            await _bounded("metrics server", self.metrics_server.stop())
