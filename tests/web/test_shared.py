@@ -301,5 +301,45 @@ async def test_shared_page_is_live_over_push_with_units_and_range_header(server,
         )
         stamp = await v.locator("#updated-at").text_content()
         assert re.fullmatch(r"Live · updated \d\d:\d\d:\d\d \S+", stamp), stamp
+        # Revoked: the server closes the socket (4401) and the page says the link is dead.
+        r = await api(server, org.admin_token, "DELETE", f"/dashboards/{did}/shares/{link['id']}")
+        assert r.status_code == 204
+        await v.wait_for_function("() => document.body.dataset.live === 'unavailable'")
+        assert await v.locator("#dash-error").text_content() == "This link is no longer valid."
+    finally:
+        await visitor.close()
+
+
+async def test_shared_page_polls_when_the_socket_fails_and_stops_when_revoked(server, org, browser):
+    """No socket (the push tier unreachable): the page says so and reads the link's data
+    every 15 s instead; once the link is revoked it shows that and stops asking."""
+    chart = {"chart_type": "line", "title": "Events", "metric_inline": {"text": "SELECT count() AS n"}, "default_range": "5m"}  # fmt: skip
+    did = await make_dashboard(server, org.admin_token, [chart], name="Fallback")
+    link = (await api(server, org.admin_token, "POST", f"/dashboards/{did}/shares", {})).json()
+    visitor = await browser.new_context(viewport={"width": 1440, "height": 900})
+    visitor.set_default_timeout(60_000)
+    try:
+        v = await visitor.new_page()
+        # Every socket to the push route fails at once, as if the push tier were down.
+        await v.route_web_socket("**/ws/subscribe*", lambda ws: ws.close(code=1011))
+        data_reads: list[str] = []
+        v.on(
+            "request", lambda req: data_reads.append(req.url) if req.url.endswith("/data") else None
+        )
+        await v.goto(link["url"])
+        await v.wait_for_function("() => document.body.dataset.live === 'polling'")
+        assert (await v.locator("#updated-at").text_content()).startswith("Refreshed every 15 s")
+        await post_events(server, org.api_key, [{"event": "x", "user_id": "u1"}] * 2)
+        await wait_chart(v, "Events", f"v => {TOTAL_JS} === 2", timeout=60_000)
+        assert len(data_reads) >= 2  # the first draw, then a poll brought the new events
+        r = await api(server, org.admin_token, "DELETE", f"/dashboards/{did}/shares/{link['id']}")
+        assert r.status_code == 204
+        await v.wait_for_function(
+            "() => document.body.dataset.live === 'unavailable'", timeout=60_000
+        )
+        assert await v.locator("#dash-error").text_content() == "This link is no longer valid."
+        reads = len(data_reads)
+        await v.wait_for_timeout(16_000)  # one more poll period: nothing is asked any more
+        assert len(data_reads) == reads
     finally:
         await visitor.close()

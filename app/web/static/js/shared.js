@@ -181,7 +181,7 @@ class SharedPage {
     this.connect();
     // Polling only while the socket is not open (it failed, or the server has no push tier).
     setInterval(() => {
-      if (!this.push?.isOpen && Date.now() - this.lastRead >= POLL_S * 1000) this.refresh();
+      if (!this.dead && !this.push?.isOpen && Date.now() - this.lastRead >= POLL_S * 1000) this.refresh();
     }, 1000);
     // 1 s charts slide every second even when no delta came (an empty second is 0).
     setInterval(() => {
@@ -204,7 +204,12 @@ class SharedPage {
       this.touch();
     } catch (err) {
       document.getElementById("dash-error").textContent = err.status === 404 ? "This link is no longer valid." : err.message;
-      if (err.status === 404) this.push?.close();
+      if (err.status === 404) {
+        // Revoked or expired: stop asking (each unknown link counts against this address).
+        this.dead = true;
+        this.push?.close();
+        this.setMode("unavailable");
+      }
     }
   }
 
@@ -214,8 +219,9 @@ class SharedPage {
     this.push = new PushClient({
       url: `${proto}//${location.host}/ws/subscribe?token=${encodeURIComponent(token)}`,
       onStatus: (status) => {
-        this.setMode(status === "live" ? "live" : status === "unavailable" ? "unavailable" : "polling");
-        // Refused (revoked or expired): one read says which, and shows it.
+        if (this.dead) return;
+        this.setMode(status === "live" ? "live" : "polling");
+        // Refused or given up: one read says whether the link itself is dead (and shows it).
         if (status === "unavailable") this.refresh();
       },
     });
