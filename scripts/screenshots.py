@@ -4,6 +4,9 @@ and dark (the system's colour scheme, emulated), into docs/screenshots/ as small
 colours, Pillow).
 
     .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+                                            [--only NAME ...]
+
+`--only shared-dashboard` writes just the screenshots whose name starts with that (repeatable).
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
@@ -102,7 +105,7 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
-async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+async def capture(base: str, login_url: str, out: Path, only: tuple[str, ...] = ()) -> list[Path]:
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
@@ -125,6 +128,8 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     page = await context.new_page()
 
                     async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        if only and not name.startswith(only):
+                            return
                         await page.wait_for_timeout(1500)  # animations settle
                         png = await page.screenshot(full_page=True, animations="disabled")
                         path = out / f"{name}-{device}-{scheme}.png"
@@ -164,6 +169,7 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     shared = await visitor.new_page()
                     await shared.goto(share_url)
                     await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
+                    await shared.wait_for_function("() => document.body.dataset.live === 'live'")
                     await shot("shared-dashboard", page=shared)
                     await visitor.close()
                     await page.goto(f"{base}/builder")
@@ -189,6 +195,7 @@ def main() -> int:
     parser.add_argument("--history-days", type=float, default=30)
     parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--only", action="append", default=[], help="a name prefix to write")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +210,9 @@ def main() -> int:
         try:
             # A little live traffic on top of the history before the first picture.
             time.sleep(20)
-            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+            written = asyncio.run(
+                capture(f"http://127.0.0.1:{port}", login_url, out, tuple(args.only))
+            )
         finally:
             proc.send_signal(signal.SIGINT)
             try:

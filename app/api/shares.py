@@ -9,6 +9,8 @@ query, range or filter: the page and data answers take no parameters beyond the 
 which must be the link's own (any other id, like a dead link, is 404). The data comes from
 the org's own paths (`/dashboards/{id}/data` for time series, `/ui/data` for top-N, heatmap
 and funnel charts: compile, tenant guard, quotas, cache) for a viewer of the link's org. Requests per link are limited (`CLICKPULSE_SHARE_RATE_PER_MIN`).
+The link also opens a push socket scoped to its dashboard's charts (app/push/access.py
+`SharePrincipal`, hub.py `_shared_chart`, docs/push.md "Shared links").
 """
 
 from __future__ import annotations
