@@ -166,6 +166,7 @@ async def capture(base: str, login_url: str, out: Path, only: tuple[str, ...] = 
                     visitor = await browser.new_context(
                         viewport={"width": width, "height": height}, color_scheme=scheme
                     )
+                    visitor.set_default_timeout(120_000)
                     shared = await visitor.new_page()
                     await shared.goto(share_url)
                     await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
