@@ -264,11 +264,15 @@ async def capture(
                         visitor = await browser.new_context(
                             viewport={"width": width, "height": height}, color_scheme=scheme
                         )
+                        visitor.set_default_timeout(120_000)
                         shared = await visitor.new_page()
                         await shared.goto(share_url)
                         await shared.locator(
                             "body[data-ready='1'] .chart-box canvas"
                         ).first.wait_for()
+                        await shared.wait_for_function(
+                            "() => document.body.dataset.live === 'live'"
+                        )
                         await shot("shared-dashboard", page=shared)
                         await visitor.close()
                     if want("builder"):

@@ -9,6 +9,8 @@ query, range or filter: the page and data answers take no parameters beyond the 
 which must be the link's own (any other id, like a dead link, is 404). The data comes from
 the org's own paths (`/dashboards/{id}/data` for time series, `/ui/data` for top-N, heatmap
 and funnel charts: compile, tenant guard, quotas, cache) for a viewer of the link's org. Requests per link are limited (`CLICKPULSE_SHARE_RATE_PER_MIN`).
+The link also opens a push socket scoped to its dashboard's charts (app/push/access.py
+`SharePrincipal`, hub.py `_shared_chart`, docs/push.md "Shared links").
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from app.deps import AUTH, PrincipalDep, ServicesDep, client_address
 from app.errors import ApiError
 from app.httpheaders import CONTENT_SECURITY_POLICY
 from app.querybuilder import compile_funnel, compile_heatmap, compile_top_n
-from app.store import NotFound
+from app.store import NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -81,6 +83,8 @@ class SharedChart(msgspec.Struct):
     default_range: str
     dimension: str | None
     axes: str | None = None
+    unit: dict[str, Any] | None = None  # how its values read (the metric's, or options.unit)
+    live: bool = False  # the link's socket may subscribe to it (`chart_id`): it has a metric
 
 
 def chart_kind(chart: Any) -> str:
@@ -96,8 +100,24 @@ def heatmap_axes(chart: Any) -> str:
     return str(chart.options.get("axes") or chart.dimension or "weekday_hour")
 
 
-def shared_chart(chart: Any) -> SharedChart:
+def live_group_by(chart: Any) -> list[str] | None:
+    """What the chart's live key is grouped by, as the dashboard page subscribes to it as
+    saved: line and bar charts by their dimension; stat panels and heatmaps not at all."""
+    if chart.dimension and chart.chart_type not in ("stat", "heatmap", "funnel"):
+        return [chart.dimension]
+    return None
+
+
+def has_live_metric(chart: Any) -> bool:
+    """A chart with a metric of its own (a funnel has steps, not a metric)."""
+    return chart.chart_type != "funnel" and (
+        chart.metric_id is not None or chart.metric_inline is not None
+    )
+
+
+def shared_chart(chart: Any, units: dict[int, Any] | None = None) -> SharedChart:
     kind = chart_kind(chart)
+    unit = chart.options.get("unit") or (units or {}).get(chart.metric_id)
     return SharedChart(
         id=chart.id,
         title=chart.title,
@@ -107,6 +127,8 @@ def shared_chart(chart: Any) -> SharedChart:
         default_range=chart.default_range,
         dimension=chart.dimension,
         axes=heatmap_axes(chart) if kind == "heatmap" else None,
+        unit=unit if isinstance(unit, dict) else None,
+        live=has_live_metric(chart),
     )
 
 
@@ -327,11 +349,14 @@ class ShareAdminController(Controller):
         dashboard_id: FromPath[int],
         share_id: FromPath[int],
     ) -> None:
-        """Revoke a link: every node refuses it from the next request on (admin)."""
+        """Revoke a link: every node refuses it from the next request on, and its live
+        sockets close (here at once, on other nodes at their next re-check) (admin)."""
         principal.require("admin")
-        await services.store.shares.revoke(
+        token_hash = await services.store.shares.revoke(
             principal.org_id, check_id(dashboard_id), check_id(share_id)
         )
+        if "push" in services.settings.roles and services.push is not None:
+            services.push.close_token(token_hash)
 
 
 class SharedDashboardController(Controller):
@@ -357,12 +382,19 @@ class SharedDashboardController(Controller):
         dashboard_id: FromPath[int],
     ) -> Response[SharedDashboard]:
         """The shared dashboard's name and how to draw its charts (not their queries)."""
-        _, dashboard = await self._dashboard(request, services, token, dashboard_id)
+        share, dashboard = await self._dashboard(request, services, token, dashboard_id)
+        units: dict[int, Any] = {}
+        if any(c.metric_id is not None for c in dashboard.charts):
+            try:
+                metrics = await services.store.metrics.list(share["org_id"])
+                units = {m["id"]: m.get("unit") for m in metrics}
+            except StoreUnavailable:  # units are cosmetic: the charts draw without them
+                units = {}
         out = SharedDashboard(
             id=dashboard.id,
             name=dashboard.name,
             description=dashboard.description,
-            charts=[shared_chart(c) for c in dashboard.charts],
+            charts=[shared_chart(c, units) for c in dashboard.charts],
         )
         return Response(out, headers=NO_STORE)
 

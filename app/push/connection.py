@@ -52,6 +52,8 @@ class Connection:
     # True for app.push.dedicated.DirectConnection: the hub hands caught-up ones (`writable`)
     # a delta in one `send_all` call instead of queueing it per socket.
     direct = False
+    # A public dashboard link's socket: its `SharePrincipal` (None: a user's token or ticket).
+    share: Any = None
 
     def __init__(
         self,

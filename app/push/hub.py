@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.push import protocol
-from app.push.access import SocketAccess
+from app.push.access import SharePrincipal, SocketAccess
 from app.push.gcpolicy import SocketHeap
 from app.push.keys import KeySpec, make_key
 from app.push.poller import Poller, run_guarded
@@ -328,6 +328,8 @@ class Hub:
             slow_s=self.settings.push_slow_consumer_s,
             id_columns=self.id_columns,
         )
+        if isinstance(principal, SharePrincipal):
+            conn.share = principal  # scoped to the link's dashboard (`_shared_chart`)
         self.register(conn)
         return conn
 
@@ -391,6 +393,10 @@ class Hub:
 
     async def _resolve(self, conn: Connection, msg: protocol.Subscribe) -> tuple[Any, int]:
         """(metric, window_s) from metric | metric_id | builtin; ProtocolError if not."""
+        if msg.chart_id is not None:
+            raise protocol.ProtocolError(
+                "invalid_subscription", "chart_id is for shared dashboard links", msg.id
+            )
         given = [x for x in (msg.metric, msg.metric_id, msg.builtin) if x is not None]
         if len(given) != 1:
             raise protocol.ProtocolError(
@@ -410,21 +416,73 @@ class Hub:
                 msg.window_s if msg.window_s is not None else builtin.window_seconds,
             )
         if msg.metric_id is not None:
-            from app.store import NotFound, StoreUnavailable
-
-            try:
-                row = await self.services.store.metrics.get(conn.org_id, msg.metric_id)
-            except NotFound:
-                raise protocol.ProtocolError("not_found", "metric not found", msg.id) from None
-            except StoreUnavailable:
-                raise protocol.ProtocolError(
-                    "store_unavailable", "the configuration store is unavailable", msg.id
-                ) from None
-            definition = row["definition"]
-            if isinstance(definition, dict) and "text" in definition:
-                return definition["text"], window
-            return definition, window
+            return await self._saved_metric(conn.org_id, msg.metric_id, msg.id), window
         return msg.metric, window
+
+    async def _saved_metric(self, org_id: int, metric_id: int, msg_id: Any) -> Any:
+        """The definition of the org's saved metric (its text when it has one)."""
+        from app.store import NotFound, StoreUnavailable
+
+        try:
+            row = await self.services.store.metrics.get(org_id, metric_id)
+        except NotFound:
+            raise protocol.ProtocolError("not_found", "metric not found", msg_id) from None
+        except StoreUnavailable:
+            raise protocol.ProtocolError(
+                "store_unavailable", "the configuration store is unavailable", msg_id
+            ) from None
+        definition = row["definition"]
+        if isinstance(definition, dict) and "text" in definition:
+            return definition["text"]
+        return definition
+
+    async def _shared_chart(
+        self, share: SharePrincipal, msg: protocol.Subscribe
+    ) -> tuple[Any, list[str] | None]:
+        """(metric, group_by) of a link socket's subscription: a chart of the link's dashboard
+        as saved now, keyed as the dashboard page keys it (`live_group_by`, no filters, no
+        window). The client names the chart and nothing else: a metric, metric_id, builtin,
+        filters, group_by or window_s is refused (`forbidden`), any chart not on that
+        dashboard is `not_found`."""
+        from app.api.dashboards import read_dashboard
+        from app.api.shares import has_live_metric, live_group_by
+        from app.auth import Principal
+        from app.store import NotFound, StoreUnavailable
+
+        named = [
+            name
+            for name in ("metric", "metric_id", "builtin", "group_by", "window_s")
+            if getattr(msg, name) is not None
+        ] + (["filters"] if msg.filters else [])
+        if named or msg.chart_id is None:
+            what = f" (not {', '.join(named)})" if named else ""
+            raise protocol.ProtocolError(
+                "forbidden",
+                f"a shared link subscribes to its dashboard's charts by chart_id only{what}",
+                msg.id,
+            )
+        viewer = Principal(org_id=share.org_id, user_id=0, role="viewer")
+        try:
+            dashboard = await read_dashboard(self.services, viewer, share.dashboard_id)
+        except NotFound:
+            raise protocol.ProtocolError("not_found", "chart not found", msg.id) from None
+        except StoreUnavailable:
+            raise protocol.ProtocolError(
+                "store_unavailable", "the configuration store is unavailable", msg.id
+            ) from None
+        chart = next((c for c in dashboard.charts if c.id == msg.chart_id), None)
+        if chart is None:
+            raise protocol.ProtocolError("not_found", "chart not found", msg.id)
+        if not has_live_metric(chart):
+            raise protocol.ProtocolError(
+                "invalid_subscription", "this chart has no live metric", msg.id
+            )
+        if chart.metric_id is not None:
+            metric = await self._saved_metric(share.org_id, chart.metric_id, msg.id)
+        else:
+            inline = chart.metric_inline
+            metric = inline["text"] if isinstance(inline, dict) and "text" in inline else inline
+        return metric, live_group_by(chart)
 
     async def _subscribe(self, conn: Connection, msg: protocol.Subscribe) -> None:
         from app.querybuilder import MetricError
@@ -450,10 +508,14 @@ class Hub:
             )
             return
         try:
-            metric, window = await self._resolve(conn, msg)
-            spec = self.key_for(
-                conn.org_id, metric, filters=msg.filters, group_by=msg.group_by, window_s=window
-            )
+            if conn.share is not None:
+                metric, group_by = await self._shared_chart(conn.share, msg)
+                spec = self.key_for(conn.org_id, metric, group_by=group_by)
+            else:
+                metric, window = await self._resolve(conn, msg)
+                spec = self.key_for(
+                    conn.org_id, metric, filters=msg.filters, group_by=msg.group_by, window_s=window
+                )
         except protocol.ProtocolError as exc:
             conn.send_text(protocol.error(msg.id, exc.code, exc.message))
             return

@@ -28,6 +28,7 @@ class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknow
     metric: str | dict[str, Any] | None = None  # metric language text or the form builder's JSON
     metric_id: int | None = None  # a saved metric of the token's org
     builtin: str | None = None  # page_views | active_users | revenue | error_rate
+    chart_id: int | None = None  # a chart of a shared link's dashboard (link sockets only)
     filters: list[dict[str, Any]] = msgspec.field(default_factory=list)
     group_by: list[str] | None = None
     range_s: int = 600

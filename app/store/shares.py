@@ -48,15 +48,17 @@ class ShareRepo(Repo):
             (org_id, dashboard_id),
         )
 
-    async def revoke(self, org_id: int, dashboard_id: int, share_id: int) -> None:
-        """Revoke one link (idempotent); NotFound if the org's dashboard has no such link."""
+    async def revoke(self, org_id: int, dashboard_id: int, share_id: int) -> str:
+        """Revoke one link (idempotent); its token hash (to close its live sockets). NotFound
+        if the org's dashboard has no such link."""
         row = await self.fetchone(
             "UPDATE dashboard_shares SET revoked_at = coalesce(revoked_at, now()) "
-            "WHERE id = %s AND org_id = %s AND dashboard_id = %s RETURNING id",
+            "WHERE id = %s AND org_id = %s AND dashboard_id = %s RETURNING token_hash",
             (share_id, org_id, dashboard_id),
         )
         if row is None:
             raise NotFound("share")
+        return str(row["token_hash"])
 
     async def live(self, token_hash: str) -> dict[str, Any] | None:
         """The live link (not revoked, not expired) with this hash: id, org_id, dashboard_id,
@@ -67,3 +69,15 @@ class ShareRepo(Repo):
             "AND (expires_at IS NULL OR expires_at > now())",
             (token_hash,),
         )
+
+    async def live_hashes(self, token_hashes: list[str]) -> set[str]:
+        """Which of `token_hashes` still name a live link (not revoked, not expired): one
+        query for any number of them (the push tier's periodic re-check of open sockets)."""
+        if not token_hashes:
+            return set()
+        rows = await self.fetchall(
+            "SELECT token_hash FROM dashboard_shares WHERE token_hash = ANY(%s) "
+            "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            (token_hashes,),
+        )
+        return {r["token_hash"] for r in rows}

@@ -62,7 +62,7 @@ async def test_link_lifecycle_and_data(api, org, two_orgs):
         "description": "",
         "charts": [{"id": r.json()["charts"][0]["id"], "title": "Views", "chart_type": "line",
                     "kind": "series", "granularity": "auto", "default_range": "1h",
-                    "dimension": None, "axes": None}],
+                    "dimension": None, "axes": None, "unit": None, "live": True}],
     }  # fmt: skip
     # the visitor never sees the chart's query
     assert "count()" not in r.text and "metric" not in r.text
@@ -308,3 +308,36 @@ async def test_rate_limit_is_shared_by_nodes_through_redis(
         assert sum([int(await r.get(k)) for k in keys]) == 10
     finally:
         await r.aclose()
+
+
+async def test_charts_carry_their_unit_and_whether_they_are_live(api, org, pg_url):
+    """The shared page formats values like the dashboard page: the saved metric's unit, or an
+    inline chart's options.unit; a funnel has no live key."""
+    from psycopg.types.json import Jsonb
+
+    m = await insert_metric(pg_url, org.id, "revenue", "SELECT sum(value) AS revenue")
+    await pg_exec(
+        pg_url,
+        "UPDATE metrics SET unit = %s WHERE id = %s",
+        (Jsonb({"kind": "currency", "currency": "EUR"}), m),
+    )
+    body = {
+        "name": "Units",
+        "charts": [
+            {"chart_type": "line", "metric_id": m, "title": "Revenue"},
+            {"chart_type": "line", "metric_inline": {"text": "SELECT avg(value) AS share"},
+             "options": {"unit": {"kind": "percent"}}, "title": "Share"},
+            {"chart_type": "funnel", "metric_inline": {"text": "SELECT count() AS n"},
+             "title": "Funnel", "options": {"steps": ["a", "b"]}},
+        ],
+    }  # fmt: skip
+    r = await api.post("/dashboards", json=body, headers=org.h("admin"))
+    assert r.status_code == 201, r.text
+    did = r.json()["id"]
+    token = (await share(api, org, did))["token"]
+    charts = (await api.get(f"/s/{token}/dashboards/{did}")).json()["charts"]
+    assert [(c["title"], c["unit"], c["live"]) for c in charts] == [
+        ("Revenue", {"kind": "currency", "currency": "EUR"}, True),
+        ("Share", {"kind": "percent"}, True),
+        ("Funnel", None, False),
+    ]

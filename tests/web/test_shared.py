@@ -1,17 +1,20 @@
 """A public dashboard link in real Chromium: created from the dashboard page's Share control,
 opened with no login (the charts with their data), embedded only where its frame-ancestors
-allow, and 404 for another dashboard id, after revocation and after expiry."""
+allow, and 404 for another dashboard id, after revocation and after expiry; live over the
+link's push socket, with units, range headers and the open bucket."""
 
 from __future__ import annotations
 
 import html
 import http.server
 import os
+import re
 import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -231,3 +234,112 @@ async def test_share_control_is_for_admins_only(server, org, make_org, page, pg_
     await login(page, server, org.admin_token)
     await page.goto(f"{server.url}/d/{mine}")
     await page.locator("#share summary").wait_for()
+
+
+async def test_shared_page_is_live_over_push_with_units_and_range_header(server, org, browser):
+    """The visitor's page opens /ws/subscribe with the link, subscribes to its chart by id, and
+    an event ingested afterwards reaches the chart through a delta frame (not a poll): the
+    data endpoint is read once. The chart shows its unit, its range header and the open
+    second, and the stamp is a clock time in a named zone."""
+    r = await api(server, org.admin_token, "POST", "/metrics", {
+        "name": "revenue", "definition": {"text": "SELECT sum(value) AS revenue"},
+        "unit": {"kind": "currency", "currency": "EUR"},
+    })  # fmt: skip
+    assert r.status_code == 201, r.text
+    chart = {"chart_type": "line", "title": "Revenue", "metric_id": r.json()["id"], "default_range": "5m"}  # fmt: skip
+    did = await make_dashboard(server, org.admin_token, [chart], name="Live shop")
+    link = (await api(server, org.admin_token, "POST", f"/dashboards/{did}/shares", {})).json()
+    visitor = await browser.new_context(viewport={"width": 1440, "height": 900})
+    visitor.set_default_timeout(60_000)
+    try:
+        v = await visitor.new_page()
+        sent: list[str] = []
+        received: list[str] = []
+        sockets: list[str] = []
+
+        def on_socket(ws) -> None:
+            sockets.append(ws.url)
+            ws.on("framesent", lambda payload: sent.append(str(payload)))
+            ws.on("framereceived", lambda payload: received.append(str(payload)))
+
+        v.on("websocket", on_socket)
+        data_reads: list[str] = []
+        v.on(
+            "request", lambda req: data_reads.append(req.url) if req.url.endswith("/data") else None
+        )
+        await v.goto(link["url"])
+        await v.wait_for_function("() => document.body.dataset.live === 'live'")
+        await v.wait_for_function(
+            "() => document.getElementById('updated-at').textContent.includes('updated')"
+        )
+        assert sockets == [f"{server.url.replace('http', 'ws')}/ws/subscribe?token={link['token']}"]
+        await wait_chart(v, "Revenue", "v => v.series.length > 0")
+        chart_id = int(await v.locator("[data-chart-id]").first.get_attribute("data-chart-id"))
+        # the chart by id, nothing else: the server knows its metric
+        assert [msgspec.json.decode(s) for s in sent if '"subscribe"' in s] == [
+            {"type": "subscribe", "id": f"chart-{chart_id}", "chart_id": chart_id, "range_s": 300}
+        ]
+        # Ingested now: it reaches the chart as a pushed delta.
+        await post_events(
+            server, org.api_key, [{"event": "purchase", "user_id": "u1", "value": 12.5}]
+        )
+        values = await wait_chart(v, "Revenue", f"v => {TOTAL_JS} === 12.5")
+        deltas = [msgspec.json.decode(f) for f in received if '"delta"' in f]
+        assert any(row.get("revenue") == 12.5 for d in deltas for row in d["rows"])
+        assert len(data_reads) == 1  # the first draw; everything after it came over the socket
+        assert values["series"][0]["open"] is True  # the newest seconds drawn open (dashed)
+        # Units and the header, as on the dashboard page.
+        card = v.get_by_role("article", name="Revenue", exact=True)
+        assert await card.locator(".chart-status").text_content() == "Last 5 minutes · per second"
+        y_name = await card.evaluate(
+            "el => echarts.getInstanceByDom(el.querySelector('.chart-box')).getOption().yAxis[0].name"
+        )
+        assert y_name == "EUR per second"
+        await v.wait_for_function(
+            "el => el.getAttribute('aria-label').includes('€12.50')",
+            arg=await card.locator(".chart-box").element_handle(),
+        )
+        stamp = await v.locator("#updated-at").text_content()
+        assert re.fullmatch(r"Live · updated \d\d:\d\d:\d\d \S+", stamp), stamp
+        # Revoked: the server closes the socket (4401) and the page says the link is dead.
+        r = await api(server, org.admin_token, "DELETE", f"/dashboards/{did}/shares/{link['id']}")
+        assert r.status_code == 204
+        await v.wait_for_function("() => document.body.dataset.live === 'unavailable'")
+        assert await v.locator("#dash-error").text_content() == "This link is no longer valid."
+    finally:
+        await visitor.close()
+
+
+async def test_shared_page_polls_when_the_socket_fails_and_stops_when_revoked(server, org, browser):
+    """No socket (the push tier unreachable): the page says so and reads the link's data
+    every 15 s instead; once the link is revoked it shows that and stops asking."""
+    chart = {"chart_type": "line", "title": "Events", "metric_inline": {"text": "SELECT count() AS n"}, "default_range": "5m"}  # fmt: skip
+    did = await make_dashboard(server, org.admin_token, [chart], name="Fallback")
+    link = (await api(server, org.admin_token, "POST", f"/dashboards/{did}/shares", {})).json()
+    visitor = await browser.new_context(viewport={"width": 1440, "height": 900})
+    visitor.set_default_timeout(60_000)
+    try:
+        v = await visitor.new_page()
+        # Every socket to the push route fails at once, as if the push tier were down.
+        await v.route_web_socket("**/ws/subscribe*", lambda ws: ws.close(code=1011))
+        data_reads: list[str] = []
+        v.on(
+            "request", lambda req: data_reads.append(req.url) if req.url.endswith("/data") else None
+        )
+        await v.goto(link["url"])
+        await v.wait_for_function("() => document.body.dataset.live === 'polling'")
+        assert (await v.locator("#updated-at").text_content()).startswith("Refreshed every 15 s")
+        await post_events(server, org.api_key, [{"event": "x", "user_id": "u1"}] * 2)
+        await wait_chart(v, "Events", f"v => {TOTAL_JS} === 2", timeout=60_000)
+        assert len(data_reads) >= 2  # the first draw, then a poll brought the new events
+        r = await api(server, org.admin_token, "DELETE", f"/dashboards/{did}/shares/{link['id']}")
+        assert r.status_code == 204
+        await v.wait_for_function(
+            "() => document.body.dataset.live === 'unavailable'", timeout=60_000
+        )
+        assert await v.locator("#dash-error").text_content() == "This link is no longer valid."
+        reads = len(data_reads)
+        await v.wait_for_timeout(16_000)  # one more poll period: nothing is asked any more
+        assert len(data_reads) == reads
+    finally:
+        await visitor.close()

@@ -22,18 +22,9 @@ const DRILL_DIMS = ["country", "device", "browser", "os", "event"];
 const PLURAL = { country: "countries", device: "devices", browser: "browsers", os: "operating systems", event: "events", city: "cities", region: "regions" };
 const GRAN_WORDS = { 1: "second", 60: "minute", 3600: "hour", 86400: "day" };
 
-/** A span in words: "last 5 minutes", "last hour", "last 30 days". */
-export function spanWords(spanS) {
-  if (spanS === 86400) return "last 24 hours";
-  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
-  for (const [s, w] of units) {
-    if (spanS % s === 0 && spanS >= s) {
-      const n = spanS / s;
-      return n === 1 ? `last ${w}` : `last ${n} ${w}s`;
-    }
-  }
-  return `last ${spanS} seconds`;
-}
+// spanWords lives in time.js (the shared page's headers use it too); re-exported here.
+export { spanWords } from "./time.js";
+import { spanWords } from "./time.js";
 
 const parseRange = (text) => Number(text.slice(0, -1)) * UNIT_S[text.slice(-1)];
 const nowS = () => Math.floor(Date.now() / 1000);

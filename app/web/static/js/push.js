@@ -70,7 +70,7 @@ export class PushClient {
   }
 
   async connect() {
-    if (!getToken()) return;
+    if (!getToken() && !this.url) return; // a given url carries its own credential (a shared link)
     let url = this.url;
     if (!url) {
       let ticket;

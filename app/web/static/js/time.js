@@ -116,3 +116,16 @@ export function shiftWeekHour(weekdayUtc, hourUtc) {
   const d = new Date(ref + shift);
   return [(d.getUTCDay() + 6) % 7, d.getUTCHours()];
 }
+
+/** A span in words: "last 5 minutes", "last hour", "last 30 days" (chart headers). */
+export function spanWords(spanS) {
+  if (spanS === 86400) return "last 24 hours";
+  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+  for (const [s, w] of units) {
+    if (spanS % s === 0 && spanS >= s) {
+      const n = spanS / s;
+      return n === 1 ? `last ${w}` : `last ${n} ${w}s`;
+    }
+  }
+  return `last ${spanS} seconds`;
+}
