@@ -216,6 +216,7 @@ class BaselineCache:
         self.reads = 0  # read_history calls (2 queries each), for tests and the bench
         self.phase = phase  # the second of the minute this key reads ahead at (spread)
         self.reading = False
+        self.ahead: int | None = None  # the next minute found cached (read ahead) already
         # (step, span) → the compiled statement, re-bound to each read's range
         self.compiled: dict[tuple[int, int], Any] = {}
         self.hours: dict[int, float | None] = {}  # last week's hours read so far

@@ -23,10 +23,10 @@ from app.push.keys import KeySpec
 from app.push.poller import KeyTick, Watch, run_guarded
 from app.querybuilder import MetricError
 
-from .anomaly import AnomalySpec, BaselineCache, additive, read_history, spec_of
+from .anomaly import AnomalySpec, BaselineCache, additive, band_of, read_history, spec_of
 from .delivery import Dispatcher
 from .grouped import GroupedMachines
-from .machine import Machine, Transition
+from .machine import Band, Machine, Transition
 from .rules import (
     Watched,
     fingerprint,
@@ -49,6 +49,12 @@ log = logging.getLogger("clickpulse.alerts")
 READ_AHEAD_AFTER_S = 5
 READ_AHEAD_SPREAD_S = 45
 READ_AHEAD_CONCURRENCY = 2
+#: A tick reads at most this many missing baselines inline; other keys missing theirs are read in
+#: the background and evaluated (catching up) once it is there — a restart with thousands of
+#: anomaly keys must not hold one tick for all their reads.
+INLINE_READS_PER_TICK = 4
+#: Grouped keys remember this many group values' canonical JSON (str values; see _next_second).
+GROUP_KEY_CACHE = 4096
 
 
 @dataclass
@@ -60,6 +66,9 @@ class Live:
     machine: Machine | GroupedMachines  # grouped alerts: one machine per group value
     fp: bytes
     anomaly: AnomalySpec | None = None
+    # the band last computed and the baseline statistics it came from (the same all minute)
+    band_stats: tuple[float, float] | None = None
+    band: Band | None = None
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -89,6 +98,8 @@ class Group:
     baseline: BaselineCache | None = None  # anomaly alerts' keys: the cached baseline
     done_through: int | None = None  # every alert evaluated through this second
     additive: bool = False
+    group_keys: dict[str, str] = field(default_factory=dict)  # a dim's value → group_key()
+    banded_minute: int | None = None  # every anomaly alert's band for this minute is cached
 
 
 async def _ignore(_: KeyTick) -> None:
@@ -121,6 +132,7 @@ class Evaluator:
         )
         self.alerts: dict[int, Live] = {}
         self.groups: dict[str, Group] = {}
+        self._anomaly_groups: dict[str, Group] = {}  # the groups with a baseline (read ahead)
         self._lock = asyncio.Lock()
         self._remove_listener: Any = None
         self._poller: Any = None
@@ -128,6 +140,7 @@ class Evaluator:
         self._sync_task: asyncio.Task[None] | None = None
         self._read_tasks: set[asyncio.Task[None]] = set()
         self._read_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
+        self._inline_reads = 0  # baseline reads awaited by the current tick
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
         self.transitions = 0
@@ -170,6 +183,7 @@ class Evaluator:
         for group in self.groups.values():
             group.watch.close()
         self.groups.clear()
+        self._anomaly_groups.clear()
         self.alerts.clear()
         await self.sender.close()
 
@@ -258,6 +272,9 @@ class Evaluator:
         group.done_through = None
         if anomaly is not None and group.baseline is None:
             group.baseline = BaselineCache(phase=int(spec.key[:6], 16) % READ_AHEAD_SPREAD_S)
+            self._anomaly_groups[spec.key] = group
+        if group.baseline is not None:  # the new alert may need another baseline kind
+            group.banded_minute = group.baseline.ahead = None
         group.alerts[aid] = live
 
     def _detach(self, live: Live) -> None:
@@ -268,6 +285,7 @@ class Evaluator:
         if not group.alerts:
             group.watch.close()
             del self.groups[live.key]
+            self._anomaly_groups.pop(live.key, None)
 
     def _drop(self, alert_id: int) -> None:
         live = self.alerts.pop(alert_id, None)
@@ -283,30 +301,37 @@ class Evaluator:
         started = time.perf_counter()
         changes: list[tuple[Live, Change]] = []
         async with self._lock:
-            stale = [
-                group
-                for tick in ticks
-                if (group := self.groups.get(tick.key)) is not None
-                and group.alerts
-                and self._needs_reload(group, tick)
-            ]
+            self._inline_reads = 0
+            # Two passes over `ticks` rather than a list of (tick, group) pairs: a tick of
+            # 8,000 keys would otherwise allocate 8,000 tuples, enough to start the garbage
+            # collector's costly full passes in the middle of evaluation (bench/alerts.py).
+            stale = []
+            groups, gap = self.groups, self.reload_gap_s
+            for tick in ticks:
+                group = groups.get(tick.key)
+                if group is None or not group.alerts:
+                    continue
+                last = group.last_tick  # _needs_reload's usual answer (False) without a call
+                if (
+                    group.reload or last is None or tick.tick_time - last > gap
+                ) and self._needs_reload(group, tick):
+                    stale.append(group)
+            skipped: set[str] = set()
             if stale:
                 try:
                     await self._reload_states(stale)
                 except Exception as exc:
                     log.warning("alerts: reloading state failed: %s", exc)
-                    stale_keys = {g.spec.key for g in stale}
-                    ticks = [t for t in ticks if t.key not in stale_keys]
-            horizons: dict[tuple[float, int], int] = {}
+                    skipped = {g.spec.key for g in stale}
+            tick_time, lag_ms, horizon = None, None, 0
             for tick in ticks:
-                group = self.groups.get(tick.key)
-                if group is None or not group.alerts:
+                group = groups.get(tick.key)
+                if group is None or not group.alerts or (skipped and tick.key in skipped):
                     continue
                 done = group.done_through
-                round_of = (tick.tick_time, tick.lag_ms)
-                horizon = horizons.get(round_of)
-                if horizon is None:  # the keys of one round share it
-                    horizon = horizons[round_of] = self.horizon(*round_of)
+                if tick.tick_time != tick_time or tick.lag_ms != lag_ms:  # a round shares it
+                    tick_time, lag_ms = tick.tick_time, tick.lag_ms
+                    horizon = self.horizon(tick_time, lag_ms)
                 if done is not None and done >= horizon:
                     group.last_tick = tick.tick_time  # nothing newly complete for this key
                     continue
@@ -361,6 +386,16 @@ class Evaluator:
             starts.append(m.cursor + 1)
         if len(starts) == len(alerts) and min(starts) > horizon:
             return []  # nothing newly complete for this key (3 ticks in 4 at 250 ms)
+        if group.baseline is not None and starts:
+            seconds = range(min(starts), horizon + 1)
+            if self._inline_reads < INLINE_READS_PER_TICK or self._has_baseline(group, seconds):
+                self._inline_reads += await self._baseline(group, alerts, seconds, int(now))
+            else:  # read it in the background; the alerts catch up from `starts` after that
+                self._read_later(group, alerts, seconds, now)
+                for live in alerts:
+                    if live.machine.cursor is None:
+                        live.machine.cursor = horizon
+                return []
         if starts and min(starts) < tick.time_from:
             lo = max(min(starts), earliest)
             if lo < tick.time_from:
@@ -368,8 +403,6 @@ class Evaluator:
                 self._collect(group, result.dicts(), lo, horizon, series)
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)
-        if group.baseline is not None and starts:
-            await self._baseline(group, alerts, range(min(starts), horizon + 1), int(now))
         out = []
         for live in alerts:
             m = live.machine
@@ -393,48 +426,97 @@ class Evaluator:
 
     def _next_second(self, group: Group, tick: KeyTick, t: int) -> list[tuple[Live, Change]] | None:
         """The usual tick: every alert of the key is at t - 1 and t is newly complete. None
-        when it needs the general path (no row for t, or the minute's band not cached)."""
+        when it needs the general path (no row for t, or the minute's band not cached).
+        The same steps as `_evaluate` for one second, without building a series: it runs for
+        every key every second (docs/benchmarks.md, "Alerts evaluator")."""
         if tick.time_from > t:
             return None
-        if group.spec.dims:
+        watched = group.watched
+        presence, value_col = watched.presence_col, watched.value_col
+        dims = group.spec.dims
+        if dims:
             values: dict[str, Any] = {}
-            dims = group.spec.dims
+            # A group's canonical JSON once per value, not per row and second. Only str values
+            # are remembered (the usual group-by columns): equal keys then mean equal JSON.
+            names = group.group_keys
+            single = dims[0] if len(dims) == 1 else None
             for row in tick.rows:
-                if row["t"] == t:
-                    values[group_key(dims, row)] = value_of(row, group.watched)
+                if row["t"] != t:
+                    continue
+                name = None
+                if single is not None:
+                    dim = row.get(single)
+                    if dim.__class__ is str:
+                        name = names.get(dim)
+                        if name is None:
+                            if len(names) >= GROUP_KEY_CACHE:
+                                names.clear()
+                            name = names[dim] = group_key(dims, row)
+                if name is None:
+                    name = group_key(dims, row)
+                # value_of(row, watched), inlined
+                if presence is not None and not row.get(presence):
+                    values[name] = None
+                else:
+                    values[name] = row.get(value_col)
         else:
             for row in reversed(tick.rows):
-                if row["t"] == t:
-                    value = value_of(row, group.watched)
+                if row["t"] == t:  # value_of(row, watched), inlined
+                    if presence is not None and not row.get(presence):
+                        value = None
+                    else:
+                        value = row.get(value_col)
                     break
             else:
                 return None
         baseline = group.baseline
         if baseline is not None:
             minute = t // 60 * 60
-            for live in group.alerts.values():
-                if live.anomaly is not None and (minute, live.anomaly.baseline) not in (
-                    baseline.stats
-                ):
+            if group.banded_minute != minute:
+                if not self._has_baseline(group, range(minute, minute + 1)):
                     return None
-        group.last_tick = tick.tick_time
-        now = tick.tick_time
+                group.banded_minute = minute
+        group.last_tick = now = tick.tick_time
         out = []
-        for live in group.alerts.values():
+        alerts = group.alerts.values()
+        self.evaluated_seconds += len(alerts)
+        for live in alerts:
             m = live.machine
-            self.evaluated_seconds += 1
-            if isinstance(m, GroupedMachines):
-                for g, tr in m.step(t, values):
+            if m.__class__ is GroupedMachines:
+                for g, tr in m.step(t, values):  # type: ignore[union-attr]
                     out.append((live, self._change(live, group, tr, now, g)))
                 continue
-            band = None
             if live.anomaly is not None and baseline is not None:
-                band = baseline.band(t, live.anomaly)
-            tr = m.step(t, value, band)
+                tr = m.step(t, value, self._band(live, baseline, t))  # type: ignore[arg-type]
+            else:
+                tr = m.step(t, value)  # type: ignore[arg-type]
             if tr is not None:
                 out.append((live, self._change(live, group, tr, now)))
         group.done_through = t
         return out
+
+    def _band(self, live: Live, baseline: BaselineCache, t: int) -> Band | None:
+        """`baseline.band(t, live.anomaly)`, computed once per minute per alert (the
+        statistics are the same tuple all minute)."""
+        assert live.anomaly is not None
+        center_scale = baseline.stats.get((t // 60 * 60, live.anomaly.baseline))
+        if center_scale is None or center_scale is not live.band_stats:
+            live.band_stats = center_scale
+            live.band = band_of(center_scale, live.anomaly)
+        return live.band
+
+    @staticmethod
+    def _has_baseline(group: Group, seconds: range) -> bool:
+        """Whether every anomaly alert of the key has its band for every minute of `seconds`."""
+        assert group.baseline is not None
+        stats = group.baseline.stats
+        minutes = range(seconds[0] // 60 * 60, seconds[-1] // 60 * 60 + 1, 60)
+        return all(
+            (m, live.anomaly.baseline) in stats
+            for live in group.alerts.values()
+            if live.anomaly is not None
+            for m in minutes
+        )
 
     def _collect(
         self, group: Group, rows: Any, lowest: int, horizon: int, series: dict[int, Any]
@@ -454,38 +536,46 @@ class Evaluator:
         """Read the next minute's baseline of anomaly keys in the background, each key at its
         own second of the minute, so minute boundaries do not wait for thousands of reads."""
         minute = int(now) // 60 * 60
-        if int(now) - minute < READ_AHEAD_AFTER_S:
+        second = int(now) - minute
+        if second < READ_AHEAD_AFTER_S:
             return
-        for group in self.groups.values():
+        ahead = minute + 60
+        for group in self._anomaly_groups.values():
             cache = group.baseline
-            if cache is None or cache.reading or not group.alerts:
+            if cache is None or cache.ahead == ahead or cache.reading or not group.alerts:
+                continue  # (ahead: already read, or found cached, this minute)
+            if second < READ_AHEAD_AFTER_S + cache.phase:
                 continue
-            if int(now) - minute < READ_AHEAD_AFTER_S + cache.phase:
+            if self._has_baseline(group, range(ahead, ahead + 1)):
+                cache.ahead = ahead
                 continue
-            alerts = list(group.alerts.values())
-            baselines = {a.anomaly.baseline for a in alerts if a.anomaly is not None}
-            if not cache.missing({minute + 60}, baselines):
-                continue
-            cache.reading = True
-            task = asyncio.create_task(self._read_ahead_one(group, alerts, minute + 60, now))
-            self._read_tasks.add(task)
-            task.add_done_callback(self._read_tasks.discard)
+            self._read_later(group, list(group.alerts.values()), range(ahead, ahead + 1), now)
 
-    async def _read_ahead_one(
-        self, group: Group, alerts: list[Live], minute: int, now: float
+    def _read_later(self, group: Group, alerts: list[Live], seconds: range, now: float) -> None:
+        """Read the baseline of `seconds` in a background task (unless one is under way)."""
+        assert group.baseline is not None
+        if group.baseline.reading:
+            return
+        group.baseline.reading = True
+        task = asyncio.create_task(self._read_in_background(group, alerts, seconds, now))
+        self._read_tasks.add(task)
+        task.add_done_callback(self._read_tasks.discard)
+
+    async def _read_in_background(
+        self, group: Group, alerts: list[Live], seconds: range, now: float
     ) -> None:
         assert group.baseline is not None
         try:
             async with self._read_slots:
-                await self._baseline(group, alerts, range(minute, minute + 1), int(now))
+                await self._baseline(group, alerts, seconds, int(now))
         except Exception as exc:  # evaluation reads it inline if still missing
-            log.warning("alerts: reading ahead the baseline of %s failed: %s", group.spec.key, exc)
+            log.warning("alerts: reading the baseline of %s failed: %s", group.spec.key, exc)
         finally:
             group.baseline.reading = False
 
-    async def _baseline(self, group: Group, alerts: list[Live], seconds: range, now: int) -> None:
+    async def _baseline(self, group: Group, alerts: list[Live], seconds: range, now: int) -> int:
         """Make sure the key's baseline has the minutes of `seconds` (read from the rollups
-        once per minute, not per second)."""
+        once per minute, not per second); the number of reads it took (0 or 1)."""
         assert group.baseline is not None
         stats = group.baseline.stats
         first, last = seconds[0] // 60 * 60, seconds[-1] // 60 * 60
@@ -495,12 +585,12 @@ class Evaluator:
             if a.anomaly is not None
             for m in (first, last)
         ):
-            return  # the usual tick: this minute's band is cached
+            return 0  # the usual tick: this minute's band is cached
         baselines = {a.anomaly.baseline for a in alerts if a.anomaly is not None}
         minutes = {t // 60 * 60 for t in seconds}
         missing = group.baseline.missing(minutes, baselines)
         if not missing:
-            return
+            return 0
         first = alerts[0].row
         history = await read_history(
             self.services,
@@ -515,6 +605,7 @@ class Evaluator:
             group.baseline.hours,
         )
         group.baseline.fill(history, missing, baselines)
+        return 1
 
     def _needs_reload(self, group: Group, tick: KeyTick) -> bool:
         """Re-read the stored state before evaluating: after a failed write, and when this

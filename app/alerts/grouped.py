@@ -59,22 +59,23 @@ class GroupedMachines:
     def step(self, t: int, values: dict[str, object]) -> list[tuple[str, Transition]]:
         """Evaluate second `t` for every group (`values`: group → value of this second)."""
         self.cursor = t
+        machines, last_seen = self.machines, self.last_seen
         for g in values:
-            self.last_seen[g] = t
-        for g in sorted(values):
-            if g in self.machines:
-                continue
-            if len(self.machines) >= self.max_groups and not self._evict(t):
-                self.refused.add(g)
-                continue
-            self.machines[g] = Machine(self.rule, cursor=t - 1)
+            last_seen[g] = t
+        if not machines.keys() >= values.keys():  # new values (most seconds have none)
+            for g in sorted(values):
+                if g in machines:
+                    continue
+                if len(machines) >= self.max_groups and not self._evict(t):
+                    self.refused.add(g)
+                    continue
+                machines[g] = Machine(self.rule, cursor=t - 1)
         out = []
-        for g, m in self.machines.items():
+        absent = 0.0 if self.pure_count else None  # a known group without a row this second
+        for g, m in machines.items():
             if m.cursor is not None and m.cursor >= t:
                 continue  # resumed past this second
-            value = values.get(g)
-            if value is None and self.pure_count and g not in values:
-                value = 0.0
+            value = values.get(g, absent)
             tr = m.step(t, value)
             if tr is not None:
                 out.append((g, tr))

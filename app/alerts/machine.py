@@ -58,6 +58,17 @@ class Rule:
     recovery: float | None = None
     keep_n: int = 0
     direction: str = "both"
+    # Looked up once, not every second (the evaluator steps ~16,000 machines a tick): the
+    # comparator's function (None for "band": judge() decides) and the threshold a firing alert recovers at.
+    compare: Callable[[float, float], bool] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    recovers_at: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compare", COMPARATORS.get(self.comparator))
+        recovers_at = self.threshold if self.recovery is None else self.recovery
+        object.__setattr__(self, "recovers_at", recovers_at)
 
     def breaches(self, value: float) -> bool:
         return COMPARATORS[self.comparator](value, self.threshold)
@@ -147,8 +158,16 @@ class Machine:
     def step(self, t: int, value: object, band: Band | None = None) -> Transition | None:
         """Evaluate second `t` (must follow `cursor`); the transition it causes, if any.
         `band` is the anomaly band for `t` (anomaly rules; None there = no data)."""
-        v = clean(value)
-        if v is not None and self.rule.comparator == "band" and band is None:
+        rule = self.rule
+        kind = value.__class__  # the poller's values: clean() without its checks
+        if kind is float:
+            v = value if value - value == 0.0 else None  # type: ignore[operator]  # inf, nan
+        elif kind is int:
+            v = float(value)  # type: ignore[arg-type]
+        else:
+            v = clean(value)
+        compare = rule.compare
+        if v is not None and band is None and rule.comparator == "band":
             v = None  # no baseline for this second: it cannot be judged
         self.cursor = t
         self.value = v
@@ -161,11 +180,15 @@ class Machine:
             self.nodata_run += 1
             if old == "pending":
                 new = "ok"
-            if new in ("ok", "resolved") and self.nodata_run >= self.rule.for_n:
+            if new in ("ok", "resolved") and self.nodata_run >= rule.for_n:
                 new = "no_data"
             breaching = None
         else:
-            breach, recovered = self.rule.judge(v, band)
+            if compare is None:
+                breach, recovered = rule.judge(v, band)
+            else:  # rule.judge inlined; `recovered` only matters to a firing alert
+                breach = compare(v, rule.threshold)
+                recovered = old == "firing" and not breach and not compare(v, rule.recovers_at)
             self.nodata_run = 0
             breaching = breach
             if breach:
@@ -173,7 +196,7 @@ class Machine:
                 self.breach_run += 1
                 self.keeping, self.keep_run = False, 0
                 if old != "firing":
-                    new = "firing" if self.breach_run >= self.rule.for_n else "pending"
+                    new = "firing" if self.breach_run >= rule.for_n else "pending"
                     run = self.breach_run
             else:
                 self.breach_run = 0
