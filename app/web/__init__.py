@@ -9,6 +9,7 @@ from app.web.pages import (
     dashboard_page,
     dashboards_page,
     echarts_js,
+    gridstack_asset,
     login_page,
     shared_page,
     static_router,
@@ -25,6 +26,7 @@ route_handlers = [
     alert_page,
     tokens_page,
     echarts_js,
+    gridstack_asset,
     swagger_asset,
     static_router,
 ]

@@ -2,9 +2,11 @@
 // it, save it, add it to a dashboard.
 import { ApiError, get, post, put, query } from "./api.js";
 import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
+import { mountSavedMetrics } from "./savedmetrics.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
+const refreshSavedMetrics = mountSavedMetrics(document.getElementById("saved-metrics"));
 
 const $ = (id) => document.getElementById(id);
 const textarea = $("metric-text");
@@ -256,6 +258,7 @@ $("save-form").addEventListener("submit", async (e) => {
   }
   status.replaceChildren(`Saved as metric ${savedMetric.id} (“${savedMetric.name}”).`);
   status.dataset.metricId = savedMetric.id;
+  refreshSavedMetrics().catch(() => {});
   await showAddForm();
 });
 

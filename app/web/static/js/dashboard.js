@@ -7,6 +7,7 @@ import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSe
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
+import { mountGrid } from "./grid.js";
 import { mountSharePanel } from "./sharepanel.js";
 import { el, startPage } from "./ui.js";
 
@@ -775,6 +776,9 @@ class Dashboard {
       view.mount(grid);
       this.views.push(view);
     }
+    // The panels' places on the grid and, for editors, the editor (grid.js); without it
+    // (gridstack not installed) the charts still draw, flowing in a plain CSS grid.
+    this.grid = await mountGrid(this).catch((err) => (document.getElementById("dash-error").textContent = `Layout: ${err.message}`));
     this.bindControls();
     this.renderControls();
     this.reloadAll();
