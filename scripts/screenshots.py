@@ -4,8 +4,10 @@ and dark (the system's colour scheme, emulated), into docs/screenshots/ as small
 colours, Pillow).
 
     .venv/bin/python scripts/screenshots.py [--history-days 30] [--data-dir DIR] [--out DIR]
+        [--only NAME ...]
 
 `--data-dir` keeps the demo's data between runs (the history is written once per data dir).
+`--only dashboard-editor` writes just those pictures (every viewport and scheme of each NAME).
 Uses Debian's Chromium at /usr/bin/chromium (never downloads a browser).
 """
 
@@ -102,10 +104,16 @@ async def share_link(base: str, token: str, dashboard_id: int) -> str:
         return r.json()["url"]
 
 
-async def capture(base: str, login_url: str, out: Path) -> list[Path]:
+async def capture(
+    base: str, login_url: str, out: Path, only: frozenset[str] = frozenset()
+) -> list[Path]:
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
     ids = await prepare(base, token)
     written: list[Path] = []
     async with async_playwright() as pw:
@@ -125,6 +133,8 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     page = await context.new_page()
 
                     async def shot(name: str, page=page, device=device, scheme=scheme) -> None:
+                        if not want(name):
+                            return
                         await page.wait_for_timeout(1500)  # animations settle
                         png = await page.screenshot(full_page=True, animations="disabled")
                         path = out / f"{name}-{device}-{scheme}.png"
@@ -149,35 +159,48 @@ async def capture(base: str, login_url: str, out: Path) -> list[Path]:
                     await page.locator("#dashboard-list li").first.wait_for()
                     await shot("dashboards")
                     for name, query in (("dashboard", ""), ("dashboard-30d", "?range=30d")):
+                        if not want(name):
+                            continue
                         await page.goto(f"{base}/d/{dash_id}{query}")
                         await page.locator("body[data-ready]").wait_for(state="attached")
                         await page.wait_for_function(
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
-                    if share_url is None:
-                        share_url = await share_link(base, token, dash_id)
-                    # The public link, as a visitor sees it: its own context, never signed in.
-                    visitor = await browser.new_context(
-                        viewport={"width": width, "height": height}, color_scheme=scheme
-                    )
-                    shared = await visitor.new_page()
-                    await shared.goto(share_url)
-                    await shared.locator("body[data-ready='1'] .chart-box canvas").first.wait_for()
-                    await shot("shared-dashboard", page=shared)
-                    await visitor.close()
-                    await page.goto(f"{base}/builder")
-                    await page.locator("#preview canvas").wait_for()
-                    await shot("builder")
-                    await page.goto(f"{base}/a")
-                    await page.locator("#alert-table tr[data-alert-id]").first.wait_for()
-                    await shot("alerts")
-                    await page.goto(f"{base}/a/{ids['alert']}")
-                    await page.locator("#history:not([hidden])").wait_for()
-                    await shot("alert-form")
-                    await page.goto(f"{base}/admin/tokens")
-                    await page.locator("#token-table tbody tr").first.wait_for()
-                    await shot("tokens")
+                    if want("dashboard-editor"):
+                        # Edit mode: the panels' strips, outlines and resize corners, the bar.
+                        await page.goto(f"{base}/d/{dash_id}")
+                        await page.locator("body[data-ready]").wait_for(state="attached")
+                        await page.get_by_role("button", name="Edit", exact=True).click()
+                        await page.locator("#edit-bar:not([hidden])").wait_for()
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => !s.textContent.includes('loading'))"
+                        )
+                        await shot("dashboard-editor")
+                    if want("shared-dashboard"):
+                        if share_url is None:
+                            share_url = await share_link(base, token, dash_id)
+                        # The public link, as a visitor sees it: its own context, never signed in.
+                        visitor = await browser.new_context(
+                            viewport={"width": width, "height": height}, color_scheme=scheme
+                        )
+                        shared = await visitor.new_page()
+                        await shared.goto(share_url)
+                        await shared.locator(
+                            "body[data-ready='1'] .chart-box canvas"
+                        ).first.wait_for()
+                        await shot("shared-dashboard", page=shared)
+                        await visitor.close()
+                    for name, url, ready in (
+                        ("builder", "/builder", "#preview canvas"),
+                        ("alerts", "/a", "#alert-table tr[data-alert-id]"),
+                        ("alert-form", f"/a/{ids['alert']}", "#history:not([hidden])"),
+                        ("tokens", "/admin/tokens", "#token-table tbody tr"),
+                    ):
+                        if want(name):
+                            await page.goto(f"{base}{url}")
+                            await page.locator(ready).first.wait_for()
+                            await shot(name)
                     await context.close()
         finally:
             await browser.close()
@@ -189,6 +212,7 @@ def main() -> int:
     parser.add_argument("--history-days", type=float, default=30)
     parser.add_argument("--data-dir", help="keep the demo's data here (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--only", nargs="*", default=[], help="write only these pictures")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +227,9 @@ def main() -> int:
         try:
             # A little live traffic on top of the history before the first picture.
             time.sleep(20)
-            written = asyncio.run(capture(f"http://127.0.0.1:{port}", login_url, out))
+            written = asyncio.run(
+                capture(f"http://127.0.0.1:{port}", login_url, out, frozenset(args.only))
+            )
         finally:
             proc.send_signal(signal.SIGINT)
             try:
