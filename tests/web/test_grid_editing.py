@@ -173,6 +173,15 @@ async def test_a_concurrent_edit_shows_who_changed_it(server, org, pg_url, page,
     await login(page, server, mine)
     await open_dashboard(page, server, dash_id)
     await page.get_by_role("button", name="Edit", exact=True).click()
+    # By keyboard: Shift+→ twice widens the panel, → moves it a column.
+    grip = page.get_by_role(
+        "button", name="Move Views: arrow keys move it, Shift+arrow keys resize it"
+    )
+    await grip.focus()
+    for key in ("Shift+ArrowRight", "Shift+ArrowRight", "ArrowRight"):
+        await page.keyboard.press(key)
+    assert (await page.evaluate(NODES))["Views"] == [1, 0, 6, 5]
+    assert "column 2, row 1, 6 wide, 5 high" in await page.locator("#edit-status").inner_text()
     await page.get_by_label("Title of Views").fill("My title")
 
     # Alice, in another tab of her own, saves first.
@@ -201,6 +210,7 @@ async def test_a_concurrent_edit_shows_who_changed_it(server, org, pg_url, page,
     await page.locator("h2:text-is('My title')").wait_for()
     saved = (await api(server, org.admin_token, "GET", f"/dashboards/{dash_id}")).json()
     assert saved["version"] == 3 and saved["charts"][0]["title"] == "My title"
+    assert saved["charts"][0]["layout"] == {"x": 1, "y": 0, "w": 6, "h": 5}
     assert saved["updated_by"]["email"] == f"me-{org.id}@example.com"
 
 

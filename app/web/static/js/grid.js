@@ -199,8 +199,28 @@ export class DashboardGrid {
       this.markDirty();
     });
     const remove = el("button", { type: "button", class: "edit-remove", text: "Remove", "aria-label": `Remove ${label}`, onclick: () => this.removePanel(entry) });
-    entry.strip = el("div", { class: "chart-edit", title: this.phone ? "" : "Drag to move" }, el("span", { class: "grip", "aria-hidden": "true", text: "⠿" }), title, type, remove);
+    // The grip: dragged with the mouse like the whole strip, and — focused — arrow keys move
+    // the panel a cell, Shift+arrows resize it (a span, not a button: gridstack does not start
+    // a drag on buttons).
+    const grip = el("span", { class: "grip", role: "button", tabindex: "0", text: "⠿", "aria-label": `Move ${label}: arrow keys move it, Shift+arrow keys resize it`, onkeydown: (e) => this.nudge(entry, e) });
+    entry.strip = el("div", { class: "chart-edit", title: this.phone ? "" : "Drag to move" }, grip, title, type, remove);
     entry.card.prepend(entry.strip);
+  }
+
+  /** Arrow keys on a panel's grip: move it one cell; with Shift, grow or shrink it. */
+  nudge(entry, e) {
+    const steps = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    const step = steps[e.key];
+    const node = entry.item.gridstackNode;
+    if (!step || !node || this.phone) return;
+    e.preventDefault();
+    const [dx, dy] = step;
+    const change = e.shiftKey ? { w: Math.max(1, node.w + dx), h: Math.max(1, node.h + dy) } : { x: Math.max(0, node.x + dx), y: Math.max(0, node.y + dy) };
+    this.grid.update(entry.item, change);
+    entry.view?.ec?.resize();
+    this.markDirty();
+    const n = entry.item.gridstackNode;
+    this.bar.querySelector("#edit-status").textContent = `${entry.edit.title || "Panel"}: column ${n.x + 1}, row ${n.y + 1}, ${n.w} wide, ${n.h} high.`;
   }
 
   removePanel(entry) {
