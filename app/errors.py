@@ -95,11 +95,15 @@ def _not_found(_: Request, exc: NotFound) -> Response[ErrorResponse]:
 
 
 def _version_conflict(_: Request, exc: VersionConflict) -> Response[ErrorResponse]:
+    where: dict[str, Any] = {"current_version": exc.current}
+    if exc.updated_at is not None:  # a dashboard or a metric: who changed it, and when
+        where["updated_by"] = exc.editor
+        where["updated_at"] = exc.updated_at.isoformat()
     return error_response(
         409,
         "version_conflict",
         "this was changed since you read it; re-read it and apply your change again",
-        {"current_version": exc.current},
+        where,
         {"ETag": f'"{exc.current}"'},  # the object's ETag, as app.api.common.etag writes it
     )
 

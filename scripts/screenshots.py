@@ -187,6 +187,10 @@ async def capture(
     from playwright.async_api import async_playwright
 
     token = login_url.split("token=", 1)[1]
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
     ids = await prepare(base, token)
     written: list[Path] = []
     async with async_playwright() as pw:
@@ -243,6 +247,16 @@ async def capture(
                             "() => [...document.querySelectorAll('.chart-status')].every((s) => s.textContent && !s.textContent.includes('loading'))"
                         )
                         await shot(name)
+                    if want("dashboard-editor"):
+                        # Edit mode: the panels' strips, outlines and resize corners, the bar.
+                        await page.goto(f"{base}/d/{dash_id}")
+                        await page.locator("body[data-ready]").wait_for(state="attached")
+                        await page.get_by_role("button", name="Edit", exact=True).click()
+                        await page.locator("#edit-bar:not([hidden])").wait_for()
+                        await page.wait_for_function(
+                            "() => [...document.querySelectorAll('.chart-status')].every((s) => !s.textContent.includes('loading'))"
+                        )
+                        await shot("dashboard-editor")
                     if want("dashboard-zoomed", "dashboard-zooming"):
                         await page.goto(f"{base}/d/{dash_id}?range=24h")
                         await page.locator("body[data-ready]").wait_for(state="attached")

@@ -28,6 +28,8 @@ BODYLESS = {
     "/alerts/{alert_id:int}/test": 404,
     "/ws/ticket": 201,
     "/alerts/channels/{channel_id:int}/secret": 404,  # no body: rotates an (absent) channel's secret
+    "/dashboards/{dashboard_id:int}/duplicate": 404,  # no body: copies an (absent) dashboard
+    "/metrics/{metric_id:int}/duplicate": 404,  # no body: copies an (absent) metric
 }
 # Routes whose own body limit is below the deep bodies' size: refused whole (413), never decoded.
 SMALL_BODIES = {"/annotations"}

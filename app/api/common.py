@@ -4,6 +4,7 @@ for the whole app)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 from litestar import Request
@@ -88,3 +89,13 @@ def exactly_one_metric(metric_id: int | None, metric_inline: Any, field_prefix: 
             f"no metric with id {metric_id}",
             {"field": f"{field_prefix}metric_id"},
         )
+
+
+def copy_name(name: str, taken: Collection[str] = ()) -> str:
+    """`name (copy)`, or `name (copy 2)`, … — the first not in `taken`, at most 200 chars."""
+    for n in range(1, 1000):
+        suffix = " (copy)" if n == 1 else f" (copy {n})"
+        candidate = name[: 200 - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+    raise ApiError(409, "name_taken", "too many copies of this name", {"field": "name"})

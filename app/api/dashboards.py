@@ -13,6 +13,7 @@ from app.api.common import (
     MAX_BODY_BYTES,
     IfMatch,
     check_id,
+    copy_name,
     etag,
     exactly_one_metric,
     expected_version,
@@ -43,8 +44,41 @@ def _charts(data: JSONBody[DashboardIn]) -> list[dict[str, Any]]:
         exactly_one_metric(chart.metric_id, chart.metric_inline, f"charts[{i}].")
         if chart.metric_inline is not None:
             validate_definition(chart.metric_inline, f"charts[{i}].metric_inline")
-        charts.append(msgspec.structs.asdict(chart))
-    return charts
+        charts.append(msgspec.to_builtins(chart))
+    return normalise_layout(charts)
+
+
+def normalise_layout(charts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The charts in reading order with no two overlapping, so that `position` (their index
+    when stored) is the order a reader meets them on the grid.
+
+    When every chart has a layout they are ordered by (y, x), ties in the order sent; then each
+    chart that overlaps one placed before it moves down, just below the lowest such chart,
+    until it overlaps none (x, w and h are kept). Charts without a layout (a client that does
+    not know the grid) keep the order sent and are placed by the browser."""
+    if not charts or any(c.get("layout") is None for c in charts):
+        return charts
+    ordered = sorted(charts, key=lambda c: (c["layout"]["y"], c["layout"]["x"]))
+    placed: list[dict[str, int]] = []
+    for chart in ordered:
+        box = dict(chart["layout"])
+        while True:
+            below = [p["y"] + p["h"] for p in placed if _overlap(box, p)]
+            if not below:
+                break
+            box["y"] = max(below)
+        chart["layout"] = box
+        placed.append(box)
+    return sorted(ordered, key=lambda c: (c["layout"]["y"], c["layout"]["x"]))
+
+
+def _overlap(a: dict[str, int], b: dict[str, int]) -> bool:
+    return (
+        a["x"] < b["x"] + b["w"]
+        and b["x"] < a["x"] + a["w"]
+        and a["y"] < b["y"] + b["h"]
+        and b["y"] < a["y"] + a["h"]
+    )
 
 
 def _out(row: dict[str, Any], *, stale: bool = False, age_s: float = 0.0) -> DashboardOut:
@@ -94,7 +128,7 @@ class DashboardController(Controller):
         """Create a dashboard with its charts (each: a saved metric_id or an inline metric)."""
         principal.require("editor")
         row = await services.store.dashboards.create(
-            principal.org_id, data.name, data.description, _charts(data)
+            principal.org_id, data.name, data.description, _charts(data), principal.user_id
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
@@ -122,10 +156,28 @@ class DashboardController(Controller):
         version = expected_version(request, data.version)
         charts = _charts(data)
         row = await services.store.dashboards.update(
-            principal.org_id, dashboard_id, version, data.name, data.description, charts
+            principal.org_id,
+            dashboard_id,
+            version,
+            data.name,
+            data.description,
+            charts,
+            principal.user_id,
         )
         await services.cache.delete(config_key(principal.org_id, "dashboard", dashboard_id))
         return Response(_out(row), headers={"ETag": etag(row["version"])})
+
+    @post("/{dashboard_id:int}/duplicate", opt=api_doc(etag=True))
+    async def duplicate_dashboard(
+        self, services: ServicesDep, principal: PrincipalDep, dashboard_id: FromPath[int]
+    ) -> Response[DashboardOut]:
+        """A copy of the dashboard, named "… (copy)", with copies of its charts and layout."""
+        principal.require("editor")
+        source = await services.store.dashboards.get(principal.org_id, check_id(dashboard_id))
+        row = await services.store.dashboards.duplicate(
+            principal.org_id, dashboard_id, copy_name(source["name"]), principal.user_id
+        )
+        return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
     @delete("/{dashboard_id:int}", status_code=204)
     async def delete_dashboard(

@@ -13,6 +13,7 @@ from app.api.common import (
     MAX_BODY_BYTES,
     IfMatch,
     check_id,
+    copy_name,
     etag,
     expected_version,
 )
@@ -53,7 +54,12 @@ class MetricController(Controller):
         principal.require("editor")
         validate_definition(data.definition)
         row = await services.store.metrics.create(
-            principal.org_id, data.name, data.description, data.definition, _unit(data)
+            principal.org_id,
+            data.name,
+            data.description,
+            data.definition,
+            _unit(data),
+            principal.user_id,
         )
         return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
@@ -87,9 +93,28 @@ class MetricController(Controller):
             data.description,
             data.definition,
             _unit(data),
+            principal.user_id,
         )
         forget_definition(services, principal.org_id, metric_id)
         return Response(_out(row), headers={"ETag": etag(row["version"])})
+
+    @post("/{metric_id:int}/duplicate", opt=api_doc(errors={409}, etag=True))
+    async def duplicate_metric(
+        self, services: ServicesDep, principal: PrincipalDep, metric_id: FromPath[int]
+    ) -> Response[MetricOut]:
+        """A copy of the metric named "… (copy)" (or "… (copy 2)", … if that name is taken)."""
+        principal.require("editor")
+        source = await services.store.metrics.get(principal.org_id, check_id(metric_id))
+        taken = {m["name"] for m in await services.store.metrics.list(principal.org_id)}
+        row = await services.store.metrics.create(
+            principal.org_id,
+            copy_name(source["name"], taken),
+            source["description"],
+            source["definition"],
+            source["unit"],
+            principal.user_id,
+        )
+        return Response(_out(row), status_code=201, headers={"ETag": etag(row["version"])})
 
     @delete("/{metric_id:int}", status_code=204)
     async def delete_metric(

@@ -68,6 +68,15 @@ class MetricIn(msgspec.Struct, forbid_unknown_fields=True):
     unit: Unit | None = None  # None: a plain count
 
 
+class Editor(msgspec.Struct):
+    """Who last changed a dashboard or a metric (null: before this was recorded, or the user
+    has since been removed)."""
+
+    id: int
+    email: str
+    name: str
+
+
 class MetricOut(msgspec.Struct):
     id: int
     name: str
@@ -77,9 +86,28 @@ class MetricOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     unit: Unit | None = None
+    updated_by: Editor | None = None
 
 
 # -- dashboards ----------------------------------------------------------------------------
+
+GRID_COLUMNS = 12  # the dashboard grid's width in columns (docs/ui.md, "Editing a dashboard")
+GRID_MAX_ROWS = 1000  # a bound on `y`, far below the charts a dashboard may hold
+GRID_MAX_HEIGHT = 24  # rows of one chart (a row is 70 px)
+
+
+class Layout(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a chart sits on the dashboard grid: column `x` and row `y` of its top-left cell,
+    `w` columns wide and `h` rows high. Overlapping charts are accepted and pushed down."""
+
+    x: Annotated[int, Meta(ge=0, lt=GRID_COLUMNS)]
+    y: Annotated[int, Meta(ge=0, lt=GRID_MAX_ROWS)]
+    w: Annotated[int, Meta(ge=1, le=GRID_COLUMNS)]
+    h: Annotated[int, Meta(ge=1, le=GRID_MAX_HEIGHT)]
+
+    def __post_init__(self) -> None:
+        if self.x + self.w > GRID_COLUMNS:
+            raise ValueError(f"x + w must be at most {GRID_COLUMNS} (the grid's columns)")
 
 
 class ChartIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -92,6 +120,7 @@ class ChartIn(msgspec.Struct, forbid_unknown_fields=True):
     dimension: Dimension | None = None
     comparison: dict[str, Any] | str | None = None  # "previous_period" or {"a": [...], "b": [...]}
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    layout: Layout | None = None  # None: the browser places it (reading order)
 
 
 class ChartOut(msgspec.Struct):
@@ -106,6 +135,7 @@ class ChartOut(msgspec.Struct):
     dimension: str | None
     comparison: Any
     options: dict[str, Any]
+    layout: Layout | None = None
 
 
 class DashboardIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -125,6 +155,7 @@ class DashboardOut(msgspec.Struct):
     charts: list[ChartOut]
     stale: bool = False  # served from cache because PostgreSQL is unavailable
     age_s: float = 0.0
+    updated_by: Editor | None = None
 
 
 class DashboardSummary(msgspec.Struct):
@@ -135,6 +166,7 @@ class DashboardSummary(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     chart_count: int
+    updated_by: Editor | None = None
 
 
 # -- alerts --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -36,11 +37,19 @@ class NotFound(StoreError):
 
 
 class VersionConflict(StoreError):
-    """The row's version is not the one the caller read."""
+    """The row's version is not the one the caller read; for rows that record their last
+    editor (dashboards, metrics), who that was and when (`editor`: id, email, name)."""
 
-    def __init__(self, current: int):
+    def __init__(
+        self,
+        current: int,
+        editor: dict[str, Any] | None = None,
+        updated_at: datetime | None = None,
+    ):
         super().__init__(f"version conflict (current version is {current})")
         self.current = current
+        self.editor = editor
+        self.updated_at = updated_at
 
 
 class Conflict(StoreError):
@@ -198,16 +207,27 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()  # abandoned: its outcome was already reported as a timeout
 
 
+# The last editor of a row with an `updated_by` column, as the API shows it (a JSON object).
+EDITOR_SQL = (
+    "(SELECT json_build_object('id', u.id, 'email', u.email, 'name', u.name) "
+    "FROM users u WHERE u.id = {alias}.updated_by) AS updated_by"
+)
+_EDITED = {"dashboards", "metrics"}  # the tables with `updated_by` (migration 0010)
+
+
 async def check_version(conn: Any, table: str, org_id: int, entity_id: int) -> None:
-    """After an UPDATE/DELETE … AND version = %s matched nothing: 404 or 409?"""
+    """After an UPDATE/DELETE … AND version = %s matched nothing: 404 or 409? The 409 names
+    who changed the row last, and when, for the tables that record it."""
+    editor = f", updated_at, {EDITOR_SQL.format(alias='t')}" if table in _EDITED else ""
     row = await (
         await conn.execute(
-            f"SELECT version FROM {table} WHERE id = %s AND org_id = %s", (entity_id, org_id)
+            f"SELECT version{editor} FROM {table} t WHERE id = %s AND org_id = %s",
+            (entity_id, org_id),
         )
     ).fetchone()
     if row is None:
         raise NotFound(table)
-    raise VersionConflict(row["version"])
+    raise VersionConflict(row["version"], row.get("updated_by"), row.get("updated_at"))
 
 
 async def owned_metric_ids(conn: Any, org_id: int, ids: set[int]) -> set[int]:

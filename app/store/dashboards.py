@@ -6,13 +6,22 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from app.store.base import Invalid, NotFound, Repo, check_version, owned_metric_ids
-
-_DASH = "id, name, description, version, created_at, updated_at"
-_CHART = (
-    "id, position, title, chart_type, metric_id, metric_inline, granularity, default_range, "
-    "dimension, comparison, options"
+from app.store.base import (
+    EDITOR_SQL,
+    Invalid,
+    NotFound,
+    Repo,
+    check_version,
+    owned_metric_ids,
 )
+
+# Every statement names the dashboards table `d` (the last editor is looked up through it).
+_DASH = "id, name, description, version, created_at, updated_at, " + EDITOR_SQL.format(alias="d")
+_CHART_COLUMNS = (
+    "title, chart_type, metric_id, metric_inline, granularity, default_range, "
+    "dimension, comparison, options, layout"
+)
+_CHART = f"id, position, {_CHART_COLUMNS}"
 
 
 class DashboardRepo(Repo):
@@ -28,7 +37,7 @@ class DashboardRepo(Repo):
         async with self.conn() as conn:
             row = await (
                 await conn.execute(
-                    f"SELECT {_DASH} FROM dashboards WHERE id = %s AND org_id = %s",
+                    f"SELECT {_DASH} FROM dashboards d WHERE id = %s AND org_id = %s",
                     (dashboard_id, org_id),
                 )
             ).fetchone()
@@ -44,15 +53,20 @@ class DashboardRepo(Repo):
             return row
 
     async def create(
-        self, org_id: int, name: str, description: str, charts: list[dict[str, Any]]
+        self,
+        org_id: int,
+        name: str,
+        description: str,
+        charts: list[dict[str, Any]],
+        updated_by: int | None = None,
     ) -> dict[str, Any]:
         async with self.conn() as conn, conn.transaction():
             await _check_metrics(conn, org_id, charts)
             row = await (
                 await conn.execute(
-                    "INSERT INTO dashboards (org_id, name, description) VALUES (%s, %s, %s) "
-                    f"RETURNING {_DASH}",
-                    (org_id, name, description),
+                    "INSERT INTO dashboards AS d (org_id, name, description, updated_by) "
+                    f"VALUES (%s, %s, %s, %s) RETURNING {_DASH}",
+                    (org_id, name, description, updated_by),
                 )
             ).fetchone()
             row["charts"] = await _insert_charts(conn, org_id, row["id"], charts)
@@ -66,14 +80,16 @@ class DashboardRepo(Repo):
         name: str,
         description: str,
         charts: list[dict[str, Any]],
+        updated_by: int | None = None,
     ) -> dict[str, Any]:
         async with self.conn() as conn, conn.transaction():
             row = await (
                 await conn.execute(
-                    "UPDATE dashboards SET name = %s, description = %s, version = version + 1, "
-                    "updated_at = now() WHERE id = %s AND org_id = %s AND version = %s "
+                    "UPDATE dashboards d SET name = %s, description = %s, version = version + 1, "
+                    "updated_at = now(), updated_by = %s "
+                    "WHERE id = %s AND org_id = %s AND version = %s "
                     f"RETURNING {_DASH}",
-                    (name, description, dashboard_id, org_id, version),
+                    (name, description, updated_by, dashboard_id, org_id, version),
                 )
             ).fetchone()
             if row is None:
@@ -83,6 +99,37 @@ class DashboardRepo(Repo):
                 "DELETE FROM charts WHERE dashboard_id = %s AND org_id = %s", (dashboard_id, org_id)
             )
             row["charts"] = await _insert_charts(conn, org_id, dashboard_id, charts)
+            return row
+
+    async def duplicate(
+        self, org_id: int, dashboard_id: int, name: str, updated_by: int | None = None
+    ) -> dict[str, Any]:
+        """A copy of the org's dashboard `dashboard_id` named `name`, with copies of its
+        charts (same metrics, types, options and layout); NotFound for another org's id."""
+        async with self.conn() as conn, conn.transaction():
+            row = await (
+                await conn.execute(
+                    "INSERT INTO dashboards AS d (org_id, name, description, updated_by) "
+                    "SELECT org_id, %s, description, %s FROM dashboards "
+                    f"WHERE id = %s AND org_id = %s RETURNING {_DASH}",
+                    (name, updated_by, dashboard_id, org_id),
+                )
+            ).fetchone()
+            if row is None:
+                raise NotFound("dashboard")
+            await conn.execute(
+                f"INSERT INTO charts (dashboard_id, org_id, position, {_CHART_COLUMNS}) "
+                f"SELECT %s, org_id, position, {_CHART_COLUMNS} FROM charts "
+                "WHERE dashboard_id = %s AND org_id = %s ORDER BY position, id",
+                (row["id"], dashboard_id, org_id),
+            )
+            row["charts"] = await (
+                await conn.execute(
+                    f"SELECT {_CHART} FROM charts WHERE dashboard_id = %s AND org_id = %s "
+                    "ORDER BY position, id",
+                    (row["id"], org_id),
+                )
+            ).fetchall()
             return row
 
     async def delete(self, org_id: int, dashboard_id: int, version: int) -> None:
@@ -116,8 +163,8 @@ async def _insert_charts(
         row = await (
             await conn.execute(
                 "INSERT INTO charts (dashboard_id, org_id, position, title, chart_type, metric_id, "
-                "metric_inline, granularity, default_range, dimension, comparison, options) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CHART}",
+                "metric_inline, granularity, default_range, dimension, comparison, options, layout) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CHART}",
                 (
                     dashboard_id,
                     org_id,
@@ -131,6 +178,7 @@ async def _insert_charts(
                     chart.get("dimension"),
                     _jsonb(chart.get("comparison")),
                     Jsonb(chart.get("options") or {}),
+                    _jsonb(chart.get("layout")),
                 ),
             )
         ).fetchone()

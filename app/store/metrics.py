@@ -7,20 +7,23 @@ from typing import Any
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
-from app.store.base import Conflict, NotFound, Repo, check_version
+from app.store.base import EDITOR_SQL, Conflict, NotFound, Repo, check_version
 
-_COLUMNS = "id, name, description, definition, unit, version, created_at, updated_at"
+# Every statement names the metrics table `m` (the last editor is looked up through it).
+_COLUMNS = "id, name, description, definition, unit, version, created_at, updated_at, " + (
+    EDITOR_SQL.format(alias="m")
+)
 
 
 class MetricRepo(Repo):
     async def list(self, org_id: int) -> list[dict[str, Any]]:
         return await self.fetchall(
-            f"SELECT {_COLUMNS} FROM metrics WHERE org_id = %s ORDER BY id", (org_id,)
+            f"SELECT {_COLUMNS} FROM metrics m WHERE org_id = %s ORDER BY id", (org_id,)
         )
 
     async def get(self, org_id: int, metric_id: int) -> dict[str, Any]:
         row = await self.fetchone(
-            f"SELECT {_COLUMNS} FROM metrics WHERE id = %s AND org_id = %s", (metric_id, org_id)
+            f"SELECT {_COLUMNS} FROM metrics m WHERE id = %s AND org_id = %s", (metric_id, org_id)
         )
         if row is None:
             raise NotFound("metric")
@@ -33,13 +36,14 @@ class MetricRepo(Repo):
         description: str,
         definition: dict[str, Any],
         unit: dict[str, Any] | None = None,
+        updated_by: int | None = None,
     ) -> dict[str, Any]:
         """A new metric; `unit` (how its values read, see api/schemas.py Unit) may be None."""
         try:
             row = await self.fetchone(
-                "INSERT INTO metrics (org_id, name, description, definition, unit) "
-                f"VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (org_id, name, description, Jsonb(definition), _json(unit)),
+                "INSERT INTO metrics AS m (org_id, name, description, definition, unit, "
+                f"updated_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (org_id, name, description, Jsonb(definition), _json(unit), updated_by),
             )
         except pg_errors.UniqueViolation:
             raise _name_taken(name) from None
@@ -55,19 +59,21 @@ class MetricRepo(Repo):
         description: str,
         definition: dict[str, Any],
         unit: dict[str, Any] | None = None,
+        updated_by: int | None = None,
     ) -> dict[str, Any]:
         async with self.conn() as conn:
             try:
                 row = await (
                     await conn.execute(
-                        "UPDATE metrics SET name = %s, description = %s, definition = %s, "
-                        "unit = %s, version = version + 1, updated_at = now() "
+                        "UPDATE metrics m SET name = %s, description = %s, definition = %s, "
+                        "unit = %s, version = version + 1, updated_at = now(), updated_by = %s "
                         f"WHERE id = %s AND org_id = %s AND version = %s RETURNING {_COLUMNS}",
                         (
                             name,
                             description,
                             Jsonb(definition),
                             _json(unit),
+                            updated_by,
                             metric_id,
                             org_id,
                             version,

@@ -11,6 +11,7 @@ from app.web.pages import (
     dashboard_page,
     dashboards_page,
     echarts_js,
+    gridstack_asset,
     login_page,
     shared_page,
     static_router,
@@ -29,6 +30,7 @@ route_handlers = [
     tokens_page,
     echarts_js,
     browser_module,
+    gridstack_asset,
     swagger_asset,
     static_router,
 ]

@@ -243,6 +243,34 @@ async def browser_module(path: FromPath[str]) -> File:
     raise NotFoundException("not a browser module of this app")
 
 
+# gridstack (npm), the dashboard editor's grid (app/web/static/js/grid.js loads it): these two
+# files of its dist/ folder, and nothing else of node_modules, are served.
+GRIDSTACK_FILES = {
+    "gridstack-all.js": "application/javascript",
+    "gridstack.min.css": "text/css",
+}
+
+
+@get("/static/vendor/gridstack/{name:str}", include_in_schema=False)
+async def gridstack_asset(name: FromPath[str]) -> File | Response[str]:
+    media_type = GRIDSTACK_FILES.get(name)
+    if media_type is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    path = web_dir() / "node_modules" / "gridstack" / "dist" / name
+    if not path.is_file():
+        return Response(
+            f"/* gridstack is not installed at {path}: run `npm ci --prefix web` (make does) */",
+            status_code=503,
+            media_type=media_type,
+        )
+    return File(
+        path,
+        content_disposition_type="inline",
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 static_router = create_static_files_router(
     path="/static/app",
     directories=[STATIC_DIR],

@@ -57,8 +57,13 @@ async def test_dashboard_lifecycle(api, org, pg_url):
     assert r.json()["error"] == {
         "code": "version_conflict",
         "message": r.json()["error"]["message"],
-        "where": {"current_version": 2},
+        "where": {
+            "current_version": 2,
+            "updated_by": r.json()["error"]["where"]["updated_by"],
+            "updated_at": r.json()["error"]["where"]["updated_at"],
+        },
     }
+    assert r.json()["error"]["where"]["updated_by"]["email"] == f"editor-{org.id}@example.com"
     # the version may come in the body instead
     r = await api.put(
         f"/dashboards/{d['id']}", json={**body, "version": 2}, headers=org.h("editor")

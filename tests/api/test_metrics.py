@@ -43,7 +43,10 @@ async def test_metric_crud_and_versions(api, org):
     r = await api.put(
         f"/metrics/{m['id']}", json=body, headers=org.h("editor", **{"If-Match": '"1"'})
     )
-    assert r.status_code == 409 and r.json()["error"]["where"] == {"current_version": 2}
+    assert r.status_code == 409
+    where = r.json()["error"]["where"]
+    assert where["current_version"] == 2
+    assert where["updated_by"]["email"] == f"editor-{org.id}@example.com"
 
     # names are unique per org
     r = await api.post("/metrics", json=body, headers=org.h("editor"))

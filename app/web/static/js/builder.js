@@ -6,6 +6,7 @@ import { DataPanel, wireInsertEvent } from "./datapanel.js";
 import { createMetricEditor, Vocabulary } from "./editor.js";
 import { granularityFor, parseAbsolute, parseRefresh } from "./timerange.js";
 import { TimeNav } from "./timenav.js";
+import { savedMetricTools } from "./savedmetrics.js";
 import { el, startPage } from "./ui.js";
 import { armZoom } from "./zoom.js";
 
@@ -364,6 +365,7 @@ const panel = new DataPanel($("data-panel"), {
     showAddForm();
   },
   stringColumns: vocabulary.stringColumns,
+  tools: await savedMetricTools($("data-metrics-status"), () => panel.showMetrics()),
 });
 wireInsertEvent(panel);
 panel.start();

@@ -8,6 +8,7 @@ import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
 import { firingSeries, loadFirings } from "./alertmarks.js";
 import { dateTime, fromInput, onTimeZoneChange, parseInstant, setTimeZone, timeZone, toInput, zoneLabel } from "./time.js";
+import { mountGrid } from "./grid.js";
 import { mountSharePanel } from "./sharepanel.js";
 import { granularityFor, parseAbsolute, parseFilters, parseRefresh } from "./timerange.js";
 import { TimeNav } from "./timenav.js";
@@ -772,6 +773,9 @@ class Dashboard {
     }
     this.timeNav = new TimeNav(this);
     this.timeNav.mount({ refreshBefore: document.getElementById("live-toggle"), barAfter: document.getElementById("controls") });
+    // The panels' places on the grid and, for editors, the editor (grid.js); without it
+    // (gridstack not installed) the charts still draw, flowing in a plain CSS grid.
+    this.grid = await mountGrid(this).catch((err) => (document.getElementById("dash-error").textContent = `Layout: ${err.message}`));
     this.bindControls();
     this.renderControls();
     this.reloadAll();

@@ -35,8 +35,9 @@ export class DataPanel {
    * `root`: the panel element; `insert(text)`: into the editor; `load(metric)`: open a saved
    * metric; `stringColumns`: columns whose top values are listed (GET /catalog/language).
    */
-  constructor(root, { insert, load, stringColumns = [] }) {
+  constructor(root, { insert, load, stringColumns = [], tools = () => null }) {
     this.root = root;
+    this.tools = tools; // a saved metric's Duplicate/Delete (savedmetrics.js), null for viewers
     this.insert = insert;
     this.load = load;
     this.stringColumns = stringColumns;
@@ -119,7 +120,12 @@ export class DataPanel {
   async showMetrics() {
     const metrics = await get("/metrics").catch(() => []);
     this.metrics.replaceChildren(
-      ...metrics.map((m) => item(m.name, null, { label: `Open metric ${m.name}`, cls: "data-metric", onclick: () => this.load(m) })),
+      ...metrics.map((m) => {
+        const row = item(m.name, null, { label: `Open metric ${m.name}`, cls: "data-metric", onclick: () => this.load(m) });
+        const tools = this.tools(m);
+        if (tools) row.append(tools);
+        return row;
+      }),
     );
     if (!metrics.length) this.metrics.append(el("li", { class: "muted", text: "No saved metrics yet." }));
   }
