@@ -69,6 +69,9 @@ async def test_autocomplete_suggests_the_orgs_real_event_names(server, org, make
     await page.keyboard.type(" OR event = 'eva")
     await page.keyboard.press("Control+Space")
     assert "evaluation_started" in await option_labels(page)
+    # CodeMirror ignores Enter for `interactionDelay` (75 ms) after a list opens, so that a
+    # list popping up under a typist's Enter does not take it: a user reads the list first.
+    await page.wait_for_timeout(300)
     await page.keyboard.press("Enter")
     text = "SELECT count() AS n WHERE event = 'everest_signup' OR event = 'evaluation_started'"
     assert await doc(editor) == text
