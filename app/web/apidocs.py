@@ -17,7 +17,7 @@ from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.params import FromPath
 from litestar.response import File
 
-from app.web.pages import static_version, web_dir
+from app.web.pages import static_version, vendor_file, web_dir
 
 # What may be fetched from the package: the bundle and its stylesheet, nothing else.
 SWAGGER_FILES = {
@@ -62,19 +62,4 @@ class LocalSwaggerPlugin(OpenAPIRenderPlugin):
 @get("/static/vendor/swagger-ui/{name:str}", include_in_schema=False)
 async def swagger_asset(name: FromPath[str]) -> File | Response[str]:
     """One of SWAGGER_FILES from the npm package (503 with the fix when it is not installed)."""
-    media_type = SWAGGER_FILES.get(name)
-    if media_type is None:
-        return Response("not found", status_code=404, media_type="text/plain")
-    path = swagger_dir() / name
-    if not path.is_file():
-        return Response(
-            f"/* Swagger UI is not installed at {path}: run `npm ci --prefix web` (make does) */",
-            status_code=503,
-            media_type=media_type,
-        )
-    return File(
-        path,
-        content_disposition_type="inline",
-        media_type=media_type,
-        headers={"Cache-Control": "public, max-age=86400"},
-    )
+    return vendor_file(swagger_dir(), name, SWAGGER_FILES, "Swagger UI")

@@ -251,15 +251,18 @@ GRIDSTACK_FILES = {
 }
 
 
-@get("/static/vendor/gridstack/{name:str}", include_in_schema=False)
-async def gridstack_asset(name: FromPath[str]) -> File | Response[str]:
-    media_type = GRIDSTACK_FILES.get(name)
+def vendor_file(
+    folder: Path, name: str, files: dict[str, str], package: str
+) -> File | Response[str]:
+    """`name` from `folder` of an npm package if it is one of `files` (name -> media type): 404
+    for anything else, 503 naming the fix when the package is not installed."""
+    media_type = files.get(name)
     if media_type is None:
         return Response("not found", status_code=404, media_type="text/plain")
-    path = web_dir() / "node_modules" / "gridstack" / "dist" / name
+    path = folder / name
     if not path.is_file():
         return Response(
-            f"/* gridstack is not installed at {path}: run `npm ci --prefix web` (make does) */",
+            f"/* {package} is not installed at {path}: run `npm ci --prefix web` (make does) */",
             status_code=503,
             media_type=media_type,
         )
@@ -269,6 +272,13 @@ async def gridstack_asset(name: FromPath[str]) -> File | Response[str]:
         media_type=media_type,
         headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@get("/static/vendor/gridstack/{name:str}", include_in_schema=False)
+async def gridstack_asset(name: FromPath[str]) -> File | Response[str]:
+    """One of GRIDSTACK_FILES from the npm package."""
+    folder = web_dir() / "node_modules" / "gridstack" / "dist"
+    return vendor_file(folder, name, GRIDSTACK_FILES, "gridstack")
 
 
 static_router = create_static_files_router(
