@@ -3,6 +3,8 @@ app's own assets (app/web/apidocs.py), over the real app."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pytest
@@ -82,15 +84,27 @@ async def test_every_html_page_has_a_strict_csp(client, path):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     csp = response.headers["content-security-policy"]
-    assert csp == CONTENT_SECURITY_POLICY
-    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
-    assert directives["script-src"] == "'self'"
-    assert directives["default-src"] == "'self'"
-    assert directives["frame-ancestors"] == "'none'"
-    # No inline script in the page itself: every <script> has a same-origin src.
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", response.text, re.S)
     assert scripts, path
+    # The one inline script a page may hold is the builder's import map (CodeMirror's modules),
+    # allowed by its exact hash, never by 'unsafe-inline'.
+    maps = [body for attrs, body in scripts if 'type="importmap"' in attrs]
+    assert len(maps) == (1 if path == "/builder" else 0), path
+    script_src = "'self'"
+    for body in maps:
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        script_src += f" 'sha256-{digest}'"
+    expected = CONTENT_SECURITY_POLICY.replace("script-src 'self'", f"script-src {script_src}")
+    assert csp == expected
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["script-src"] == script_src
+    assert "unsafe-inline" not in directives["script-src"]
+    assert directives["default-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    # Every other <script> is empty, with a same-origin src.
     for attrs, body in scripts:
+        if 'type="importmap"' in attrs:
+            continue
         assert body.strip() == "", (path, body[:80])
         src = re.search(r'src="([^"]+)"', attrs).group(1)
         assert src.startswith("/static/"), (path, src)

@@ -265,7 +265,7 @@ def simulated_rows(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Row arrays (`session_rows`) in time order, about `chunk_events` each, from `start_s` to
     `end_s`: each `step_s` slice gets a Poisson number of sessions for `rate_at` × its length
-    (whole sessions; events from `end_s` on are dropped)."""
+    (whole sessions; events outside [`start_s`, `end_s`) are dropped)."""
     starts: list[np.ndarray] = []
     profiles: list[dict[str, Any]] = []
     expected_events = 0.0
@@ -281,7 +281,7 @@ def simulated_rows(
         expected_events += expected
         t = stop
         if expected_events >= chunk_events or t >= end_s:
-            yield _ordered(session_rows(rng, shoppers, *_merge(starts, profiles)), end_s)
+            yield _ordered(session_rows(rng, shoppers, *_merge(starts, profiles)), start_s, end_s)
             starts, profiles, expected_events = [], [], 0.0
 
 
@@ -298,8 +298,10 @@ def _merge(
     return np.concatenate(starts), merged
 
 
-def _ordered(rows: dict[str, np.ndarray], end_s: int) -> dict[str, np.ndarray]:
-    keep = np.flatnonzero(rows["ts"] < end_s * 1000)
+def _ordered(rows: dict[str, np.ndarray], start_s: int, end_s: int) -> dict[str, np.ndarray]:
+    # Whole seconds [start_s, end_s): a session's events never fall outside the window promised.
+    ts = rows["ts"]
+    keep = np.flatnonzero((ts >= start_s * 1000) & (ts < end_s * 1000))
     order = keep[np.argsort(rows["ts"][keep], kind="stable")]
     return {k: v[order] for k, v in rows.items()}
 
