@@ -333,6 +333,9 @@ async def _time_zone_checks(server, org, page, zone_name: str) -> None:
             expected,
         )
         await page.goto(f"{server.url}/d/{dash}")
+        # The controls are bound once the dashboard has opened (its grid mounted): a choice
+        # made before that would be drawn over by the stored zone.
+        await page.wait_for_function("() => document.body.dataset.ready === '1'")
     # Remembered: a new page of the same browser keeps UTC.
     await page.reload()
     await page.wait_for_function("() => document.body.dataset.ready === '1'")
