@@ -1,7 +1,7 @@
 // /: the org's dashboards; create one, or the starter dashboard (one chart of each type);
 // editors and admins also duplicate and delete them (a delete asks first).
-import { api, ApiError, get, post } from "./api.js";
-import { conflictText } from "./grid.js";
+import { get, post } from "./api.js";
+import { rowTools } from "./rowtools.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
@@ -39,36 +39,11 @@ async function refresh() {
         { "data-dashboard-id": d.id },
         el("a", { href: `/d/${d.id}`, text: d.name }),
         el("span", { class: "muted", text: ` · ${d.chart_count} charts${d.description ? ` · ${d.description}` : ""}` }),
-        canEdit ? el("span", { class: "row-tools" }, el("button", { type: "button", class: "link", text: "Duplicate", "aria-label": `Duplicate ${d.name}`, onclick: () => duplicate(d) }), el("button", { type: "button", class: "link", text: "Delete", "aria-label": `Delete ${d.name}`, onclick: () => remove(d) })) : null,
+        canEdit ? rowTools(d, { path: "/dashboards", confirmText: `Delete the dashboard “${d.name}” and its ${d.chart_count} charts?`, notDeleted: (err) => `Not deleted: ${err.message}`, status: errorNode, refresh }) : null,
       ),
     ),
   );
   document.getElementById("empty").hidden = dashboards.length > 0;
-}
-
-async function duplicate(d) {
-  errorNode.textContent = "";
-  try {
-    await post(`/dashboards/${d.id}/duplicate`);
-  } catch (err) {
-    errorNode.textContent = `Not duplicated: ${err.message}`;
-  }
-  await refresh();
-}
-
-async function remove(d, version = d.version) {
-  if (version === d.version && !confirm(`Delete the dashboard “${d.name}” and its ${d.chart_count} charts?`)) return;
-  errorNode.textContent = "";
-  try {
-    await api("DELETE", `/dashboards/${d.id}?version=${version}`);
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 409 && err.code === "version_conflict") {
-      errorNode.replaceChildren(`“${d.name}” was not deleted. ${conflictText(err.where)} `, el("button", { type: "button", text: "Delete anyway", onclick: () => remove(d, err.where.current_version) }));
-      return;
-    }
-    errorNode.textContent = `Not deleted: ${err.message}`;
-  }
-  await refresh();
 }
 
 async function create(body) {
