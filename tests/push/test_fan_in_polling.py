@@ -135,8 +135,9 @@ async def test_a_shape_that_can_raise_is_never_read_with_other_orgs(ch, monkeypa
     assert grouped == [] and sorted(s.org_id for s in single) == [1, 2]
 
 
-async def test_an_orgs_long_reread_is_its_own_statement_not_widening_the_fan_in(ch, monkeypatch):
-    now = int(time.time())
+async def _polled_once(ch, now: int) -> Poller:
+    """A poller over 3 keys of each org of ORGS (two minutes of rows each), after its first
+    round: the next round reads only the regular window unless late rows are reported."""
     for org in ORGS:
         seed(ch, org, now - 120, 120)
     poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
@@ -144,6 +145,12 @@ async def test_an_orgs_long_reread_is_its_own_statement_not_widening_the_fan_in(
         for spec in _org_specs(ch, org)[:3]:
             poller.acquire(spec)
     await poller.tick(now=now + 0.1)
+    return poller
+
+
+async def test_an_orgs_long_reread_is_its_own_statement_not_widening_the_fan_in(ch, monkeypatch):
+    now = int(time.time())
+    poller = await _polled_once(ch, now)
     # Rows of org 2 arrive 100 s late (the writer reports them): org 2 re-reads from there.
     seed(ch, 2, now - 100, 1)
     poller.late.note({2: (now - 100, now - 100)})
@@ -167,13 +174,7 @@ async def test_orgs_rereading_from_the_same_minute_share_one_statement(ch, monke
     """Late rows of two orgs in the same minute: one fan-in for both, from the earlier second;
     each key keeps exactly its own window (equal to its own org's read)."""
     now = int(time.time())
-    for org in ORGS:
-        seed(ch, org, now - 120, 120)
-    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
-    for org in ORGS:
-        for spec in _org_specs(ch, org)[:3]:
-            poller.acquire(spec)
-    await poller.tick(now=now + 0.1)
+    poller = await _polled_once(ch, now)
     first = (now - 100) - (now - 100) % 60  # both late seconds in one minute
     seed(ch, 2, first + 1, 1)
     seed(ch, 4, first + 3, 1)
