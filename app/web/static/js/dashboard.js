@@ -13,7 +13,7 @@ import { mountSharePanel } from "./sharepanel.js";
 import { granularityFor, parseAbsolute, parseFilters, parseRefresh } from "./timerange.js";
 import { TimeNav } from "./timenav.js";
 import { armZoom } from "./zoom.js";
-import { el, startPage } from "./ui.js";
+import { currentUser, el, startPage } from "./ui.js";
 
 export const RANGES = { "5m": 300, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 const UNIT_S = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
@@ -779,7 +779,7 @@ class Dashboard {
     this.bindControls();
     this.renderControls();
     this.reloadAll();
-    get("/me")
+    currentUser()
       .then((me) => me.role === "admin" && mountSharePanel(document.querySelector(".dash-head"), this.id))
       .catch(() => {}); // sharing is an admin's extra: the dashboard works without it
     window.addEventListener("popstate", () => this.restore());

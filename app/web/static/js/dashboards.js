@@ -2,10 +2,10 @@
 // editors and admins also duplicate and delete them (a delete asks first).
 import { get, post } from "./api.js";
 import { rowTools } from "./rowtools.js";
-import { el, startPage } from "./ui.js";
+import { currentUser, el, startPage } from "./ui.js";
 
 await startPage();
-const me = await get("/me").catch(() => null);
+const me = await currentUser().catch(() => null);
 const canEdit = me?.role === "editor" || me?.role === "admin";
 
 const STARTER = {

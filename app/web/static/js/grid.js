@@ -4,7 +4,7 @@
 // then saves the whole dashboard with its version (a 409 says who changed it meanwhile).
 // On a phone the grid is one column in reading order, and panels are not dragged.
 import { api, ApiError, get } from "./api.js";
-import { el } from "./ui.js";
+import { currentUser, el } from "./ui.js";
 
 export const COLUMNS = 12;
 const CELL_PX = 70; // one grid row
@@ -376,7 +376,7 @@ export async function mountGrid(dash) {
   const grid = new DashboardGrid(dash);
   await grid.mount();
   try {
-    const me = await get("/me");
+    const me = await currentUser();
     if (me.role === "editor" || me.role === "admin") grid.mountTools(document.querySelector(".dash-head"));
   } catch {
     // without /me the dashboard is shown read-only; the API refuses a viewer's edits anyway

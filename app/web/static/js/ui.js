@@ -147,6 +147,19 @@ function alertToast(msg) {
   toast(text, { kind, link: id ? `/a/${id}` : null, linkText: "Alert history", timeoutMs: 30000 });
 }
 
+let mine = null;
+/**
+ * Who is signed in (GET /me: org_id, user_id, role), read once per page and shared by every
+ * module that asks; a failed read is not kept, so the next caller asks again.
+ */
+export function currentUser() {
+  mine ||= get("/me").catch((err) => {
+    mine = null;
+    throw err;
+  });
+  return mine;
+}
+
 /** Every signed-in page: check the token, wire logout, open the org's push socket for alerts. */
 export async function startPage({ push = true } = {}) {
   if (!getToken()) {
@@ -171,7 +184,7 @@ export async function startPage({ push = true } = {}) {
     client.connect();
     window.clickpulse = Object.assign(window.clickpulse || {}, { push: client, freshness });
   }
-  get("/me")
+  currentUser()
     .then((me) => {
       const who = document.getElementById("whoami");
       if (who) who.textContent = `org ${me.org_id} · ${me.role}`;
