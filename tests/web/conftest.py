@@ -164,7 +164,7 @@ async def page(browser, request, tmp_path):
     p = await context.new_page()
     console: list[str] = []
     p.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    p.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    p.on("pageerror", lambda e: console.append(f"pageerror: {e}\n{e.stack}"))
     p.console_log = console
     try:
         yield p

@@ -363,3 +363,49 @@ async def test_slow_drag_on_a_live_one_second_chart(server, org, page):
         arg=[handle],
     )
     assert "per second" in await (await chart(page, "Views")).locator(".chart-status").inner_text()
+
+
+# A full redraw (a new range, Back, a zoom) while the pointer rests on a chart: the render
+# before it left ECharts a timer that re-shows the tooltip, and the redraw disposed the tooltip
+# it would draw into. The page must not throw (CI saw "Cannot set properties of null").
+REDRAW_UNDER_POINTER = """async ([el, guarded]) => {
+  const charts = await import('/static/app/js/charts.js');
+  const ec = echarts.getInstanceByDom(el);
+  const errors = [];
+  const onError = (e) => { errors.push(String(e.message)); e.preventDefault(); };
+  window.addEventListener('error', onError);
+  try {
+    for (let i = 0; i < 5; i++) {
+      // What a page passes: a fresh option, no component ids (getOption() would keep them).
+      const option = Object.fromEntries(Object.entries(ec.getOption()).map(([k, v]) =>
+        [k, Array.isArray(v) && k !== 'series' ? v.map(({ id, ...rest }) => rest) : v]));
+      // New values under the pointer (a live update): the tooltip's content changes.
+      const bump = (p) => (Array.isArray(p) && typeof p[1] === 'number' ? [p[0], p[1] + i + 1, ...p.slice(2)] : p);
+      const bumped = option.series.map((s) => ({ ...s, data: (s.data || []).map((d) => (Array.isArray(d) ? bump(d) : d && d.value ? { ...d, value: bump(d.value) } : d)) }));
+      ec.setOption({ series: bumped });  // the tooltip under the pointer arms its re-show timer
+      if (guarded) charts.replaceOption(ec, option);
+      else ec.setOption(option, { notMerge: true });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    window.removeEventListener('error', onError);
+  }
+  return errors;
+}"""
+
+
+async def test_full_redraw_under_the_pointer_raises_nothing(server, org, page):
+    await open_dashboard(server, org, page)
+    box = (await chart(page, "Views")).locator(".chart-box")
+    bbox = await box.bounding_box()
+    await page.mouse.move(bbox["x"] + bbox["width"] / 2, bbox["y"] + bbox["height"] / 2)
+    await page.mouse.move(bbox["x"] + bbox["width"] / 2 + 5, bbox["y"] + bbox["height"] / 2, steps=3)
+    await page.wait_for_function(
+        "([el]) => [...el.querySelectorAll('div')].some(d => d.style.pointerEvents === 'none' && d.style.display !== 'none' && d.textContent.trim())",
+        arg=[await box.element_handle()],
+    )
+    handle = await box.element_handle()
+    # The bare ECharts call throws from its timer: the hazard is real, so the guard is tested.
+    assert any("innerHTML" in e for e in await page.evaluate(REDRAW_UNDER_POINTER, [handle, False]))
+    await page.mouse.move(bbox["x"] + bbox["width"] / 2 + 3, bbox["y"] + bbox["height"] / 2)
+    assert await page.evaluate(REDRAW_UNDER_POINTER, [handle, True]) == []

@@ -5,6 +5,7 @@
 // The form edits every kind of alert; while it is edited, the backtest over the chosen range
 // is drawn next to it (alertchart.js). The channels it picks are made on /a/channels.
 import { editorOption, editorSummary, firingCount } from "./alertchart.js";
+import { clearChart, replaceOption } from "./charts.js";
 import { ApiError, api, get, post, put, query } from "./api.js";
 import { formatValue } from "./format.js";
 import { dateTime, onTimeZoneChange, parseInstant, zoneLabel } from "./time.js";
@@ -254,7 +255,7 @@ async function runBacktest() {
     const where = err instanceof ApiError && err.where?.field ? ` (${err.where.field})` : "";
     $("bt-summary").textContent = `No backtest: ${err.message}${where}`;
     $("bt-note").textContent = "";
-    btChart.clear();
+    clearChart(btChart);
     document.body.dataset.backtest = "error";
     return;
   }
@@ -265,7 +266,7 @@ async function runBacktest() {
   $("bt-summary").dataset.count = String(n);
   const unit = body.metric_id ? metrics.find((m) => m.id === body.metric_id)?.unit : undefined;
   const option = editorOption(answer, body, { unit, width: $("bt-chart").clientWidth });
-  btChart.setOption(option, { notMerge: true });
+  replaceOption(btChart, option);
   const notes = [`${answer.resolution_s} s buckets of ${answer.table}`, answer.no_data_points ? `${answer.no_data_points} without data` : ""];
   if (answer.refused_groups) notes.push(`${answer.refused_groups} groups over the cap`);
   $("bt-note").textContent = [notes.filter(Boolean).join(", "), answer.approximation || ""].filter(Boolean).join(". ");

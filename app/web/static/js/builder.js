@@ -1,7 +1,7 @@
 // /builder: write a metric (text or form), see the compiler's error at its position, preview
 // it, save it, add it to a dashboard.
 import { ApiError, get, post, put, query } from "./api.js";
-import { rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
+import { replaceOption, rowObjects, SeriesStore, summarize, timeSeriesOption } from "./charts.js";
 import { DataPanel, wireInsertEvent } from "./datapanel.js";
 import { createMetricEditor, Vocabulary } from "./editor.js";
 import { granularityFor, parseAbsolute, parseRefresh } from "./timerange.js";
@@ -283,7 +283,7 @@ async function run() {
   // The bucket of "now" is still filling: drawn open (dashed), as on the dashboards.
   const open = end >= now ? Math.floor(now / step) * step : null;
   const option = timeSeriesOption(store, { type: "line", from: end - span, to: end, stepS: step, openFrom: open });
-  preview.setOption(option, { notMerge: true });
+  replaceOption(preview, option);
   armZoom(preview, (from, to) => nav.zoomTo(from, to));
   const m = answer.meta || {};
   const plan = [m.table, m.granularity && `${m.granularity} buckets`, m.stale && "cached"].filter(Boolean);

@@ -19,6 +19,25 @@ export const OPEN_SUFFIX = "#open"; // id suffix of the dashed segment that ends
 const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 const num = (v) => (isNumber(v) ? v : typeof v === "string" && v !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
 
+/**
+ * Draw `option` in place of everything `ec` showed (setOption with notMerge).
+ *
+ * A full replace disposes the chart's tooltip view; if the pointer is over the chart, the
+ * previous render left ECharts a timer that re-shows the tooltip from that view and throws
+ * ("Cannot set properties of null") once it is gone. Hiding the tooltip first clears the
+ * position the timer reads, so it does nothing. Every full redraw goes through here.
+ */
+export function replaceOption(ec, option) {
+  ec.dispatchAction({ type: "hideTip" });
+  ec.setOption(option, { notMerge: true });
+}
+
+/** Blank the chart (an error is shown instead), for the same reason as replaceOption. */
+export function clearChart(ec) {
+  ec.dispatchAction({ type: "hideTip" });
+  ec.clear();
+}
+
 /** Chart colours from the page's CSS custom properties, so a theme switch reaches the charts. */
 export function theme() {
   const cs = typeof document !== "undefined" ? getComputedStyle(document.documentElement) : null;

@@ -3,7 +3,7 @@
 // Long because one chart's life — controls, load, comparison, live merge, open bucket — is
 // one class whose parts share its state; the formats live in time.js and format.js.
 import { api, ApiError, get, qs, query } from "./api.js";
-import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
+import { clearChart, funnelOption, heatmapOption, replaceOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { annotationSeries, dataTable, download, fileName, sparklineOption, statOf, statText, toCsv } from "./panels.js";
 import { firingSeries, loadFirings } from "./alertmarks.js";
@@ -335,7 +335,7 @@ class ChartView {
       if (gen !== this.generation) return;
       this.setStatus("");
       this.setError(err);
-      this.ec.clear();
+      clearChart(this.ec);
       this.box.setAttribute("aria-label", `${this.displayTitle}: not available (${err.message || err}).`);
       return;
     }
@@ -418,7 +418,7 @@ class ChartView {
       this.window = { start, end };
       const option = this.seriesOption(start, end);
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
-      this.ec.setOption({ ...option, series: [...option.series, ...this.markerSeries()] }, { notMerge: true });
+      replaceOption(this.ec, { ...option, series: [...option.series, ...this.markerSeries()] });
       armZoom(this.ec, (from, to) => this.dash.timeNav.zoomTo(from, to));
       this.label(option);
       this.renderValues([...new Set([...this.store.series.values()].map((s) => s.dims[this.dimension]))]);
@@ -427,17 +427,17 @@ class ChartView {
       this.renderValues([]);
     } else if (this.kind === "funnel") {
       const opt = funnelOption(answer.columns, answer.rows, { title, compared: this.compared, mainLabel: this.compared && this.compare === "previous_period" ? "this period" : "all" });
-      this.ec.setOption(opt, { notMerge: true });
+      replaceOption(this.ec, opt);
       this.label(opt);
       this.renderValues([]);
     } else if (this.kind === "heatmap") {
       const opt = this.heatOption(answer);
-      this.ec.setOption(opt, { notMerge: true });
+      replaceOption(this.ec, opt);
       this.label(opt);
       this.renderValues([]);
     } else {
       const opt = topOption(answer.columns, answer.rows, { title, dimension: this.dimension, unit, compared: this.compared, mainLabel: this.compared ? (this.compare === "previous_period" ? "this period" : "all") : "" });
-      this.ec.setOption(opt, { notMerge: true });
+      replaceOption(this.ec, opt);
       this.label(opt);
       this.renderValues(opt.series[0].data.filter((d) => !d.isOther).map((d) => d.dimValue));
     }
@@ -464,7 +464,7 @@ class ChartView {
       el("span", { class: "stat-caption muted", text: `${what} · previous period ${text.previous}` }),
     ];
     this.statNode.replaceChildren(...parts.filter(Boolean));
-    this.ec.setOption(sparklineOption(stat, { from: start, to: end, stepS: this.stepS, unit: this.unit }), { notMerge: true });
+    replaceOption(this.ec, sparklineOption(stat, { from: start, to: end, stepS: this.stepS, unit: this.unit }));
     this.box.setAttribute("aria-label", `${this.displayTitle}: ${text.number}${text.unit ? ` ${text.unit}` : ""} (${what}), ${text.change} against the previous period (${text.previous}).`);
   }
 

@@ -6,7 +6,7 @@
 // (at most every TAIL_GAP_S). Without a socket the page polls every POLL_S (each read counts
 // against the link's rate limit). Drawn like the dashboard page: units (format.js), the range
 // header, the open bucket (charts.js), times in the user's zone (time.js). See docs/ui.md.
-import { funnelOption, heatmapOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
+import { funnelOption, heatmapOption, replaceOption, rowObjects, SeriesStore, summarize, timeSeriesOption, topOption } from "./charts.js";
 import { isRate, normalizeUnit, rateBasis, unitName } from "./format.js";
 import { PushClient } from "./push.js";
 import { clock, onTimeZoneChange, spanWords, zoneLabel } from "./time.js";
@@ -128,7 +128,7 @@ class SharedChartView {
       option = timeSeriesOption(this.store, { type, title: chart.title, from: start, to: end, stepS, unit, axisName: this.axisName(), openFrom: this.openFrom(), width: this.box.clientWidth });
       if (this.liveExact) option.animation = false; // a point a second: gliding costs frames
     }
-    this.ec.setOption(option, { notMerge: true });
+    replaceOption(this.ec, option);
     this.status.textContent = this.describe();
     this.label(option);
   }
