@@ -1415,7 +1415,9 @@ def main() -> None:
         help="(d) > 0: the seed-scale run — this many events/s through the real writer",
     )
     parser.add_argument(
-        "--modes", default="", help="(d) --ingest: comma-separated modes to run ('none': ingest only)"
+        "--modes",
+        default="",
+        help="(d) --ingest: comma-separated modes to run ('none': ingest only)",
     )
     parser.add_argument(
         "--unique-custom",

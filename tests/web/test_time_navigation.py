@@ -399,7 +399,9 @@ async def test_full_redraw_under_the_pointer_raises_nothing(server, org, page):
     box = (await chart(page, "Views")).locator(".chart-box")
     bbox = await box.bounding_box()
     await page.mouse.move(bbox["x"] + bbox["width"] / 2, bbox["y"] + bbox["height"] / 2)
-    await page.mouse.move(bbox["x"] + bbox["width"] / 2 + 5, bbox["y"] + bbox["height"] / 2, steps=3)
+    await page.mouse.move(
+        bbox["x"] + bbox["width"] / 2 + 5, bbox["y"] + bbox["height"] / 2, steps=3
+    )
     await page.wait_for_function(
         "([el]) => [...el.querySelectorAll('div')].some(d => d.style.pointerEvents === 'none' && d.style.display !== 'none' && d.textContent.trim())",
         arg=[await box.element_handle()],
