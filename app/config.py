@@ -245,6 +245,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # every key's whole range is re-read this often (s; 0 = never): the fallback that makes a
     # viewer converge to history for late rows nobody reported (app/push/late.py)
     push_full_reread_s: int = 30
+    # the same where every insert is reported (the writer here, other nodes' through Redis):
+    # then only the net under a lost report, so rarer — each round re-reads about
+    # push_max_range_s / this many rounds' worth of rows on top of the regular window
+    push_full_reread_reported_s: int = 600
     # a round polls only the keys of orgs whose inserts were reported since the last round, and
     # every key this often (s, on the wall clock; 0 = every round polls every key). Only where
     # inserts are reported (the writer here; other nodes' through Redis; not Kafka ingest).
@@ -406,6 +410,7 @@ class Settings(msgspec.Struct, kw_only=True):
             "push_tick_ms": _env_int("CLICKPULSE_PUSH_TICK_MS", 250),
             "push_reread_s": _env_int("CLICKPULSE_PUSH_REREAD_S", 5),
             "push_full_reread_s": _env_int("CLICKPULSE_PUSH_FULL_REREAD_S", 30),
+            "push_full_reread_reported_s": _env_int("CLICKPULSE_PUSH_FULL_REREAD_REPORTED_S", 600),
             "push_poll_all_s": _env_int("CLICKPULSE_PUSH_POLL_ALL_S", 1),
             "push_stale_ms": _env_int("CLICKPULSE_PUSH_STALE_MS", 5000),
             "push_max_range_s": _env_int("CLICKPULSE_PUSH_MAX_RANGE_S", 600),

@@ -1267,7 +1267,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             poller = Poller(
                 ch,
                 tick_ms=args.tick_ms,
-                full_reread_s=30,
+                full_reread_s=args.full_reread_s,
                 emit=emit,
                 lag_source=writer.oldest_pending_age_s,
                 **modes[name],
@@ -1297,7 +1297,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             durations.clear()
             state["lat"], state["next"], state["recording"] = [], {}, True
             acks.clear()
-            q0, s0, skipped0 = poller.queries, poller.query_s, poller.skipped
+            q0, s0, skipped0, rows0 = poller.queries, poller.query_s, poller.skipped, poller.rows
             submitted0 = state["submitted"]
             load_before = loadavg()
             cpu0, t0 = sum(os.times()[:2]), time.time()
@@ -1326,6 +1326,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
                 "rounds_per_s": round(rounds / wall, 2),
                 "statements_per_round": round(queries / rounds, 1) if rounds else None,
                 "statements_per_s": round(queries / wall, 1),
+                "key_rows_per_round": round((poller.rows - rows0) / max(rounds, 1)),
                 "key_polls_skipped_per_round": round(
                     (poller.skipped - skipped0) / max(rounds, 1), 1
                 ),
@@ -1423,6 +1424,12 @@ def main() -> None:
         "--unique-custom",
         action="store_true",
         help="(d) --ingest: each org's custom metrics are its own (none shared with other orgs)",
+    )
+    parser.add_argument(
+        "--full-reread-s",
+        type=int,
+        default=30,
+        help="(d) --ingest: the poller's whole-range re-read period (CLICKPULSE_PUSH_FULL_REREAD_S)",
     )
     parser.add_argument(
         "--drop-projection",

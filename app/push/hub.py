@@ -70,6 +70,10 @@ class Hub:
                 on_org_message=self._deliver_org,
                 on_late_rows=self._note_late_rows,
             )
+        # Skipping orgs without reported inserts needs every insert to be reported here: by
+        # this process's writer (embedded ClickHouse: nobody else writes) or by every node's
+        # through Redis; never with Kafka ingest (ClickHouse/the bridge inserts).
+        reported = not s.kafka_brokers and (self.bus is not None or s.clickhouse_url is None)
         self.poller = Poller(
             services.ch,
             tick_ms=s.push_tick_ms,
@@ -83,15 +87,11 @@ class Hub:
             # Phases are balanced by fan-out: a key's cost is its local subscribers.
             weight=self._viewers,
             telemetry=services.telemetry,
-            full_reread_s=s.push_full_reread_s,
-            # Skipping orgs without reported inserts needs every insert to be reported here:
-            # by this process's writer (embedded ClickHouse: nobody else writes) or by every
-            # node's through Redis; never with Kafka ingest (ClickHouse/the bridge inserts).
-            poll_all_s=(
-                s.push_poll_all_s
-                if not s.kafka_brokers and (self.bus is not None or s.clickhouse_url is None)
-                else 0
-            ),
+            # Where inserts are reported, the whole-range re-read is only the net under a lost
+            # report, and its cost (retention / period times the regular reads, docs/push.md)
+            # is kept small; where they are not, it is how old rows reach viewers at all.
+            full_reread_s=s.push_full_reread_reported_s if reported else s.push_full_reread_s,
+            poll_all_s=s.push_poll_all_s if reported else 0,
         )
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False

@@ -203,6 +203,7 @@ class Poller:
         self.batches = 0  # statements that answered more than one key
         self.fan_ins = 0  # statements that answered keys of several orgs at once
         self.skipped = 0  # key polls left out because their org reported no insert
+        self.rows = 0  # rows read for keys (each diffed against what was last emitted)
         self.query_s = 0.0  # seconds spent waiting for this poller's statements
         self.last_tick_s = 0.0
 
@@ -309,6 +310,16 @@ class Poller:
             phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
             self.phases = len(phases)
             spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
+            # Keys of shared shapes are read for every phase at once: one fan-in statement per
+            # round (per table and window) rather than one per phase, each scanning the same
+            # seconds of every org. Phases still pace the fan-out and the other reads.
+            early = (
+                await self._read_early(
+                    states, time.time() if now is None else now, lag_ms, poll_all
+                )
+                if len(phases) > 1
+                else {}
+            )
             ticks: list[KeyTick] = []
             for j, group in enumerate(phases):
                 if j:
@@ -319,7 +330,7 @@ class Poller:
                 at = time.time() if now is None else now
                 # A key released while an earlier phase ran is not polled.
                 group = [s for s in group if self.keys.get(s.spec.key) is s]
-                results = await self._poll_phase(group, at, lag_ms, poll_all)
+                results = await self._poll_phase(group, at, lag_ms, poll_all, early)
                 # Fan out only once the phase's reads are done: a query thread running while
                 # the loop writes to thousands of sockets would contend with it for the GIL
                 # (every send releases it), so reads and fan-out take turns.
@@ -449,29 +460,85 @@ class Poller:
     def _window(self, state: _KeyState, now_s: int, lag_ms: int) -> tuple[int, int]:
         """[lo, hi) this round reads for `state` (asks `self.late` once per key per round)."""
         spec = state.spec
-        catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
         mark = now_s if state.watermark is None else min(state.watermark, now_s)
         lowest = now_s - self.retention_s + 1
-        lo = max(mark - self.reread_s - catch_up, lowest)
+        if self.poll_all_s and state.watermark is not None:
+            # Every insert is reported here (`poll_all_s` is only on where they are), and a
+            # reported insert makes the next round re-read from its first second (below). So
+            # the regular window need only start at the last second read (it was still open
+            # then): re-reading `reread_s` more seconds of every key each round found nothing
+            # the reports did not, at several times the rows read, split and diffed.
+            lo = max(mark, lowest)
+        else:
+            catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
+            lo = max(mark - self.reread_s - catch_up, lowest)
         late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
         state.extended = late is not None and late < lo
         if late is not None:
             lo = min(lo, late)
         return lo, now_s + 1
 
+    async def _read_early(
+        self, states: list[_KeyState], now: float, lag_ms: int, poll_all: bool
+    ) -> dict[str, tuple[int, int, float, Any]]:
+        """Read this round's due keys that fan in (shared shapes), of every phase, as of `now`:
+        key -> (lo, hi, now, its rows or the exception its read raised)."""
+        if not (self.batch and self.fan_in):
+            return {}
+        now_s = int(now)
+        due = [
+            (state, *self._window(state, now_s, lag_ms))
+            for state in states
+            if state.spec.shape is not None and self._due(state, poll_all)
+        ]
+        reads: dict[str, Any] = {}
+        await self._read_items(due, reads)
+        return {state.spec.key: (lo, hi, now, reads[state.spec.key]) for state, lo, hi in due}
+
     async def _poll_phase(
-        self, group: list[_KeyState], now: float, lag_ms: int, poll_all: bool
+        self,
+        group: list[_KeyState],
+        now: float,
+        lag_ms: int,
+        poll_all: bool,
+        early: dict[str, tuple[int, int, float, Any]] | None = None,
     ) -> list[tuple[_KeyState, tuple[KeyTick | None, list[tuple[str, str]]]]]:
         """Read a phase's due keys — batchable keys of one org over the same table and seconds
-        in one statement, the others alone — and diff each; returns (state, (tick, messages))
-        per key read, in `group` order."""
+        in one statement, the others alone; keys in `early` were read at the round's start —
+        and diff each; returns (state, (tick, messages)) per key read, in `group` order."""
         now_s = int(now)
+        early = early or {}
         due: list[tuple[_KeyState, int, int]] = []
+        reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
+        read_at: dict[str, float] = {}
         for state in group:
-            if self._due(state, poll_all):
+            key = state.spec.key
+            if key in early:
+                lo, hi, read_at[key], reads[key] = early[key]
+                due.append((state, lo, hi))
+            elif state.spec.shape is not None and self.batch and self.fan_in and early:
+                self.skipped += 1  # a fan-in key the round's early read found not due
+            elif self._due(state, poll_all):
                 due.append((state, *self._window(state, now_s, lag_ms)))
             else:
                 self.skipped += 1
+        await self._read_items([item for item in due if item[0].spec.key not in reads], reads)
+        return [
+            (
+                state,
+                self._apply(
+                    state, reads[state.spec.key], read_at.get(state.spec.key, now), lo, hi, lag_ms
+                ),
+            )
+            for state, lo, hi in due
+        ]
+
+    async def _read_items(
+        self, due: list[tuple[_KeyState, int, int]], reads: dict[str, Any]
+    ) -> None:
+        """Read `due` (key, lo, hi) into `reads[key]`: keys with a shape fan in with other orgs'
+        keys of the same table and window, batchable keys of one org over the same table and
+        seconds share a statement, the others are read alone."""
         batches: dict[tuple[Any, ...], list[tuple[_KeyState, int, int]]] = {}
         # A fan-in statement reads from the earliest regular window of its keys (they were read
         # in the same rounds, so their watermarks agree). A key re-reading further back (late
@@ -490,7 +557,6 @@ class Poller:
             else:
                 ident = ("key", spec.key)
             batches.setdefault(ident, []).append(item)
-        reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
         await asyncio.gather(
             *(
                 self._read_fan_in(items, reads)
@@ -499,10 +565,6 @@ class Poller:
                 for ident, items in batches.items()
             )
         )
-        return [
-            (state, self._apply(state, reads[state.spec.key], now, lo, hi, lag_ms))
-            for state, lo, hi in due
-        ]
 
     async def _read_fan_in(
         self, items: list[tuple[_KeyState, int, int]], reads: dict[str, Any]
@@ -660,6 +722,7 @@ class Poller:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
         rows = read
+        self.rows += len(rows)
         changed = []
         last = state.last
         for row in rows:

@@ -242,9 +242,13 @@ async def test_every_statement_passes_the_guard_and_a_tampered_one_is_refused(ch
 async def test_writer_reports_drive_the_rounds_end_to_end(make_node, org):
     """Through the app: events posted through /v1/events (the writer reports the insert) reach
     a viewer at the next round; a round with no insert since runs no statement."""
-    async with make_node(push_poll_all_s=3600) as node:
+    async with make_node(
+        push_poll_all_s=3600, push_full_reread_s=30, push_full_reread_reported_s=900
+    ) as node:
         poller = node.hub.poller
         assert poller.poll_all_s == 3600
+        # Every insert is reported here: the whole-range re-read is the rarer net.
+        assert poller.late.full_reread_s == 900
         ws = await node.connect(org.admin_token)
         try:
             snap = await subscribe(ws, id=1, metric="SELECT count() AS n", range_s=30)

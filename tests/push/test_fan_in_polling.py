@@ -191,3 +191,65 @@ async def test_orgs_rereading_from_the_same_minute_share_one_statement(ch, monke
         2: first + 1,
         4: first + 3,
     }
+
+
+async def test_a_round_in_many_phases_reads_each_shared_shape_once(ch, monkeypatch):
+    """Phases pace the fan-out; the fan-in keys of all of them are read at the round's start in
+    one statement per table and window (8 phases used to mean 8 statements, each scanning the
+    same seconds of every org). Each key still gets exactly its own org's rows."""
+    now = int(time.time())
+    for org in ORGS:
+        seed(ch, org, now - 20, 20, scale=1_000_000 if org == 5 else 1.0)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=8)
+    specs = [spec_of for org in ORGS for spec_of in _org_specs(ch, org)]
+    for spec in specs:
+        poller.acquire(spec)
+    grouped = fan_ins(monkeypatch)
+    single = recording(monkeypatch)
+    ticks = await poller.tick(now=now + 0.5)
+    assert poller.phases > 1
+    assert len(grouped) == 2 and single == [] and poller.queries == 2
+    assert len(ticks) == len(specs)
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick), (tick.spec.org_id, tick.spec.label)
+    # The next round (a second later) reads them once again: nothing is read twice or skipped.
+    grouped.clear()
+    ticks = await poller.tick(now=now + 1.5)
+    assert len(grouped) == 2 and len(ticks) == len(specs)
+    assert {t.time_to for t in ticks} == {now + 2}
+
+
+async def test_where_inserts_are_reported_the_window_starts_at_the_last_second_read(
+    ch, monkeypatch
+):
+    """With every insert reported (`poll_all_s`), a round re-reads from the second the last one
+    read up to (still open then), not `reread_s` seconds more of every key; a row that reaches
+    an older second is re-read because its insert is reported."""
+    now = int(time.time()) // 60 * 60
+    for org in ORGS:
+        seed(ch, org, now - 30, 30)
+    reported = Poller(ch, tick_ms=0, full_reread_s=0, poll_all_s=60, max_phases=1, reread_s=5)
+    unreported = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1, reread_s=5)
+    for poller in (reported, unreported):
+        for org in ORGS:
+            for spec in _org_specs(ch, org)[:3]:
+                poller.acquire(spec)
+        await poller.tick(now=now + 0.2)
+    grouped = fan_ins(monkeypatch)
+    seed(ch, 3, now - 4, 1)  # a late row, 4 s back
+    reported.late.note({3: (now - 4, now - 4)})
+    for org in ORGS:
+        if org != 3:
+            reported.late.note({org: (now + 1, now + 1)})
+    ticks = await reported.tick(now=now + 1.3)
+    # The orgs with only current rows: from the last second read (now), not now - 5.
+    regular = [s for s in grouped if 3 not in s.org_ids]
+    assert regular and {s.plan.time_from for s in regular} == {now}
+    assert [s.plan.time_from for s in grouped if 3 in s.org_ids] == [now - 4]
+    for tick in ticks:
+        assert tick.rows == await own_read(ch, tick)
+    assert all(any(r["t"] == now - 4 for r in t.changed) for t in ticks if t.spec.org_id == 3)
+    # Without reports (Kafka ingest), every round re-reads `reread_s` seconds (and the lag).
+    grouped.clear()
+    await unreported.tick(now=now + 1.3)
+    assert grouped and all(s.plan.time_from <= now - 5 for s in grouped)

@@ -113,8 +113,11 @@ async def test_rows_nobody_reported_arrive_with_the_periodic_full_reread(node, o
         await node.tick()
         await viewer.catch_up()
         assert viewer.series.get(old, 0) == 0  # outside the regular re-read window
-        # A round `push_full_reread_s` later re-reads the key's whole range.
-        await node.hub.poller.tick(now=time.time() + node.services.settings.push_full_reread_s)
+        # A round one re-read period later (`push_full_reread_reported_s` here: the writer
+        # reports its inserts, not this one) re-reads the key's whole range.
+        period = node.hub.poller.late.full_reread_s
+        assert period == node.services.settings.push_full_reread_reported_s
+        await node.hub.poller.tick(now=time.time() + period)
         await viewer.catch_up()
         assert viewer.series[old] == 4
         assert node.hub.poller.late.full_rereads == 1
