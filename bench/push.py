@@ -1267,7 +1267,14 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             poller = Poller(
                 ch,
                 tick_ms=args.tick_ms,
-                full_reread_s=args.full_reread_s,
+                # As the app sets it: the rarer net where inserts are reported (skip-idle).
+                full_reread_s=(
+                    args.full_reread_s
+                    if args.full_reread_s is not None
+                    else 600
+                    if modes[name].get("poll_all_s")
+                    else 30
+                ),
                 emit=emit,
                 lag_source=writer.oldest_pending_age_s,
                 **modes[name],
@@ -1428,8 +1435,9 @@ def main() -> None:
     parser.add_argument(
         "--full-reread-s",
         type=int,
-        default=30,
-        help="(d) --ingest: the poller's whole-range re-read period (CLICKPULSE_PUSH_FULL_REREAD_S)",
+        default=None,
+        help="(d) --ingest: the poller's whole-range re-read period (default as the app: 600 s "
+        "where inserts are reported, the skip-idle modes; 30 s otherwise)",
     )
     parser.add_argument(
         "--drop-projection",

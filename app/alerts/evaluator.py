@@ -400,7 +400,8 @@ class Evaluator:
             lo = max(min(starts), earliest)
             if lo < tick.time_from:
                 result = await run_guarded(self.services.ch, group.spec.bind(lo, tick.time_from))
-                self._collect(group, result.dicts(), lo, horizon, series)
+                rows = group.spec.without_empty_fill(result.dicts(), lo, tick.time_from)
+                self._collect(group, rows, lo, horizon, series)
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)
         out = []

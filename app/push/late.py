@@ -18,6 +18,8 @@ class LateRows:
         self._pending: dict[int, tuple[int, int]] = {}  # org -> (first, last) second reported
         self._round: dict[int, tuple[int, int]] = {}  # what this round re-reads
         self._full_at: dict[str, int] = {}  # key -> the period slot it was last read in
+        # (org, period) -> the org's point in the period (asked for every key every round)
+        self._offset: dict[tuple[int, int], int] = {}
         self.reported = 0  # reports received (tests, introspection)
         self.full_rereads = 0
         self.late_rereads = 0
@@ -54,7 +56,11 @@ class LateRows:
             # Staggered by org, not by key: an org's keys re-read their whole range in the same
             # round (so the poller still reads them in one statement), orgs spread over the
             # period at points fixed by the org's hash. A key's first slot only starts its clock.
-            slot = (now_s + zlib.crc32(str(org_id).encode()) % period) // period
+            offset = self._offset.get((org_id, period))
+            if offset is None:
+                offset = zlib.crc32(str(org_id).encode()) % period
+                self._offset[(org_id, period)] = offset
+            slot = (now_s + offset) // period
             last = self._full_at.get(key)
             self._full_at[key] = slot
             if last is not None and slot != last:

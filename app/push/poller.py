@@ -721,7 +721,7 @@ class Poller:
             if state.stale_sent:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
-        rows = read
+        rows = spec.without_empty_fill(read, lo, hi)
         self.rows += len(rows)
         changed = []
         last = state.last

@@ -60,10 +60,12 @@ def spec_of(ch, org_id: int, entry) -> Any:
 
 
 async def own_read(ch, tick) -> list[dict[str, Any]]:
-    """What the key's own statement returns over the tick's window (the per-key path)."""
-    return (
+    """What the key's own statement returns over the tick's window (the per-key path), as a
+    reader takes it (a grouped key's fill of an empty result is no rows)."""
+    rows = (
         await poller_module.run_guarded(ch, tick.spec.bind(tick.time_from, tick.time_to))
     ).dicts()
+    return tick.spec.without_empty_fill(rows, tick.time_from, tick.time_to)
 
 
 def recording(monkeypatch, runner: str = "run_guarded") -> list[Any]:
@@ -117,7 +119,10 @@ async def test_keys_of_one_org_are_read_in_one_statement_per_table(ch, monkeypat
     for tick in ticks:
         assert tick.rows == await own_read(ch, tick), tick.spec.label
         assert tick.changed == tick.rows
-        assert len(tick.rows) >= tick.time_to - tick.time_from  # filled: every second
+        # Filled: every second — except a grouped key with no data in the window (no group).
+        assert len(tick.rows) >= tick.time_to - tick.time_from or (
+            tick.rows == [] and tick.spec.dims
+        )
     # Org 2's values (a million times org 1's) never reach org 1's keys.
     for tick in ticks:
         values = [v for r in tick.rows for v in tick.spec.values(r) if isinstance(v, int | float)]
@@ -323,3 +328,28 @@ async def test_an_orgs_keys_take_their_whole_range_reread_in_one_statement(ch, m
         else:
             assert len(statements) == 1
     assert rereads == [4]
+
+
+async def test_a_grouped_key_without_data_has_no_rows_not_an_empty_group(ch):
+    """A grouped statement over seconds without data still returns a row a second (WITH FILL),
+    its group-by column at the default: readers get no rows (no "" series, no "" group for
+    a grouped alert); a real group, even one valued 0 somewhere, keeps its rows."""
+    now = int(time.time())
+    seed(ch, 1, now - 30, 3)
+    spec = spec_of(ch, 1, ("SELECT count() AS n", [], ["country"]))
+    empty = (await poller_module.run_guarded(ch, spec.bind(now - 5, now))).dicts()
+    assert len(empty) == 5 and {r["country"] for r in empty} == {""}  # the statement's fill
+    assert spec.without_empty_fill(empty, now - 5, now) == []
+    real = (await poller_module.run_guarded(ch, spec.bind(now - 30, now - 27))).dicts()
+    assert {r["country"] for r in real} == {"DE", "FR", "US"}
+    assert spec.without_empty_fill(real, now - 30, now - 27) == real
+    zero = [{"t": t, "country": "DE", "n": 0} for t in range(now - 5, now)]
+    assert spec.without_empty_fill(zero, now - 5, now) == zero
+    ungrouped = spec_of(ch, 1, ("SELECT count() AS n", [], None))
+    quiet = (await poller_module.run_guarded(ch, ungrouped.bind(now - 5, now))).dicts()
+    assert ungrouped.without_empty_fill(quiet, now - 5, now) == quiet  # zeros are values
+    # Through the poller: the tick of the quiet window has no rows and emits no delta.
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    poller.acquire(spec)
+    (tick,) = await poller.tick(now=now + 0.5)
+    assert tick.rows == [] and tick.changed == []
