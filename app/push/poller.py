@@ -6,9 +6,10 @@ the changed rows (encoded once) to the hub or Redis; alerts watch keys through `
 because a round's steps (lease, phases, batched reads with their per-key fallback, late
 re-reads, diff, listeners) share the per-key state kept here; split, they would pass it around.
 
-Rounds start on the wall clock's tick grid and poll in phases of equal fan-out, so no phase
-holds the event loop for the whole process's sends; docs/push.md ("Poller", "Phases", "Batched
-polling") has the steps and the measurements behind them.
+Rounds start on the wall clock's tick grid; the fan-in keys of the whole round are read at its
+start, the rest and the fan-out go in phases of equal fan-out, so no phase holds the event loop
+for the whole process's sends; docs/push.md ("Poller", "Phases", "Batched polling") has the
+steps and the measurements behind them.
 """
 
 from __future__ import annotations
@@ -721,7 +722,7 @@ class Poller:
             if state.stale_sent:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
-        rows = spec.without_empty_fill(read, lo, hi)
+        rows = spec.without_empty_fill(read, lo, hi) if spec.dims else read
         self.rows += len(rows)
         changed = []
         last = state.last
