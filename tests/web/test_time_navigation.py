@@ -411,3 +411,43 @@ async def test_full_redraw_under_the_pointer_raises_nothing(server, org, page):
     assert any("innerHTML" in e for e in await page.evaluate(REDRAW_UNDER_POINTER, [handle, False]))
     await page.mouse.move(bbox["x"] + bbox["width"] / 2 + 3, bbox["y"] + bbox["height"] / 2)
     assert await page.evaluate(REDRAW_UNDER_POINTER, [handle, True]) == []
+
+
+async def test_a_range_chosen_while_the_grid_mounts_is_kept(server, org, page):
+    """The controls work as soon as the dashboard's title shows: a range chosen while the grid
+    is still mounting (its script held back here) is the one every chart loads with — it used
+    to be dropped, the controls being bound only after the mount."""
+    import asyncio
+
+    await seed_hour(server, org)
+    dash = await make_dashboard(server, org.admin_token, CHARTS)
+    await login(page, server, org.admin_token)
+    release = asyncio.Event()
+
+    async def hold(route):
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/static/vendor/gridstack/gridstack-all.js*", hold)
+    requests: list[Any] = []
+    page.on("request", lambda r: requests.append(r))
+    await page.goto(f"{server.url}/d/{dash}", wait_until="domcontentloaded")
+    await page.wait_for_function("() => document.getElementById('dash-title').textContent !== ''")
+    assert not [b for b in query_bodies(requests)]  # nothing loaded yet: the grid is held
+    await page.locator("#range").select_option("24h")
+    assert url_state(page).get("range") == "24h"
+    release.set()
+    for title in ("Views", "Views per minute"):
+        await wait_chart(page, title, "v => v.series.length >= 1")
+        card = await chart(page, title)
+        handle = await card.element_handle()
+        await page.wait_for_function(
+            f"([el]) => {{ const r = ({X_RANGE})(el); return r[1] - r[0] === 86400000; }}",
+            arg=[handle],
+        )
+    bodies = query_bodies(requests)
+    # Each chart's history read is the chosen day (later reads are its live tail); none asked
+    # for the charts' own default hour.
+    assert sum(b["from"] == "now-1d" for b in bodies) == 2, bodies
+    assert not [b for b in bodies if b["from"] == "now-1h"], bodies
+    assert await page.locator("#range").input_value() == "24h"

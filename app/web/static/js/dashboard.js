@@ -726,6 +726,7 @@ class Dashboard {
     this.freshness = page.freshness;
     this.state = readState();
     this.views = [];
+    this.mounted = false; // the grid is placed and the charts have started loading
     this.metricUnits = new Map(); // saved metric id → its unit
     this.annotations = [];
     this.firings = new Map(); // saved metric id → its alerts' firing intervals (alertmarks.js)
@@ -775,9 +776,12 @@ class Dashboard {
     this.timeNav.mount({ refreshBefore: document.getElementById("live-toggle"), barAfter: document.getElementById("controls") });
     // The panels' places on the grid and, for editors, the editor (grid.js); without it
     // (gridstack not installed) the charts still draw, flowing in a plain CSS grid.
-    this.grid = await mountGrid(this).catch((err) => (document.getElementById("dash-error").textContent = `Layout: ${err.message}`));
+    // Controls work from the first frame: a range or comparison chosen while the grid mounts
+    // is kept in the state (and the URL), and the charts load with it once the grid is placed.
     this.bindControls();
     this.renderControls();
+    this.grid = await mountGrid(this).catch((err) => (document.getElementById("dash-error").textContent = `Layout: ${err.message}`));
+    this.mounted = true;
     this.reloadAll();
     currentUser()
       .then((me) => me.role === "admin" && mountSharePanel(document.querySelector(".dash-head"), this.id))
@@ -904,7 +908,7 @@ class Dashboard {
     Object.assign(this.state, change);
     writeState(this.state, pushHistory, historyState);
     this.renderControls();
-    this.reloadAll();
+    if (this.mounted) this.reloadAll(); // (before: the load after the grid's mount reads it)
   }
 
   drill(dimension, value) {
