@@ -48,3 +48,22 @@ async def test_the_builders_import_map_is_allowed_by_hash_and_serves_only_its_fi
     # Other pages carry no import map and no hash.
     r = await client.get("/a")
     assert "importmap" not in r.text and "sha256-" not in r.headers["content-security-policy"]
+
+
+async def test_the_nav_marks_the_section_a_page_belongs_to(client):
+    import re
+
+    sections = {
+        "/": "Dashboards",
+        "/d/1": "Dashboards",
+        "/builder": "Query builder",
+        "/a": "Alerts",
+        "/a/3": "Alerts",
+        "/a/channels": "Alerts",  # channels are part of alerting
+        "/admin/tokens": "Tokens",
+    }
+    for path, section in sections.items():
+        r = await client.get(path)
+        assert r.status_code == 200, path
+        current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]+)</a>', r.text)
+        assert current == [section], (path, current)
