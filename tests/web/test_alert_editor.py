@@ -333,3 +333,57 @@ async def test_firings_drawn_on_the_dashboard_chart_of_the_metric(server, org, p
     drawn = await page.evaluate(areas, "Traffic")
     assert drawn[0][0] == at_ms and drawn[0][2] == "Any traffic"
     assert await page.evaluate(areas, "Purchases") == []  # another metric: no markers
+
+
+async def test_silence_end_and_token_dates_are_in_the_pages_zone(server, org, browser):
+    """The browser runs in New York and the page is set to UTC: the silence's end is typed in
+    UTC (the label says so) and stored as that instant; the tokens page's dates are UTC dates,
+    YYYY-MM-DD, not the browser locale's format."""
+    context = await browser.new_context(
+        viewport={"width": 1440, "height": 900}, timezone_id="America/New_York", locale="en-US"
+    )
+    context.set_default_timeout(60_000)
+    await context.add_init_script("localStorage.setItem('clickpulse.tz', 'UTC')")
+    page = await context.new_page()
+    try:
+        r = await api(
+            server,
+            org.admin_token,
+            "POST",
+            "/alerts",
+            {"name": "Errors", "metric_inline": {"text": "SELECT count() AS errors"},
+             "comparator": ">", "threshold": 5, "for_seconds": 10},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        alert_id = r.json()["id"]
+        await login(page, server, org.admin_token)
+        await page.goto(f"{server.url}/a/{alert_id}")
+        await page.get_by_text("Notifications are sent.").wait_for()
+        until = page.get_by_label("Silence until… (UTC)")
+        # Pre-filled an hour ahead, in UTC.
+        default = datetime.strptime(await until.input_value(), "%Y-%m-%dT%H:%M")
+        ahead = default.timestamp() - time.mktime(time.gmtime())  # both read as UTC wall times
+        assert 3500 <= ahead <= 3660, (default, ahead)
+        from datetime import UTC, timedelta
+
+        day = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+        await until.fill(f"{day}T03:04")
+        await page.get_by_label("Reason").fill("deploy")
+        await page.get_by_role("button", name="Silence notifications").click()
+        await page.locator("#silence-state .badge-silenced").wait_for()
+        [silence] = (await api(server, org.admin_token, "GET", "/alerts/silences")).json()
+        ends = datetime.fromisoformat(silence["ends_at"].replace("Z", "+00:00"))
+        assert ends.isoformat() == f"{day}T03:04:00+00:00"
+        assert f"silenced until {day} 03:04:00" in await page.locator("#silence-state").inner_text()
+
+        await page.goto(f"{server.url}/admin/tokens")
+        await page.wait_for_function("() => document.body.dataset.ready === '1'")
+        listed = (await api(server, org.admin_token, "GET", "/tokens")).json()
+        token = listed[0]
+        created = datetime.fromisoformat(token["created_at"].replace("Z", "+00:00"))
+        row = page.locator(f"tr[data-token-id='{token['id']}']")
+        cells = [await c.inner_text() for c in await row.get_by_role("cell").all()]
+        assert created.strftime("%Y-%m-%d") in cells, cells
+        assert not [c for c in cells if "/" in c], cells  # no "12/3/2026"
+    finally:
+        await context.close()

@@ -8,7 +8,7 @@ import { editorOption, editorSummary, firingCount } from "./alertchart.js";
 import { clearChart, replaceOption } from "./charts.js";
 import { ApiError, api, get, post, put, query } from "./api.js";
 import { formatValue } from "./format.js";
-import { dateTime, onTimeZoneChange, parseInstant, zoneLabel } from "./time.js";
+import { dateTime, fromInput, onTimeZoneChange, parseInstant, toInput, zoneLabel } from "./time.js";
 import { el, startPage } from "./ui.js";
 
 const page = await startPage();
@@ -56,12 +56,6 @@ function silencedBadge(s) {
   return el("span", { class: "badge badge-silenced", title: `${s.reason} (until ${until}, ${zoneLabel()})`, "data-ends-at": s.ends_at, text: `silenced until ${until}` });
 }
 
-/** The value of a datetime-local input for `date` (local time, minutes). */
-function localInput(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
-}
-
 function showSilence(a) {
   const s = a.silenced;
   $("silence").hidden = false;
@@ -75,7 +69,9 @@ function showSilence(a) {
   // A silence of every alert of the metric needs a saved metric.
   $("s-scope").querySelector('[value="metric"]').disabled = !a.metric_id;
   if (!a.metric_id) $("s-scope").value = "alert";
-  if (!$("s-until").value) $("s-until").value = localInput(new Date(Date.now() + 3600 * 1000));
+  // The end is typed in the page's zone (time.js: the browser's, or UTC), which the label names.
+  document.querySelector('label[for="s-until"]').textContent = `Silence until… (${zoneLabel()})`;
+  if (!$("s-until").value) $("s-until").value = toInput(Math.floor(Date.now() / 1000) + 3600);
 }
 
 async function refreshSilence() {
@@ -87,7 +83,9 @@ $("silence-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("silence-error").textContent = "";
   try {
-    const until = new Date($("s-until").value).toISOString();
+    const end = fromInput($("s-until").value);
+    if (!Number.isFinite(end)) throw new Error("Choose when the silence ends.");
+    const until = new Date(end * 1000).toISOString();
     const scope = $("s-scope").value === "metric" ? { metric_id: current.metric_id } : { alert_id: alertId };
     await post("/alerts/silences", { ...scope, until, reason: $("s-reason").value.trim() });
     $("s-reason").value = "";

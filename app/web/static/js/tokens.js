@@ -1,10 +1,12 @@
 // /admin/tokens: the org's user tokens — list, create (the secret is shown once), revoke.
 import { ApiError, api, get, post } from "./api.js";
+import { dateTime, parseInstant } from "./time.js";
 import { el, startPage } from "./ui.js";
 
 await startPage();
 const $ = (id) => document.getElementById(id);
-const day = (iso) => (iso ? new Date(iso).toLocaleDateString() : "never");
+// Dates as everywhere in the app: YYYY-MM-DD in the page's zone (time.js), not the locale's.
+const day = (iso) => (iso ? dateTime(parseInstant(iso)).slice(0, 10) : "never");
 
 function status(t) {
   if (t.revoked_at) return "revoked";
