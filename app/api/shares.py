@@ -30,7 +30,7 @@ from msgspec import Meta
 from app.api.charts import chart_answer, metric_of
 from app.api.common import MAX_BODY_BYTES, check_id
 from app.api.dashboards import charts_data, read_dashboard
-from app.api.schemas import ChartData, DashboardData
+from app.api.schemas import ChartData, DashboardData, Layout
 from app.auth import Principal, throttle_keys, well_formed
 from app.credentials import SHARE_LINK_PREFIX, hash_secret
 from app.deps import AUTH, PrincipalDep, ServicesDep, client_address
@@ -85,6 +85,8 @@ class SharedChart(msgspec.Struct):
     axes: str | None = None
     unit: dict[str, Any] | None = None  # how its values read (the metric's, or options.unit)
     live: bool = False  # the link's socket may subscribe to it (`chart_id`): it has a metric
+    # Its place on the dashboard's 12-column grid, as the editors left it (None: reading order).
+    layout: Layout | None = None
 
 
 def chart_kind(chart: Any) -> str:
@@ -129,6 +131,7 @@ def shared_chart(chart: Any, units: dict[int, Any] | None = None) -> SharedChart
         axes=heatmap_axes(chart) if kind == "heatmap" else None,
         unit=unit if isinstance(unit, dict) else None,
         live=has_live_metric(chart),
+        layout=getattr(chart, "layout", None),
     )
 
 

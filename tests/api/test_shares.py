@@ -62,7 +62,7 @@ async def test_link_lifecycle_and_data(api, org, two_orgs):
         "description": "",
         "charts": [{"id": r.json()["charts"][0]["id"], "title": "Views", "chart_type": "line",
                     "kind": "series", "granularity": "auto", "default_range": "1h",
-                    "dimension": None, "axes": None, "unit": None, "live": True}],
+                    "dimension": None, "axes": None, "unit": None, "live": True, "layout": None}],
     }  # fmt: skip
     # the visitor never sees the chart's query
     assert "count()" not in r.text and "metric" not in r.text

@@ -343,3 +343,49 @@ async def test_shared_page_polls_when_the_socket_fails_and_stops_when_revoked(se
         assert len(data_reads) == reads
     finally:
         await visitor.close()
+
+
+async def test_a_shared_dashboard_keeps_its_layout_and_stacks_on_a_phone(server, org, browser):
+    """The link shows the charts where the editors put them (a wide chart over two side by
+    side, 12 columns), and one column in reading order on a phone, like the dashboard page."""
+    charts = [
+        {"chart_type": "line", "title": "Wide", "metric_inline": PAGEVIEWS, "default_range": "1h",
+         "layout": {"x": 0, "y": 0, "w": 12, "h": 4}},
+        {"chart_type": "bar", "title": "Left", "metric_inline": PAGEVIEWS, "default_range": "1h",
+         "layout": {"x": 0, "y": 4, "w": 4, "h": 5}},
+        {"chart_type": "line", "title": "Right", "metric_inline": PAGEVIEWS, "default_range": "1h",
+         "layout": {"x": 4, "y": 4, "w": 8, "h": 5}},
+    ]  # fmt: skip
+    did = await make_dashboard(server, org.admin_token, charts, name="Placed")
+    link = (await api(server, org.admin_token, "POST", f"/dashboards/{did}/shares", {})).json()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        shared = (await http.get(f"/s/{link['token']}/dashboards/{did}")).json()
+    assert [c["layout"] for c in shared["charts"]] == [c["layout"] for c in charts]
+
+    async def boxes(width: int, height: int) -> dict[str, dict[str, float]]:
+        visitor = await browser.new_context(viewport={"width": width, "height": height})
+        visitor.set_default_timeout(60_000)
+        try:
+            v = await visitor.new_page()
+            await v.goto(link["url"])
+            out = {}
+            for title in ("Wide", "Left", "Right"):
+                card = v.get_by_role("article", name=title, exact=True)
+                await card.wait_for()
+                out[title] = await card.bounding_box()
+            return out
+        finally:
+            await visitor.close()
+
+    desk = await boxes(1440, 900)
+    wide, left, right = desk["Wide"], desk["Left"], desk["Right"]
+    assert left["y"] > wide["y"] + wide["height"] - 1  # the second row starts below the first
+    assert abs(left["y"] - right["y"]) < 1 and abs(left["height"] - right["height"]) < 1
+    assert right["x"] > left["x"] + left["width"]  # side by side
+    assert 1.8 < right["width"] / left["width"] < 2.2  # 8 columns against 4
+    assert abs(wide["width"] - (right["x"] + right["width"] - left["x"])) < 2  # full width
+    assert 4 * 70 - 20 < wide["height"] < 4 * 70 + 20  # rows of 70 px, as the grid's cells
+    phone = await boxes(390, 844)
+    order = sorted(phone, key=lambda t: phone[t]["y"])
+    assert order == ["Wide", "Left", "Right"]
+    assert all(abs(phone[t]["width"] - phone["Wide"]["width"]) < 1 for t in phone)  # one column

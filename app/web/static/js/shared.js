@@ -177,6 +177,16 @@ class SharedPage {
   async start() {
     const grid = document.getElementById("grid");
     for (const v of this.views) v.mount(grid);
+    // The editors' layout (x, y, w, h on the dashboard's 12-column grid), as the dashboard shows it.
+    const placed = this.views.filter((v) => v.chart.layout);
+    if (placed.length) {
+      grid.classList.add("grid-placed");
+      for (const v of placed) {
+        const { x, y, w, h } = v.chart.layout;
+        v.card.style.setProperty("--grid-column", `${x + 1} / span ${w}`);
+        v.card.style.setProperty("--grid-row", `${y + 1} / span ${h}`);
+      }
+    }
     await this.refresh();
     this.connect();
     // Polling only while the socket is not open (it failed, or the server has no push tier).
