@@ -33,15 +33,21 @@ def fan_ins(monkeypatch) -> list[Any]:
     return recording(monkeypatch, "run_fan_in")
 
 
-async def test_shared_shapes_of_many_orgs_are_one_statement_per_round(ch, monkeypatch):
-    now = int(time.time())
+def _every_orgs_keys(ch, now: int, max_phases: int) -> tuple[Poller, list[Any]]:
+    """20 s of rows for each org of ORGS (org 5's values a million times the others': they must
+    stay in org 5's keys) and a poller over every org's keys (`_org_specs`)."""
     for org in ORGS:
-        # Org 5's values are a million times the others': they must stay in org 5's keys.
         seed(ch, org, now - 20, 20, scale=1_000_000 if org == 5 else 1.0)
-    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)
+    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=max_phases)
     specs = [spec_of for org in ORGS for spec_of in _org_specs(ch, org)]
     for spec in specs:
         poller.acquire(spec)
+    return poller, specs
+
+
+async def test_shared_shapes_of_many_orgs_are_one_statement_per_round(ch, monkeypatch):
+    now = int(time.time())
+    poller, specs = _every_orgs_keys(ch, now, max_phases=1)
     assert {s.shape_kind for s in specs} == {"batch", "window"}
     grouped = fan_ins(monkeypatch)
     single = recording(monkeypatch)
@@ -201,12 +207,7 @@ async def test_a_round_in_many_phases_reads_each_shared_shape_once(ch, monkeypat
     one statement per table and window (8 phases used to mean 8 statements, each scanning the
     same seconds of every org). Each key still gets exactly its own org's rows."""
     now = int(time.time())
-    for org in ORGS:
-        seed(ch, org, now - 20, 20, scale=1_000_000 if org == 5 else 1.0)
-    poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=8)
-    specs = [spec_of for org in ORGS for spec_of in _org_specs(ch, org)]
-    for spec in specs:
-        poller.acquire(spec)
+    poller, specs = _every_orgs_keys(ch, now, max_phases=8)
     grouped = fan_ins(monkeypatch)
     single = recording(monkeypatch)
     ticks = await poller.tick(now=now + 0.5)
