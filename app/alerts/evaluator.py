@@ -26,7 +26,7 @@ from app.querybuilder import MetricError
 from .anomaly import AnomalySpec, BaselineCache, additive, band_of, read_history, spec_of
 from .delivery import Dispatcher
 from .grouped import GroupedMachines
-from .machine import Band, Machine, Transition
+from .machine import FOREVER, Band, Machine, Transition
 from .rules import (
     Watched,
     fingerprint,
@@ -84,6 +84,10 @@ class Live:
         return self.row["org_id"]
 
 
+#: A key's `last_value` before its first step (equal to no value).
+_UNSET: Any = object()
+
+
 @dataclass
 class Group:
     """Alerts sharing one compiled query (one push key)."""
@@ -100,6 +104,13 @@ class Group:
     additive: bool = False
     group_keys: dict[str, str] = field(default_factory=dict)  # a dim's value → group_key()
     banded_minute: int | None = None  # every anomaly alert's band for this minute is cached
+    # The steady-state skip (docs/alerts.md, "Costs"): the value (grouped: values) of the last
+    # second stepped for real; the first second that must be stepped for real again while the
+    # value stays (None: not computed since that step); the last second skipped, whose machines
+    # have not been advanced yet (`Evaluator._catch_up`).
+    last_value: Any = field(default=_UNSET, repr=False)
+    steady_until: int | None = None
+    coasted_through: int | None = None
 
 
 async def _ignore(_: KeyTick) -> None:
@@ -143,6 +154,7 @@ class Evaluator:
         self._inline_reads = 0  # baseline reads awaited by the current tick
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
+        self.steady_seconds = 0  # of those, skipped as steady (machines advanced lazily)
         self.transitions = 0
         self.last_eval_s = 0.0
 
@@ -270,6 +282,7 @@ class Evaluator:
             watch = self._poller.watch(spec, _ignore)
             group = self.groups[spec.key] = Group(spec, watched, watch, additive=is_additive)
         group.done_through = None
+        self._unsteady(group)  # before the new alert joins: it has not skipped anything
         if anomaly is not None and group.baseline is None:
             group.baseline = BaselineCache(phase=int(spec.key[:6], 16) % READ_AHEAD_SPREAD_S)
             self._anomaly_groups[spec.key] = group
@@ -281,6 +294,7 @@ class Evaluator:
         group = self.groups.get(live.key)
         if group is None:
             return
+        self._unsteady(group)  # the machine may move to another key: at its real position
         group.alerts.pop(live.id, None)
         if not group.alerts:
             group.watch.close()
@@ -370,6 +384,7 @@ class Evaluator:
         group.last_tick = now
         if group.done_through is not None and group.done_through >= horizon:
             return []  # every alert of the key is at the horizon (3 ticks in 4 at 250 ms)
+        self._unsteady(group)
         series: dict[int, Any] = {}
         alerts = list(group.alerts.values())
         starts = []
@@ -428,7 +443,10 @@ class Evaluator:
         """The usual tick: every alert of the key is at t - 1 and t is newly complete. None
         when it needs the general path (no row for t, or the minute's band not cached).
         The same steps as `_evaluate` for one second, without building a series: it runs for
-        every key every second (docs/benchmarks.md, "Alerts evaluator")."""
+        every key every second (docs/benchmarks.md, "Alerts evaluator"). A key whose value is
+        the one of the last second stepped, and whose machines that value cannot change before
+        `steady_until`, skips its machines: they are advanced when something changes
+        (`_catch_up`), so a steady key costs the same whatever its number of alerts."""
         if tick.time_from > t:
             return None
         watched = group.watched
@@ -477,9 +495,24 @@ class Evaluator:
                     return None
                 group.banded_minute = minute
         group.last_tick = now = tick.tick_time
-        out = []
         alerts = group.alerts.values()
         self.evaluated_seconds += len(alerts)
+        last = group.last_value
+        # Equal values judge equally: a key's value column has one type, so `==` (where
+        # 1 == 1.0) cannot pair a bool with a number; the class is compared where it is cheap.
+        if (values == last) if dims else (value == last and value.__class__ is last.__class__):
+            until = group.steady_until
+            if until is None:
+                until = group.steady_until = self._steady_until(group, t - 1)
+            if t < until:
+                group.coasted_through = group.done_through = t
+                self.steady_seconds += len(alerts)
+                return []
+        if group.coasted_through is not None:
+            self._catch_up(group)
+        group.last_value = values if dims else value
+        group.steady_until = None
+        out = []
         for live in alerts:
             m = live.machine
             if m.__class__ is GroupedMachines:
@@ -494,6 +527,57 @@ class Evaluator:
                 out.append((live, self._change(live, group, tr, now)))
         group.done_through = t
         return out
+
+    @staticmethod
+    def _steady_until(group: Group, stepped: int) -> int:
+        """The first second after `stepped` (the key's last second stepped for real) that must
+        be stepped for real if the key's value stays: the earliest of its machines', and for
+        an anomaly key the next minute (a new band)."""
+        until = FOREVER if group.baseline is None else stepped // 60 * 60 + 60
+        values = group.last_value
+        for live in group.alerts.values():
+            m = live.machine
+            if m.__class__ is GroupedMachines:
+                due = m.steady_until(values)  # type: ignore[union-attr]
+            elif m.cursor != stepped:
+                return stepped + 1
+            else:
+                due = m.steady_until()  # type: ignore[call-arg]
+            if due < until:
+                until = due
+        return until
+
+    @staticmethod
+    def _catch_up(group: Group) -> None:
+        """Advance the key's machines over the seconds it skipped as steady."""
+        through = group.coasted_through
+        if through is None:
+            return
+        group.coasted_through = None
+        values = group.last_value
+        for live in group.alerts.values():
+            m = live.machine
+            if m.__class__ is GroupedMachines:
+                m.coast(through, values)  # type: ignore[call-arg]
+            else:
+                m.coast(through)  # type: ignore[call-arg]
+
+    def _unsteady(self, group: Group) -> None:
+        """Before anything but `_next_second` reads or changes the key's machines: advance
+        them, and step the next second for real."""
+        self._catch_up(group)
+        group.last_value = _UNSET
+        group.steady_until = None
+
+    def evaluated_through(self, alert_id: int) -> int | None:
+        """The last second evaluated for an alert: its machine's position, or the last second
+        its key skipped as steady (the machine is advanced to it lazily)."""
+        live = self.alerts[alert_id]
+        cursor = live.machine.cursor
+        group = self.groups.get(live.key)
+        if cursor is None or group is None or group.coasted_through is None:
+            return cursor
+        return max(cursor, group.coasted_through)
 
     def _band(self, live: Live, baseline: BaselineCache, t: int) -> Band | None:
         """`baseline.band(t, live.anomaly)`, computed once per minute per alert (the
@@ -620,6 +704,8 @@ class Evaluator:
     async def _reload_states(self, groups: list[Group]) -> None:
         """One query for all `groups`; each alert resumes from its stored state (and replays
         from there). An alert that never changed state keeps its position."""
+        for g in groups:
+            self._unsteady(g)
         by_id = {aid: live for g in groups for aid, live in g.alerts.items()}
         rows = await self.repo.states(list(by_id))
         grouped = [a for a, live in by_id.items() if isinstance(live.machine, GroupedMachines)]
