@@ -124,9 +124,7 @@ groups_st = st.lists(
     max_groups=st.integers(1, 3),
     pure_count=st.booleans(),
 )
-def test_grouped_coasting_gives_the_same_machines_as_stepping(
-    rule, points, max_groups, pure_count
-):
+def test_grouped_coasting_gives_the_same_machines_as_stepping(rule, points, max_groups, pure_count):
     reference = GroupedMachines(rule, max_groups, pure_count)
     expected = [reference.step(t, v) for t, v in enumerate(points)]
     got, grouped, _ = _skipping(
