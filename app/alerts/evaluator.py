@@ -419,10 +419,12 @@ class Evaluator:
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)
         out = []
+        fresh = False
         for live in alerts:
             m = live.machine
             if m.cursor is None:  # new: evaluation starts with the next complete second
                 m.cursor = horizon
+                fresh = True
                 continue
             for t in range(m.cursor + 1, horizon + 1):
                 self.evaluated_seconds += 1
@@ -437,6 +439,12 @@ class Evaluator:
                 if tr is not None:
                     out.append((live, self._change(live, group, tr, now)))
         group.done_through = horizon
+        if fresh and group.baseline is not None:
+            # New anomaly alerts start with the next second: its minute's baseline is read in
+            # the background from now, not by the tick that evaluates that second.
+            upcoming = range(horizon + 1, horizon + 2)
+            if not self._has_baseline(group, upcoming):
+                self._read_later(group, alerts, upcoming, now)
         return out
 
     def _next_second(self, group: Group, tick: KeyTick, t: int) -> list[tuple[Live, Change]] | None:
@@ -633,7 +641,9 @@ class Evaluator:
             if self._has_baseline(group, range(ahead, ahead + 1)):
                 cache.ahead = ahead
                 continue
-            self._read_later(group, list(group.alerts.values()), range(ahead, ahead + 1), now)
+            # with this minute when it is missing too (new alerts): one read, not two in turn
+            alerts = list(group.alerts.values())
+            self._read_later(group, alerts, range(minute, ahead + 1), now)
 
     def _read_later(self, group: Group, alerts: list[Live], seconds: range, now: float) -> None:
         """Read the baseline of `seconds` in a background task (unless one is under way)."""
