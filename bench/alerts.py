@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import random
 import statistics
@@ -238,11 +239,29 @@ async def evaluator_ticks(orgs: int, per_org: int, n_ticks: int) -> None:
         k: ([], []) for k in ("new", "same", "boundary", "first", "between", "start", "start-reads")
     }
 
+    # the garbage collector's full passes (ms) inside each kind of timed work: they land
+    # wherever the process's allocations (here mostly building the ticks' rows) cross the
+    # threshold, and one costs more than a tick's own work
+    full_passes: dict[str, list[float]] = {k: [] for k in samples}
+    gc_started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                gc_started[:] = [time.perf_counter()]
+            elif gc_started:
+                gc_passes.append((time.perf_counter() - gc_started[0]) * 1000)
+
+    gc_passes: list[float] = []
+    gc.callbacks.append(on_gc)
+
     async def timed(kind: str, work: Any) -> None:
+        gc_passes.clear()
         started, cpu = time.perf_counter(), time.process_time()
         await work
         samples[kind][0].append(time.perf_counter() - started)
         samples[kind][1].append(time.process_time() - cpu)
+        full_passes[kind] += gc_passes
 
     # the tick that finds the 10,000 alerts new: they start with the next second, and the
     # anomaly keys' baselines for it are read in the background until the next tick
@@ -267,6 +286,7 @@ async def evaluator_ticks(orgs: int, per_org: int, n_ticks: int) -> None:
         # a tick 250 ms later (same rows): nothing newly complete
         await timed("same", ev._on_ticks(ticks))
     await asyncio.gather(*ev._read_tasks)
+    gc.callbacks.remove(on_gc)
 
     def ms(xs: list[float]) -> str:
         if not xs:
@@ -302,6 +322,16 @@ async def evaluator_ticks(orgs: int, per_org: int, n_ticks: int) -> None:
         f"    evaluated alert-seconds: {ev.evaluated_seconds - seconds_before} "
         f"({len(ev.alerts)} alerts × {n_ticks} s = {len(ev.alerts) * n_ticks}), of which "
         f"skipped as steady (machines advanced lazily): {ev.steady_seconds}"
+    )
+    inside = {k: v for k, v in full_passes.items() if v and k not in ("first", "boundary")}
+    print(
+        "    full GC passes inside timed work: "
+        + (
+            ", ".join(
+                f"{k} {len(v)} ({', '.join(f'{x:.0f}' for x in v)} ms)" for k, v in inside.items()
+            )
+            or "none"
+        )
     )
     print(
         f"    baseline reads: {BASELINE_READS} over {n_ticks} s for {anomaly_keys} anomaly keys "

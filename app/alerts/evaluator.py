@@ -10,6 +10,7 @@ replay, the order of side effects — reads best in one place."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -149,8 +150,13 @@ class Evaluator:
         self._poller: Any = None
         self._last_sync = 0.0
         self._sync_task: asyncio.Task[None] | None = None
+        # Background baseline reads: a queue and at most READ_AHEAD_CONCURRENCY workers (not a
+        # task per key: a restart queues thousands of keys at once).
+        self._read_queue: collections.deque[tuple[Group, list[Live], range, float]] = (
+            collections.deque()
+        )
         self._read_tasks: set[asyncio.Task[None]] = set()
-        self._read_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
+        self._readers = 0  # workers reading the queue
         self._inline_reads = 0  # baseline reads awaited by the current tick
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
@@ -189,6 +195,7 @@ class Evaluator:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
+        self._read_queue.clear()
         for task in list(self._read_tasks):
             task.cancel()
         await asyncio.gather(*self._read_tasks, return_exceptions=True)
@@ -651,17 +658,27 @@ class Evaluator:
         if group.baseline.reading:
             return
         group.baseline.reading = True
-        task = asyncio.create_task(self._read_in_background(group, alerts, seconds, now))
-        self._read_tasks.add(task)
-        task.add_done_callback(self._read_tasks.discard)
+        self._read_queue.append((group, alerts, seconds, now))
+        if self._readers < READ_AHEAD_CONCURRENCY:
+            self._readers += 1
+            task = asyncio.create_task(self._read_queued(), name="alerts-baseline")
+            self._read_tasks.add(task)
+            task.add_done_callback(self._read_tasks.discard)
+
+    async def _read_queued(self) -> None:
+        """A worker: read queued baselines until the queue is empty."""
+        try:
+            while self._read_queue:
+                await self._read_in_background(*self._read_queue.popleft())
+        finally:
+            self._readers -= 1
 
     async def _read_in_background(
         self, group: Group, alerts: list[Live], seconds: range, now: float
     ) -> None:
         assert group.baseline is not None
         try:
-            async with self._read_slots:
-                await self._baseline(group, alerts, seconds, int(now))
+            await self._baseline(group, alerts, seconds, int(now))
         except Exception as exc:  # evaluation reads it inline if still missing
             log.warning("alerts: reading the baseline of %s failed: %s", group.spec.key, exc)
         finally:
