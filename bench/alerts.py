@@ -46,6 +46,7 @@ from app.alerts.rules import watched_metric  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.push.keys import key_hash, make_key  # noqa: E402
 from app.push.poller import KeyTick  # noqa: E402
+from app.server import _freeze_startup_heap  # noqa: E402
 
 METRICS = [
     {"text": "SELECT countIf(event = 'error') AS errors"},
@@ -232,6 +233,9 @@ def ticks_at(ev: Evaluator, now: int, rng: random.Random) -> list[KeyTick]:
 async def evaluator_ticks(orgs: int, per_org: int, n_ticks: int) -> None:
     evaluator_module.read_history = _fake_history  # (a) stubs the baseline's queries
     ev, repo, load_s = build(orgs, per_org)
+    # What the server does once its services (the evaluator's definitions included) started:
+    # move the start-up heap out of the collector's generations (app/server.py).
+    _freeze_startup_heap()
     rng = random.Random(2)
     now = 1_800_000_000 // 60 * 60 + 50  # the run crosses a minute boundary after 12 ticks
     # tick kind → (wall, CPU) samples; "new" = a tick with a new complete second

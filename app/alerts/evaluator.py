@@ -70,6 +70,8 @@ class Live:
     # the band last computed and the baseline statistics it came from (the same all minute)
     band_stats: tuple[float, float] | None = None
     band: Band | None = None
+    # an event's `who` and `what` (from the definition: built once, shared by its events)
+    who_what: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -764,28 +766,11 @@ class Evaluator:
             if live.anomaly is not None and group.baseline is not None:
                 band = group.baseline.band(tr.t, live.anomaly)
                 threshold = _band_edge(band, tr.value)
+            if live.who_what is None:
+                live.who_what = self._who_what(live)
             details = {
-                "who": {
-                    "alert_id": live.id,
-                    "alert_name": row["name"],
-                    "evaluator": "live",
-                    "node": getattr(self.hub, "node_id", None),
-                },
-                "what": {
-                    "metric_id": row["metric_id"],
-                    "metric": definition_of(row),
-                    "filters": row["filters"] or [],
-                    "comparator": row["comparator"],
-                    "threshold": row["threshold"],
-                    "for_seconds": row["for_seconds"],
-                    "resolve_after_seconds": row["resolve_after_seconds"],
-                    "recovery_threshold": row.get("recovery_threshold"),
-                    "keep_firing_seconds": row.get("keep_firing_seconds") or 0,
-                    "kind": row.get("kind") or "threshold",
-                    "anomaly": row.get("anomaly"),
-                    "group_by": row.get("group_by") or [],
-                    "severity": row["severity"],
-                },
+                "who": live.who_what[0],
+                "what": live.who_what[1],
                 "group": None if group_value is None else msgspec.json.decode(group_value),
                 "band": None if band is None else dict(zip(_BAND, band, strict=True)),
                 "from_state": tr.old,
@@ -803,6 +788,33 @@ class Evaluator:
                 "webhook_url": row["webhook_url"],
             }
         return change
+
+    def _who_what(self, live: Live) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An event's `who` and `what`: the same for every event of one definition (a new
+        definition is a new `Live`), so built once; nothing mutates them (stored as JSON)."""
+        row = live.row
+        who = {
+            "alert_id": live.id,
+            "alert_name": row["name"],
+            "evaluator": "live",
+            "node": getattr(self.hub, "node_id", None),
+        }
+        what = {
+            "metric_id": row["metric_id"],
+            "metric": definition_of(row),
+            "filters": row["filters"] or [],
+            "comparator": row["comparator"],
+            "threshold": row["threshold"],
+            "for_seconds": row["for_seconds"],
+            "resolve_after_seconds": row["resolve_after_seconds"],
+            "recovery_threshold": row.get("recovery_threshold"),
+            "keep_firing_seconds": row.get("keep_firing_seconds") or 0,
+            "kind": row.get("kind") or "threshold",
+            "anomaly": row.get("anomaly"),
+            "group_by": row.get("group_by") or [],
+            "severity": row["severity"],
+        }
+        return who, what
 
     async def _commit(self, changes: list[tuple[Live, Change]]) -> None:
         try:
