@@ -203,15 +203,16 @@ def ticks_at(ev: Evaluator, now: int, rng: random.Random) -> list[KeyTick]:
     for key, group in ev.groups.items():
         w = group.watched
         levels = _level.setdefault(key, {})
-        if now not in levels:
-            if now - 1 not in levels or rng.random() < 0.05:
+        # from the first second a key's first tick reads (a second keeps its level)
+        for t in range(now - 4 if not levels else now, now + 1):
+            if t in levels:
+                continue
+            if t - 1 not in levels or rng.random() < 0.05:
                 choices = LEVELS if group.baseline is None else [30, 30, 30, 90]
-                levels[now] = rng.choice(choices)
+                levels[t] = rng.choice(choices)
             else:
-                levels[now] = levels[now - 1]
-            levels.pop(now - 6, None)
-        for t in range(now - 4, now):  # the seconds before a key's first tick: its first level
-            levels.setdefault(t, levels[now])
+                levels[t] = levels[t - 1]
+            levels.pop(t - 6, None)
         rows = []
         for t in range(now - 4, now + 1):
             level = levels[t]

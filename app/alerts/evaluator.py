@@ -54,8 +54,14 @@ READ_AHEAD_CONCURRENCY = 2
 #: the background and evaluated (catching up) once it is there — a restart with thousands of
 #: anomaly keys must not hold one tick for all their reads.
 INLINE_READS_PER_TICK = 4
-#: Grouped keys remember this many group values' canonical JSON (str values; see _next_second).
-GROUP_KEY_CACHE = 4096
+#: At most this many keys evaluate their new alerts' first second in one tick; the others wait for
+#: the next tick (the same second at a later tick: the same changes). A first second costs
+#: several usual ones — every machine steps, most change state, grouped alerts create theirs —
+#: so a start with 10,000 new alerts spreads over a few ticks (docs/benchmarks.md).
+FIRST_KEYS_PER_TICK = 3000
+#: Grouped keys remember this many group values' canonical JSON (str values; see _next_second),
+#: one memo per group-by column shared by every key grouped by it (a pure function of the value).
+GROUP_KEY_CACHE = 65536
 
 
 @dataclass
@@ -107,6 +113,7 @@ class Group:
     additive: bool = False
     group_keys: dict[str, str] = field(default_factory=dict)  # a dim's value → group_key()
     banded_minute: int | None = None  # every anomaly alert's band for this minute is cached
+    first: bool = False  # every alert is new: its next second is their first (FIRST_KEYS_PER_TICK)
     # The steady-state skip (docs/alerts.md, "Costs"): the value (grouped: values) of the last
     # second stepped for real; the first second that must be stepped for real again while the
     # value stays (None: not computed since that step); the last second skipped, whose machines
@@ -147,6 +154,7 @@ class Evaluator:
         self.alerts: dict[int, Live] = {}
         self.groups: dict[str, Group] = {}
         self._anomaly_groups: dict[str, Group] = {}  # the groups with a baseline (read ahead)
+        self._group_keys: dict[tuple[str, ...], dict[str, str]] = {}  # group-by → Group.group_keys
         self._lock = asyncio.Lock()
         self._remove_listener: Any = None
         self._poller: Any = None
@@ -290,6 +298,8 @@ class Evaluator:
         if group is None:
             watch = self._poller.watch(spec, _ignore)
             group = self.groups[spec.key] = Group(spec, watched, watch, additive=is_additive)
+            if spec.dims:  # shared: 2,000 keys grouped by country know 4 values, not 8,000
+                group.group_keys = self._group_keys.setdefault(spec.dims, {})
         group.done_through = None
         self._unsteady(group)  # before the new alert joins: it has not skipped anything
         if anomaly is not None and group.baseline is None:
@@ -347,6 +357,7 @@ class Evaluator:
                     log.warning("alerts: reloading state failed: %s", exc)
                     skipped = {g.spec.key for g in stale}
             tick_time, lag_ms, horizon = None, None, 0
+            first_keys = FIRST_KEYS_PER_TICK
             for tick in ticks:
                 group = groups.get(tick.key)
                 if group is None or not group.alerts or (skipped and tick.key in skipped):
@@ -358,6 +369,12 @@ class Evaluator:
                 if done is not None and done >= horizon:
                     group.last_tick = tick.tick_time  # nothing newly complete for this key
                     continue
+                if group.first:
+                    if first_keys <= 0:
+                        group.last_tick = tick.tick_time  # waits for the next tick
+                        continue
+                    first_keys -= 1
+                    group.first = False
                 try:
                     if done == horizon - 1:
                         quick = self._next_second(group, tick, horizon)
@@ -448,6 +465,7 @@ class Evaluator:
                 if tr is not None:
                     out.append((live, self._change(live, group, tr, now)))
         group.done_through = horizon
+        group.first = fresh and not starts
         if fresh and group.baseline is not None:
             # New anomaly alerts start with the next second: its minute's baseline is read in
             # the background from now, not by the tick that evaluates that second.

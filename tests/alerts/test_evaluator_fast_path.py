@@ -3,8 +3,9 @@ gaps, groups that come and go, anomaly spikes), the live evaluator gives the sam
 and events — second, state, value, band, run — with the usual-tick path (`_next_second`, its
 group-key and band caches) on and off (off: `_evaluate`, which computes every band afresh),
 with its steady-state skip on and off (a key whose value stays skips its machines until one of
-them can change), and with every missing baseline read inline or all of them read in the
-background (the key catching up afterwards). docs/alerts.md, "Evaluation" and "Costs".
+them can change), with every missing baseline read inline or all of them read in the
+background (the key catching up afterwards), and with new keys' first seconds spread over
+ticks (one key per tick). docs/alerts.md, "Evaluation" and "Costs".
 
 The parts outside the evaluator are stand-ins: the poller (ticks are built here from the
 series), PostgreSQL (transitions are recorded, not stored) and the baseline's rollup reads (a
@@ -174,7 +175,7 @@ def _rows(group: Any, s: dict[str, Any], upto: int) -> list[dict[str, Any]]:
 
 
 async def _run(
-    s: dict[str, Any], *, fast: bool, inline_reads: int, steady: bool = True
+    s: dict[str, Any], *, fast: bool, inline_reads: int, steady: bool = True, first_keys: int = 99
 ) -> list[tuple[Any, ...]]:
     services = SimpleNamespace(
         settings=Settings(alert_sync_s=0), pg=None, push=_Hub(), ch=None, writer=None
@@ -199,6 +200,7 @@ async def _run(
             if (rows := _rows(g, s, now))
         ]
         evaluator_module.INLINE_READS_PER_TICK = inline_reads
+        evaluator_module.FIRST_KEYS_PER_TICK = first_keys
         await ev._on_ticks(ticks)
         await asyncio.sleep(0)
         await asyncio.gather(*ev._read_tasks)
@@ -222,9 +224,11 @@ STEADY_SECONDS: list[int] = []  # alert-seconds each run skipped as steady
 def test_fast_path_and_background_reads_give_the_same_changes(s, monkeypatch):
     monkeypatch.setattr(evaluator_module, "read_history", _history)
     monkeypatch.setattr(evaluator_module, "INLINE_READS_PER_TICK", 4)
+    monkeypatch.setattr(evaluator_module, "FIRST_KEYS_PER_TICK", 99)
     slow = asyncio.run(_run(s, fast=False, inline_reads=4))
     assert asyncio.run(_run(s, fast=True, inline_reads=4)) == slow
     assert asyncio.run(_run(s, fast=True, inline_reads=4, steady=False)) == slow
+    assert asyncio.run(_run(s, fast=True, inline_reads=4, first_keys=1)) == slow
     assert asyncio.run(_run(s, fast=True, inline_reads=0)) == slow
     assert asyncio.run(_run(s, fast=False, inline_reads=0)) == slow
 
@@ -232,6 +236,8 @@ def test_fast_path_and_background_reads_give_the_same_changes(s, monkeypatch):
 def test_the_scenarios_reach_every_kind_of_change(monkeypatch):
     """The comparison above is only worth something if the series make things happen."""
     monkeypatch.setattr(evaluator_module, "read_history", _history)
+    monkeypatch.setattr(evaluator_module, "INLINE_READS_PER_TICK", 4)  # restored after
+    monkeypatch.setattr(evaluator_module, "FIRST_KEYS_PER_TICK", 99)
     s = {
         "n": 40,
         "plain": [0] * 5 + [9] * 10 + [4] * 3 + [1] * 12 + [None] * 10,
