@@ -340,7 +340,10 @@ class Evaluator:
             # collector's costly full passes in the middle of evaluation (bench/alerts.py).
             stale = []
             groups, gap = self.groups, self.reload_gap_s
+            newest = ticks[0].tick_time if ticks else time.time()  # read-ahead's clock
             for tick in ticks:
+                if tick.tick_time > newest:
+                    newest = tick.tick_time
                 group = groups.get(tick.key)
                 if group is None or not group.alerts:
                     continue
@@ -387,7 +390,7 @@ class Evaluator:
                     group.reload = True
         if changes:
             await self._commit(changes)
-        self._read_ahead(max((t.tick_time for t in ticks), default=time.time()))
+        self._read_ahead(newest)
         self.last_eval_s = time.perf_counter() - started
         if (
             self.sync_s > 0
