@@ -49,6 +49,7 @@ log = logging.getLogger("clickpulse.alerts")
 #: minute is complete by then), each at its own offset within READ_AHEAD_SPREAD_S seconds.
 READ_AHEAD_AFTER_S = 5
 READ_AHEAD_SPREAD_S = 45
+#: Background baseline reads (read-ahead, and missing minutes) run at most this many at a time.
 READ_AHEAD_CONCURRENCY = 2
 #: A tick reads at most this many missing baselines inline; other keys missing theirs are read in
 #: the background and evaluated (catching up) once it is there — a restart with thousands of
@@ -676,7 +677,8 @@ class Evaluator:
             self._read_later(group, alerts, range(minute, ahead + 1), now)
 
     def _read_later(self, group: Group, alerts: list[Live], seconds: range, now: float) -> None:
-        """Read the baseline of `seconds` in a background task (unless one is under way)."""
+        """Queue the baseline of `seconds` for the background workers (unless the key's read is
+        already queued or under way)."""
         assert group.baseline is not None
         if group.baseline.reading:
             return
