@@ -10,6 +10,7 @@ replay, the order of side effects — reads best in one place."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -26,7 +27,7 @@ from app.querybuilder import MetricError
 from .anomaly import AnomalySpec, BaselineCache, additive, band_of, read_history, spec_of
 from .delivery import Dispatcher
 from .grouped import GroupedMachines
-from .machine import Band, Machine, Transition
+from .machine import FOREVER, Band, Machine, Transition
 from .rules import (
     Watched,
     fingerprint,
@@ -48,13 +49,20 @@ log = logging.getLogger("clickpulse.alerts")
 #: minute is complete by then), each at its own offset within READ_AHEAD_SPREAD_S seconds.
 READ_AHEAD_AFTER_S = 5
 READ_AHEAD_SPREAD_S = 45
+#: Background baseline reads (read-ahead, and missing minutes) run at most this many at a time.
 READ_AHEAD_CONCURRENCY = 2
 #: A tick reads at most this many missing baselines inline; other keys missing theirs are read in
 #: the background and evaluated (catching up) once it is there — a restart with thousands of
 #: anomaly keys must not hold one tick for all their reads.
 INLINE_READS_PER_TICK = 4
-#: Grouped keys remember this many group values' canonical JSON (str values; see _next_second).
-GROUP_KEY_CACHE = 4096
+#: At most this many keys evaluate their new alerts' first second in one tick; the others wait for
+#: the next tick (the same second at a later tick: the same changes). A first second costs
+#: several usual ones — every machine steps, most change state, grouped alerts create theirs —
+#: so a start with 10,000 new alerts spreads over a few ticks (docs/benchmarks.md).
+FIRST_KEYS_PER_TICK = 3000
+#: Grouped keys remember this many group values' canonical JSON (str values; see _next_second),
+#: one memo per group-by column shared by every key grouped by it (a pure function of the value).
+GROUP_KEY_CACHE = 65536
 
 
 @dataclass
@@ -69,6 +77,8 @@ class Live:
     # the band last computed and the baseline statistics it came from (the same all minute)
     band_stats: tuple[float, float] | None = None
     band: Band | None = None
+    # an event's `who` and `what` (from the definition: built once, shared by its events)
+    who_what: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -82,6 +92,10 @@ class Live:
     @property
     def org_id(self) -> int:
         return self.row["org_id"]
+
+
+#: A key's `last_value` before its first step (equal to no value).
+_UNSET: Any = object()
 
 
 @dataclass
@@ -100,6 +114,14 @@ class Group:
     additive: bool = False
     group_keys: dict[str, str] = field(default_factory=dict)  # a dim's value → group_key()
     banded_minute: int | None = None  # every anomaly alert's band for this minute is cached
+    first: bool = False  # every alert is new: its next second is their first (FIRST_KEYS_PER_TICK)
+    # The steady-state skip (docs/alerts.md, "Costs"): the value (grouped: values) of the last
+    # second stepped for real; the first second that must be stepped for real again while the
+    # value stays (None: not computed since that step); the last second skipped, whose machines
+    # have not been advanced yet (`Evaluator._catch_up`).
+    last_value: Any = field(default=_UNSET, repr=False)
+    steady_until: int | None = None
+    coasted_through: int | None = None
 
 
 async def _ignore(_: KeyTick) -> None:
@@ -133,16 +155,23 @@ class Evaluator:
         self.alerts: dict[int, Live] = {}
         self.groups: dict[str, Group] = {}
         self._anomaly_groups: dict[str, Group] = {}  # the groups with a baseline (read ahead)
+        self._group_keys: dict[tuple[str, ...], dict[str, str]] = {}  # group-by → Group.group_keys
         self._lock = asyncio.Lock()
         self._remove_listener: Any = None
         self._poller: Any = None
         self._last_sync = 0.0
         self._sync_task: asyncio.Task[None] | None = None
+        # Background baseline reads: a queue and at most READ_AHEAD_CONCURRENCY workers (not a
+        # task per key: a restart queues thousands of keys at once).
+        self._read_queue: collections.deque[tuple[Group, list[Live], range, float]] = (
+            collections.deque()
+        )
         self._read_tasks: set[asyncio.Task[None]] = set()
-        self._read_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
+        self._readers = 0  # workers reading the queue
         self._inline_reads = 0  # baseline reads awaited by the current tick
         # Counters for tests and benchmarks.
         self.evaluated_seconds = 0
+        self.steady_seconds = 0  # of those, skipped as steady (machines advanced lazily)
         self.transitions = 0
         self.last_eval_s = 0.0
 
@@ -177,6 +206,7 @@ class Evaluator:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
+        self._read_queue.clear()
         for task in list(self._read_tasks):
             task.cancel()
         await asyncio.gather(*self._read_tasks, return_exceptions=True)
@@ -269,7 +299,10 @@ class Evaluator:
         if group is None:
             watch = self._poller.watch(spec, _ignore)
             group = self.groups[spec.key] = Group(spec, watched, watch, additive=is_additive)
+            if spec.dims:  # shared: 2,000 keys grouped by country know 4 values, not 8,000
+                group.group_keys = self._group_keys.setdefault(spec.dims, {})
         group.done_through = None
+        self._unsteady(group)  # before the new alert joins: it has not skipped anything
         if anomaly is not None and group.baseline is None:
             group.baseline = BaselineCache(phase=int(spec.key[:6], 16) % READ_AHEAD_SPREAD_S)
             self._anomaly_groups[spec.key] = group
@@ -281,6 +314,7 @@ class Evaluator:
         group = self.groups.get(live.key)
         if group is None:
             return
+        self._unsteady(group)  # the machine may move to another key: at its real position
         group.alerts.pop(live.id, None)
         if not group.alerts:
             group.watch.close()
@@ -307,7 +341,10 @@ class Evaluator:
             # collector's costly full passes in the middle of evaluation (bench/alerts.py).
             stale = []
             groups, gap = self.groups, self.reload_gap_s
+            newest = ticks[0].tick_time if ticks else time.time()  # read-ahead's clock
             for tick in ticks:
+                if tick.tick_time > newest:
+                    newest = tick.tick_time
                 group = groups.get(tick.key)
                 if group is None or not group.alerts:
                     continue
@@ -324,6 +361,7 @@ class Evaluator:
                     log.warning("alerts: reloading state failed: %s", exc)
                     skipped = {g.spec.key for g in stale}
             tick_time, lag_ms, horizon = None, None, 0
+            first_keys = FIRST_KEYS_PER_TICK
             for tick in ticks:
                 group = groups.get(tick.key)
                 if group is None or not group.alerts or (skipped and tick.key in skipped):
@@ -335,6 +373,12 @@ class Evaluator:
                 if done is not None and done >= horizon:
                     group.last_tick = tick.tick_time  # nothing newly complete for this key
                     continue
+                if group.first:
+                    if first_keys <= 0:
+                        group.last_tick = tick.tick_time  # waits for the next tick
+                        continue
+                    first_keys -= 1
+                    group.first = False
                 try:
                     if done == horizon - 1:
                         quick = self._next_second(group, tick, horizon)
@@ -347,7 +391,7 @@ class Evaluator:
                     group.reload = True
         if changes:
             await self._commit(changes)
-        self._read_ahead(max((t.tick_time for t in ticks), default=time.time()))
+        self._read_ahead(newest)
         self.last_eval_s = time.perf_counter() - started
         if (
             self.sync_s > 0
@@ -370,6 +414,7 @@ class Evaluator:
         group.last_tick = now
         if group.done_through is not None and group.done_through >= horizon:
             return []  # every alert of the key is at the horizon (3 ticks in 4 at 250 ms)
+        self._unsteady(group)
         series: dict[int, Any] = {}
         alerts = list(group.alerts.values())
         starts = []
@@ -405,10 +450,12 @@ class Evaluator:
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)
         out = []
+        fresh = False
         for live in alerts:
             m = live.machine
             if m.cursor is None:  # new: evaluation starts with the next complete second
                 m.cursor = horizon
+                fresh = True
                 continue
             for t in range(m.cursor + 1, horizon + 1):
                 self.evaluated_seconds += 1
@@ -423,13 +470,23 @@ class Evaluator:
                 if tr is not None:
                     out.append((live, self._change(live, group, tr, now)))
         group.done_through = horizon
+        group.first = fresh and not starts
+        if fresh and group.baseline is not None:
+            # New anomaly alerts start with the next second: its minute's baseline is read in
+            # the background from now, not by the tick that evaluates that second.
+            upcoming = range(horizon + 1, horizon + 2)
+            if not self._has_baseline(group, upcoming):
+                self._read_later(group, alerts, upcoming, now)
         return out
 
     def _next_second(self, group: Group, tick: KeyTick, t: int) -> list[tuple[Live, Change]] | None:
         """The usual tick: every alert of the key is at t - 1 and t is newly complete. None
         when it needs the general path (no row for t, or the minute's band not cached).
         The same steps as `_evaluate` for one second, without building a series: it runs for
-        every key every second (docs/benchmarks.md, "Alerts evaluator")."""
+        every key every second (docs/benchmarks.md, "Alerts evaluator"). A key whose value is
+        the one of the last second stepped, and whose machines that value cannot change before
+        `steady_until`, skips its machines: they are advanced when something changes
+        (`_catch_up`), so a steady key costs the same whatever its number of alerts."""
         if tick.time_from > t:
             return None
         watched = group.watched
@@ -478,9 +535,24 @@ class Evaluator:
                     return None
                 group.banded_minute = minute
         group.last_tick = now = tick.tick_time
-        out = []
         alerts = group.alerts.values()
         self.evaluated_seconds += len(alerts)
+        last = group.last_value
+        # Equal values judge equally: a key's value column has one type, so `==` (where
+        # 1 == 1.0) cannot pair a bool with a number; the class is compared where it is cheap.
+        if (values == last) if dims else (value == last and value.__class__ is last.__class__):
+            until = group.steady_until
+            if until is None:
+                until = group.steady_until = self._steady_until(group, t - 1)
+            if t < until:
+                group.coasted_through = group.done_through = t
+                self.steady_seconds += len(alerts)
+                return []
+        if group.coasted_through is not None:
+            self._catch_up(group)
+        group.last_value = values if dims else value
+        group.steady_until = None
+        out = []
         for live in alerts:
             m = live.machine
             if m.__class__ is GroupedMachines:
@@ -495,6 +567,57 @@ class Evaluator:
                 out.append((live, self._change(live, group, tr, now)))
         group.done_through = t
         return out
+
+    @staticmethod
+    def _steady_until(group: Group, stepped: int) -> int:
+        """The first second after `stepped` (the key's last second stepped for real) that must
+        be stepped for real if the key's value stays: the earliest of its machines', and for
+        an anomaly key the next minute (a new band)."""
+        until = FOREVER if group.baseline is None else stepped // 60 * 60 + 60
+        values = group.last_value
+        for live in group.alerts.values():
+            m = live.machine
+            if m.__class__ is GroupedMachines:
+                due = m.steady_until(values)  # type: ignore[union-attr]
+            elif m.cursor != stepped:
+                return stepped + 1
+            else:
+                due = m.steady_until()  # type: ignore[call-arg]
+            if due < until:
+                until = due
+        return until
+
+    @staticmethod
+    def _catch_up(group: Group) -> None:
+        """Advance the key's machines over the seconds it skipped as steady."""
+        through = group.coasted_through
+        if through is None:
+            return
+        group.coasted_through = None
+        values = group.last_value
+        for live in group.alerts.values():
+            m = live.machine
+            if m.__class__ is GroupedMachines:
+                m.coast(through, values)  # type: ignore[call-arg]
+            else:
+                m.coast(through)  # type: ignore[call-arg]
+
+    def _unsteady(self, group: Group) -> None:
+        """Before anything but `_next_second` reads or changes the key's machines: advance
+        them, and step the next second for real."""
+        self._catch_up(group)
+        group.last_value = _UNSET
+        group.steady_until = None
+
+    def evaluated_through(self, alert_id: int) -> int | None:
+        """The last second evaluated for an alert: its machine's position, or the last second
+        its key skipped as steady (the machine is advanced to it lazily)."""
+        live = self.alerts[alert_id]
+        cursor = live.machine.cursor
+        group = self.groups.get(live.key)
+        if cursor is None or group is None or group.coasted_through is None:
+            return cursor
+        return max(cursor, group.coasted_through)
 
     def _band(self, live: Live, baseline: BaselineCache, t: int) -> Band | None:
         """`baseline.band(t, live.anomaly)`, computed once per minute per alert (the
@@ -550,25 +673,38 @@ class Evaluator:
             if self._has_baseline(group, range(ahead, ahead + 1)):
                 cache.ahead = ahead
                 continue
-            self._read_later(group, list(group.alerts.values()), range(ahead, ahead + 1), now)
+            # with this minute when it is missing too (new alerts): one read, not two in turn
+            alerts = list(group.alerts.values())
+            self._read_later(group, alerts, range(minute, ahead + 1), now)
 
     def _read_later(self, group: Group, alerts: list[Live], seconds: range, now: float) -> None:
-        """Read the baseline of `seconds` in a background task (unless one is under way)."""
+        """Queue the baseline of `seconds` for the background workers (unless the key's read is
+        already queued or under way)."""
         assert group.baseline is not None
         if group.baseline.reading:
             return
         group.baseline.reading = True
-        task = asyncio.create_task(self._read_in_background(group, alerts, seconds, now))
-        self._read_tasks.add(task)
-        task.add_done_callback(self._read_tasks.discard)
+        self._read_queue.append((group, alerts, seconds, now))
+        if self._readers < READ_AHEAD_CONCURRENCY:
+            self._readers += 1
+            task = asyncio.create_task(self._read_queued(), name="alerts-baseline")
+            self._read_tasks.add(task)
+            task.add_done_callback(self._read_tasks.discard)
+
+    async def _read_queued(self) -> None:
+        """A worker: read queued baselines until the queue is empty."""
+        try:
+            while self._read_queue:
+                await self._read_in_background(*self._read_queue.popleft())
+        finally:
+            self._readers -= 1
 
     async def _read_in_background(
         self, group: Group, alerts: list[Live], seconds: range, now: float
     ) -> None:
         assert group.baseline is not None
         try:
-            async with self._read_slots:
-                await self._baseline(group, alerts, seconds, int(now))
+            await self._baseline(group, alerts, seconds, int(now))
         except Exception as exc:  # evaluation reads it inline if still missing
             log.warning("alerts: reading the baseline of %s failed: %s", group.spec.key, exc)
         finally:
@@ -621,6 +757,8 @@ class Evaluator:
     async def _reload_states(self, groups: list[Group]) -> None:
         """One query for all `groups`; each alert resumes from its stored state (and replays
         from there). An alert that never changed state keeps its position."""
+        for g in groups:
+            self._unsteady(g)
         by_id = {aid: live for g in groups for aid, live in g.alerts.items()}
         rows = await self.repo.states(list(by_id))
         grouped = [a for a, live in by_id.items() if isinstance(live.machine, GroupedMachines)]
@@ -652,28 +790,11 @@ class Evaluator:
             if live.anomaly is not None and group.baseline is not None:
                 band = group.baseline.band(tr.t, live.anomaly)
                 threshold = _band_edge(band, tr.value)
+            if live.who_what is None:
+                live.who_what = self._who_what(live)
             details = {
-                "who": {
-                    "alert_id": live.id,
-                    "alert_name": row["name"],
-                    "evaluator": "live",
-                    "node": getattr(self.hub, "node_id", None),
-                },
-                "what": {
-                    "metric_id": row["metric_id"],
-                    "metric": definition_of(row),
-                    "filters": row["filters"] or [],
-                    "comparator": row["comparator"],
-                    "threshold": row["threshold"],
-                    "for_seconds": row["for_seconds"],
-                    "resolve_after_seconds": row["resolve_after_seconds"],
-                    "recovery_threshold": row.get("recovery_threshold"),
-                    "keep_firing_seconds": row.get("keep_firing_seconds") or 0,
-                    "kind": row.get("kind") or "threshold",
-                    "anomaly": row.get("anomaly"),
-                    "group_by": row.get("group_by") or [],
-                    "severity": row["severity"],
-                },
+                "who": live.who_what[0],
+                "what": live.who_what[1],
                 "group": None if group_value is None else msgspec.json.decode(group_value),
                 "band": None if band is None else dict(zip(_BAND, band, strict=True)),
                 "from_state": tr.old,
@@ -691,6 +812,33 @@ class Evaluator:
                 "webhook_url": row["webhook_url"],
             }
         return change
+
+    def _who_what(self, live: Live) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An event's `who` and `what`: the same for every event of one definition (a new
+        definition is a new `Live`), so built once; nothing mutates them (stored as JSON)."""
+        row = live.row
+        who = {
+            "alert_id": live.id,
+            "alert_name": row["name"],
+            "evaluator": "live",
+            "node": getattr(self.hub, "node_id", None),
+        }
+        what = {
+            "metric_id": row["metric_id"],
+            "metric": definition_of(row),
+            "filters": row["filters"] or [],
+            "comparator": row["comparator"],
+            "threshold": row["threshold"],
+            "for_seconds": row["for_seconds"],
+            "resolve_after_seconds": row["resolve_after_seconds"],
+            "recovery_threshold": row.get("recovery_threshold"),
+            "keep_firing_seconds": row.get("keep_firing_seconds") or 0,
+            "kind": row.get("kind") or "threshold",
+            "anomaly": row.get("anomaly"),
+            "group_by": row.get("group_by") or [],
+            "severity": row["severity"],
+        }
+        return who, what
 
     async def _commit(self, changes: list[tuple[Live, Change]]) -> None:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .machine import Machine, Rule, Transition
+from .machine import FOREVER, Machine, Rule, Transition
 
 IDLE_S = 600
 QUIET = frozenset({"ok", "resolved", "no_data"})
@@ -80,6 +80,37 @@ class GroupedMachines:
             if tr is not None:
                 out.append((g, tr))
         return out
+
+    def steady_until(self, values: dict[str, object]) -> int:
+        """After `step(cursor, values)`: the first second that must be stepped for real if
+        every later second has the same `values` (`Machine.steady_until` over the groups);
+        `cursor + 1` when a value has no machine (the next step tries to make room for it) or
+        a machine is not at the cursor (resumed past it)."""
+        c = self.cursor
+        assert c is not None
+        machines = self.machines
+        if not machines.keys() >= values.keys():
+            return c + 1
+        until = FOREVER
+        for m in machines.values():
+            if m.cursor != c:
+                return c + 1
+            due = m.steady_until()
+            if due < until:
+                until = due
+        return until
+
+    def coast(self, t: int, values: dict[str, object]) -> None:
+        """Advance to second `t` as `step` would over seconds with the same `values`, which
+        `steady_until` said change nothing but run counters (and when each group was seen)."""
+        if self.cursor is not None and t <= self.cursor:
+            return
+        self.cursor = t
+        last_seen = self.last_seen
+        for g in values:
+            last_seen[g] = t
+        for m in self.machines.values():
+            m.coast(t)
 
     def _evict(self, t: int) -> bool:
         idle = [

@@ -23,6 +23,9 @@ COMPARATORS: dict[str, Callable[[float, float], bool]] = {
 }
 STATES = ("ok", "pending", "firing", "resolved", "no_data")
 LOUD = frozenset({"firing", "resolved"})
+#: `Machine.steady_until` of a machine that the same value never changes (a second no series
+#: reaches).
+FOREVER = 1 << 62
 
 
 def clean(value: object) -> float | None:
@@ -218,6 +221,50 @@ class Machine:
         if new == "resolved":
             self.keeping, self.keep_run = False, 0
         return Transition(t, old, new, v, run)
+
+    def steady_until(self) -> int:
+        """After a step: the first second that must be stepped for real if every later second
+        has the same value (and band) as the one at `cursor`. Before it, such a second changes
+        nothing but one run counter, which `coast` advances in one go; `cursor + 1` when the
+        next step can change more (a state, or the keep-firing flag). The live evaluator's
+        steady-state skip (docs/alerts.md, "Costs")."""
+        c, state, rule = self.cursor, self.state, self.rule
+        assert c is not None
+        if self.value is None:  # a gap: only `ok`/`resolved` count towards no_data
+            if state == "no_data" or state == "firing":
+                return FOREVER
+            if state == "ok" or state == "resolved":
+                return c + rule.for_n - self.nodata_run
+            return c + 1
+        if state == "ok":  # the value does not breach (else it would be pending or firing)
+            return FOREVER
+        if state == "pending":  # breaching: fires when the run reaches for_n
+            return c + rule.for_n - self.breach_run
+        if state == "firing":
+            if self.breach_run:
+                return FOREVER
+            if self.keeping:  # resolves when the kept seconds reach keep_n
+                return c + rule.keep_n - self.keep_run
+            if self.clear_run:  # recovered: keep-firing starts when the run reaches resolve_n
+                return c + rule.resolve_n - self.clear_run
+            return FOREVER  # between the thresholds: not recovered, nothing counts
+        return c + 1  # resolved with data goes back to ok
+
+    def coast(self, t: int) -> None:
+        """Advance to second `t` as `step` would over seconds with the last value, which
+        `steady_until` said change nothing but a run counter (no history is recorded)."""
+        k = t - self.cursor  # type: ignore[operator]
+        if k <= 0:
+            return
+        self.cursor = t
+        if self.value is None:
+            self.nodata_run += k
+        elif self.breach_run:  # pending or firing, breaching
+            self.breach_run += k
+        elif self.keeping:
+            self.keep_run += k
+        elif self.state != "firing" or self.clear_run:  # a firing alert between the
+            self.clear_run += k  # thresholds keeps its clear run at 0
 
     def _settle(self, recovered: bool) -> tuple[str, int]:
         """A firing alert's non-breaching second: count towards resolving (and keep-firing);

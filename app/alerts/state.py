@@ -51,7 +51,7 @@ def to_second(value: dt.datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One alert's state change to persist; `event` set for firing/resolved."""
 

@@ -63,7 +63,7 @@ class Env:
 
     async def evaluate_through(self, second: int) -> None:
         """Tick until `second` is evaluated (one tick per second from the evaluator's cursor)."""
-        cursors = [a.machine.cursor for a in self.evaluator.alerts.values()]
+        cursors = [self.evaluator.evaluated_through(aid) for aid in self.evaluator.alerts]
         start = min(c for c in cursors if c is not None) + 1 + SETTLE_S
         await self.tick_through(start, second + SETTLE_S)
 

@@ -1,8 +1,11 @@
 """The evaluator's fast paths change its cost, not its answers: for random series (levels,
 gaps, groups that come and go, anomaly spikes), the live evaluator gives the same state changes
 and events — second, state, value, band, run — with the usual-tick path (`_next_second`, its
-group-key and band caches) on and off (off: `_evaluate`, which computes every band afresh), and with every missing baseline read inline or all of
-them read in the background (the key catching up afterwards). docs/alerts.md, "Evaluation".
+group-key and band caches) on and off (off: `_evaluate`, which computes every band afresh),
+with its steady-state skip on and off (a key whose value stays skips its machines until one of
+them can change), with every missing baseline read inline or all of them read in the
+background (the key catching up afterwards), and with new keys' first seconds spread over
+ticks (one key per tick). docs/alerts.md, "Evaluation" and "Costs".
 
 The parts outside the evaluator are stand-ins: the poller (ticks are built here from the
 series), PostgreSQL (transitions are recorded, not stored) and the baseline's rollup reads (a
@@ -119,6 +122,10 @@ ALERTS = [
     _alert(5, kind="anomaly", comparator=None, threshold=None, for_seconds=1,
            anomaly={"baseline": "week", "sensitivity": 3, "direction": "above"}),
     _alert(6, group_by=["country"], max_groups=2, for_seconds=1),  # a cap below the groups
+    # long runs while a value stays (the skip's timers), with gaps; shares alert 3's key
+    _alert(7, metric_inline=PRICE, comparator="<", threshold=4, for_seconds=4,
+           recovery_threshold=6, keep_firing_seconds=3),
+    _alert(8, group_by=["country"], for_seconds=3, keep_firing_seconds=2),
 ]  # fmt: skip
 
 levels = st.sampled_from([None, 0, 2, 3, 5, 6, 9, 34, 90])
@@ -167,7 +174,9 @@ def _rows(group: Any, s: dict[str, Any], upto: int) -> list[dict[str, Any]]:
     return rows
 
 
-async def _run(s: dict[str, Any], *, fast: bool, inline_reads: int) -> list[tuple[Any, ...]]:
+async def _run(
+    s: dict[str, Any], *, fast: bool, inline_reads: int, steady: bool = True, first_keys: int = 99
+) -> list[tuple[Any, ...]]:
     services = SimpleNamespace(
         settings=Settings(alert_sync_s=0), pg=None, push=_Hub(), ch=None, writer=None
     )
@@ -177,6 +186,8 @@ async def _run(s: dict[str, Any], *, fast: bool, inline_reads: int) -> list[tupl
     ev.reload_gap_s = 1e9  # no stored state to reload
     if not fast:
         ev._next_second = lambda group, tick, t: None  # type: ignore[method-assign]
+    if not steady:  # every second stepped for real
+        ev._steady_until = lambda group, stepped: stepped + 1  # type: ignore[method-assign]
     for row in ALERTS:
         ev._apply(row)
     settle = ev.settle_ms / 1000 + 1
@@ -189,14 +200,19 @@ async def _run(s: dict[str, Any], *, fast: bool, inline_reads: int) -> list[tupl
             if (rows := _rows(g, s, now))
         ]
         evaluator_module.INLINE_READS_PER_TICK = inline_reads
+        evaluator_module.FIRST_KEYS_PER_TICK = first_keys
         await ev._on_ticks(ticks)
         await asyncio.sleep(0)
         await asyncio.gather(*ev._read_tasks)
         if repeat:
             await ev._on_ticks(ticks)
+    STEADY_SECONDS.append(ev.steady_seconds)
     # each alert's (and group's) changes in order; a key that waited for its baseline commits
     # its changes in a later tick than the others
     return sorted(repo.changes, key=lambda c: (c[0], c[1] or ""))
+
+
+STEADY_SECONDS: list[int] = []  # alert-seconds each run skipped as steady
 
 
 @settings(
@@ -208,8 +224,11 @@ async def _run(s: dict[str, Any], *, fast: bool, inline_reads: int) -> list[tupl
 def test_fast_path_and_background_reads_give_the_same_changes(s, monkeypatch):
     monkeypatch.setattr(evaluator_module, "read_history", _history)
     monkeypatch.setattr(evaluator_module, "INLINE_READS_PER_TICK", 4)
+    monkeypatch.setattr(evaluator_module, "FIRST_KEYS_PER_TICK", 99)
     slow = asyncio.run(_run(s, fast=False, inline_reads=4))
     assert asyncio.run(_run(s, fast=True, inline_reads=4)) == slow
+    assert asyncio.run(_run(s, fast=True, inline_reads=4, steady=False)) == slow
+    assert asyncio.run(_run(s, fast=True, inline_reads=4, first_keys=1)) == slow
     assert asyncio.run(_run(s, fast=True, inline_reads=0)) == slow
     assert asyncio.run(_run(s, fast=False, inline_reads=0)) == slow
 
@@ -217,6 +236,8 @@ def test_fast_path_and_background_reads_give_the_same_changes(s, monkeypatch):
 def test_the_scenarios_reach_every_kind_of_change(monkeypatch):
     """The comparison above is only worth something if the series make things happen."""
     monkeypatch.setattr(evaluator_module, "read_history", _history)
+    monkeypatch.setattr(evaluator_module, "INLINE_READS_PER_TICK", 4)  # restored after
+    monkeypatch.setattr(evaluator_module, "FIRST_KEYS_PER_TICK", 99)
     s = {
         "n": 40,
         "plain": [0] * 5 + [9] * 10 + [4] * 3 + [1] * 12 + [None] * 10,
@@ -226,7 +247,9 @@ def test_the_scenarios_reach_every_kind_of_change(monkeypatch):
         "steps": [1] * 38 + [2] * 2,
         "repeat": [False, True] * 20,
     }
+    STEADY_SECONDS.clear()
     changes = asyncio.run(_run(s, fast=True, inline_reads=0))
+    assert STEADY_SECONDS[0] > len(ALERTS) * 10  # the skip took part (not only stepping)
     kinds = {(aid, state) for aid, _, _, state, _, _ in changes}
     assert {(1, "firing"), (1, "resolved"), (2, "firing"), (3, "firing"), (3, "no_data")} <= kinds
     assert {(4, "firing"), (4, "resolved"), (5, "firing"), (6, "firing")} <= kinds
