@@ -19,7 +19,7 @@ COUNT = {"text": "SELECT count() AS events_n"}
 RAW = """(el, id) => {
   const o = echarts.getInstanceByDom(el).getOption();
   const pt = (d) => Array.isArray(d) ? d : (d && d.value);
-  return o.series.map(s => ({id: s.id, name: s.name, type: s.type, lineStyle: s.lineStyle || null,
+  return o.series.filter(Boolean).map(s => ({id: s.id, name: s.name, type: s.type, lineStyle: s.lineStyle || null,
     data: s.data.map(d => ({p: pt(d), open: !!(d && d.open), opacity: d && d.itemStyle ? d.itemStyle.opacity : null}))}));
 }"""
 

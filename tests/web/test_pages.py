@@ -18,6 +18,9 @@ CHART_VALUES = """(el) => {
   if (!inst) return null;
   const o = inst.getOption();
   if (!o || !o.series) return null;
+  // A series removed by a replaceMerge update is a null hole in getOption() until the next
+  // full redraw: skip it (reading it threw instead of letting the wait retry).
+  o.series = o.series.filter(Boolean);
   // A time series' open bucket is drawn by a second, dashed series (id '<key>#open') whose
   // last point is the open one: values are read as the main series plus that point.
   const timeAxis = o.xAxis && o.xAxis[0] && o.xAxis[0].type === 'time';
