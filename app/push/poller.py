@@ -67,6 +67,14 @@ class _KeyState:
     extended: bool = False  # this round's window reaches back further for late rows
 
 
+@dataclass(slots=True)
+class _EarlyRead:
+    """A round's fan-in keys of every phase, read once at its start (`Poller._read_early`)."""
+
+    at: float  # the time (epoch s) they were read up to
+    reads: dict[str, tuple[int, int, Any]]  # due key -> (lo, hi, its rows or the exception)
+
+
 class Watch:
     """A registration made by `Poller.watch`; `close()` ends it."""
 
@@ -319,7 +327,7 @@ class Poller:
                     states, time.time() if now is None else now, lag_ms, poll_all
                 )
                 if len(phases) > 1
-                else {}
+                else None
             )
             ticks: list[KeyTick] = []
             for j, group in enumerate(phases):
@@ -479,22 +487,28 @@ class Poller:
             lo = min(lo, late)
         return lo, now_s + 1
 
+    def _fans_in(self, spec: KeySpec) -> bool:
+        """The key is read with other orgs' keys of its shape (app/querybuilder/fanin.py)."""
+        return self.batch and self.fan_in and spec.shape is not None
+
     async def _read_early(
         self, states: list[_KeyState], now: float, lag_ms: int, poll_all: bool
-    ) -> dict[str, tuple[int, int, float, Any]]:
-        """Read this round's due keys that fan in (shared shapes), of every phase, as of `now`:
-        key -> (lo, hi, now, its rows or the exception its read raised)."""
+    ) -> _EarlyRead | None:
+        """Read this round's due keys that fan in, of every phase, as of `now` (None: keys
+        never fan in here, each phase reads its own)."""
         if not (self.batch and self.fan_in):
-            return {}
+            return None
         now_s = int(now)
         due = [
             (state, *self._window(state, now_s, lag_ms))
             for state in states
-            if state.spec.shape is not None and self._due(state, poll_all)
+            if self._fans_in(state.spec) and self._due(state, poll_all)
         ]
         reads: dict[str, Any] = {}
         await self._read_items(due, reads)
-        return {state.spec.key: (lo, hi, now, reads[state.spec.key]) for state, lo, hi in due}
+        return _EarlyRead(
+            now, {state.spec.key: (lo, hi, reads[state.spec.key]) for state, lo, hi in due}
+        )
 
     async def _poll_phase(
         self,
@@ -502,37 +516,35 @@ class Poller:
         now: float,
         lag_ms: int,
         poll_all: bool,
-        early: dict[str, tuple[int, int, float, Any]] | None = None,
+        early: _EarlyRead | None = None,
     ) -> list[tuple[_KeyState, tuple[KeyTick | None, list[tuple[str, str]]]]]:
         """Read a phase's due keys — batchable keys of one org over the same table and seconds
-        in one statement, the others alone; keys in `early` were read at the round's start —
-        and diff each; returns (state, (tick, messages)) per key read, in `group` order."""
+        in one statement, the others alone; with `early`, the keys that fan in were read at the
+        round's start — and diff each; returns (state, (tick, messages)) per key read, in
+        `group` order."""
         now_s = int(now)
-        early = early or {}
         due: list[tuple[_KeyState, int, int]] = []
         reads: dict[str, Any] = {}  # key -> rows or the exception its read raised
-        read_at: dict[str, float] = {}
         for state in group:
-            key = state.spec.key
-            if key in early:
-                lo, hi, read_at[key], reads[key] = early[key]
+            spec = state.spec
+            if early is not None and self._fans_in(spec):
+                got = early.reads.get(spec.key)
+                if got is None:
+                    self.skipped += 1  # the early read found it not due
+                    continue
+                lo, hi, reads[spec.key] = got
                 due.append((state, lo, hi))
-            elif state.spec.shape is not None and self.batch and self.fan_in and early:
-                self.skipped += 1  # a fan-in key the round's early read found not due
             elif self._due(state, poll_all):
                 due.append((state, *self._window(state, now_s, lag_ms)))
             else:
                 self.skipped += 1
         await self._read_items([item for item in due if item[0].spec.key not in reads], reads)
-        return [
-            (
-                state,
-                self._apply(
-                    state, reads[state.spec.key], read_at.get(state.spec.key, now), lo, hi, lag_ms
-                ),
-            )
-            for state, lo, hi in due
-        ]
+        out = []
+        for state, lo, hi in due:
+            key = state.spec.key
+            read_at = early.at if early is not None and key in early.reads else now
+            out.append((state, self._apply(state, reads[key], read_at, lo, hi, lag_ms)))
+        return out
 
     async def _read_items(
         self, due: list[tuple[_KeyState, int, int]], reads: dict[str, Any]
@@ -549,7 +561,7 @@ class Poller:
         for item in due:
             state, lo, hi = item
             spec = state.spec
-            if self.batch and self.fan_in and spec.shape is not None:
+            if self._fans_in(spec):
                 shape = spec.shape if spec.shape_kind == "window" else ""
                 since = lo // EXTENDED_GROUP_S if state.extended else None
                 ident: tuple[Any, ...] = ("fan-in", spec.compiled.plan.table, shape, hi, since)
