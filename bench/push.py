@@ -1173,6 +1173,7 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
     from app.config import Settings
     from app.ingest.writer import EventWriter
     from app.migrate import migrate_clickhouse, render_clickhouse
+    from app.push.gcpolicy import LongLivedHeap
     from app.push.poller import Poller
     from bench.ingest import Traffic
 
@@ -1277,6 +1278,8 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
                 ),
                 emit=emit,
                 lag_source=writer.oldest_pending_age_s,
+                # As the hub passes it (app/push/gcpolicy.py): keys frozen out of full scans.
+                heap=LongLivedHeap() if args.gc_freeze else None,
                 **modes[name],
             )
             state["poller"] = poller
@@ -1438,6 +1441,13 @@ def main() -> None:
         default=None,
         help="(d) --ingest: the poller's whole-range re-read period (default as the app: 600 s "
         "where inserts are reported, the skip-idle modes; 30 s otherwise)",
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="(d) --ingest: the poller without the hub's collection policy (keys stay in "
+        "full GC scans; the app's CLICKPULSE_PUSH_GC_FREEZE=0)",
     )
     parser.add_argument(
         "--drop-projection",

@@ -445,7 +445,9 @@ class Evaluator:
             lo = max(min(starts), earliest)
             if lo < tick.time_from:
                 result = await run_guarded(self.services.ch, group.spec.bind(lo, tick.time_from))
-                rows = group.spec.without_empty_fill(result.dicts(), lo, tick.time_from)
+                spec = group.spec
+                records = spec.without_empty_fill(spec.records_of(result), lo, tick.time_from)
+                rows = spec.rows_of(records)
                 self._collect(group, rows, lo, horizon, series)
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)

@@ -1,12 +1,17 @@
-"""The push tier's collection policy: sockets are long-lived, so keep them out of full scans.
+"""The push tier's collection policy: sockets and live keys are long-lived, so keep them out of
+full scans.
 
 Every open socket keeps a few hundred tracked objects (its transport, queues, tasks, key set)
 alive for minutes or hours. CPython's full (generation 2) collection re-scans every tracked
 object: at 19,500 sockets that is a 0.6–1.2 s stop of the event loop every few seconds, the
-whole tail of "second's start → last viewer" (docs/benchmarks.md, "Push (b)").
+whole tail of "second's start → last viewer" (docs/benchmarks.md, "Push (b)"). Live keys are
+the same (a compiled query, its batch members, its last-emitted rows: ~20 tracked objects each):
+at 10,000 keys a poll round allocates enough to start a full collection every round or two,
+and each re-scanned every key's objects — 115 ms, most of a round's Python (docs/benchmarks.md,
+"Push (d)"). The poller counts keys as the hub counts sockets.
 
-`SocketHeap` moves what is alive into the permanent generation (`gc.freeze()`: a list splice,
-no scan) whenever enough sockets opened since the last freeze, so full collections only see
+`LongLivedHeap` moves what is alive into the permanent generation (`gc.freeze()`: a list splice,
+no scan) whenever enough sockets or keys arrived since the last freeze, so full collections only see
 objects younger than the last wave of connections. The cost: cyclic garbage among frozen
 objects (a closed socket's reference cycles) is not collected while frozen — refcounting still
 frees everything acyclic. So once enough frozen sockets have closed, at most every
@@ -21,9 +26,10 @@ import time
 from collections.abc import Callable
 
 
-class SocketHeap:
-    """Freeze after every `freeze_every` opened sockets (at most every `min_interval_s`); thaw
-    and collect once `thaw_after` frozen sockets closed (at most every `thaw_interval_s`)."""
+class LongLivedHeap:
+    """Freeze after every `freeze_every` opened sockets or keys (at most every
+    `min_interval_s`), and at the next `settle` for fewer; thaw and collect once `thaw_after`
+    frozen ones closed (at most every `thaw_interval_s`)."""
 
     def __init__(
         self,
@@ -39,25 +45,38 @@ class SocketHeap:
         self.thaw_after = max(int(thaw_after), 1)
         self.thaw_interval_s = thaw_interval_s
         self._clock = clock
-        self._opened = 0  # sockets opened since the last freeze
-        self._closed = 0  # sockets closed since the last thaw
+        self._opened = 0  # sockets/keys opened since the last freeze
+        self._closed = 0  # sockets/keys closed since the last thaw
         self._frozen_at = float("-inf")
         self._thawed_at = clock()
         self.freezes = 0
         self.thaws = 0
 
     def opened(self) -> None:
-        """A socket was registered: freeze the heap when a wave of them has opened."""
+        """A socket was registered or a key became live: freeze the heap when a wave of them
+        has opened."""
         self._opened += 1
+        if self._opened >= self.freeze_every:
+            self._freeze_if_due()
+
+    def settle(self) -> None:
+        """Freeze what opened since the last freeze, however few, once `min_interval_s` has
+        passed (the poller calls this at each round's start): a burst of keys acquired
+        within the interval of a freeze would otherwise stay young until the next wave."""
+        if self._opened:
+            self._freeze_if_due()
+
+    def _freeze_if_due(self) -> None:
         now = self._clock()
-        if self._opened >= self.freeze_every and now - self._frozen_at >= self.min_interval_s:
+        if now - self._frozen_at >= self.min_interval_s:
             gc.freeze()
             self._opened = 0
             self._frozen_at = now
             self.freezes += 1
 
     def closed(self) -> None:
-        """A socket was dropped: thaw, collect and freeze again once enough have closed."""
+        """A socket was dropped or a key released: thaw, collect and freeze again once enough
+        have closed."""
         self._closed += 1
         now = self._clock()
         if self._closed >= self.thaw_after and now - self._thawed_at >= self.thaw_interval_s:

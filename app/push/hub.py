@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.push import protocol
 from app.push.access import SharePrincipal, SocketAccess
-from app.push.gcpolicy import SocketHeap
+from app.push.gcpolicy import LongLivedHeap
 from app.push.keys import KeySpec, make_key
 from app.push.poller import Poller, run_guarded
 
@@ -46,8 +46,9 @@ class Hub:
         self.settings = s
         self.node_id = uuid.uuid4().hex[:12]
         self.conns: set[Connection] = set()
-        # Sockets are long-lived: keep them out of full collections (app/push/gcpolicy.py).
-        self.heap = SocketHeap() if s.push_gc_freeze else None
+        # Sockets and keys are long-lived: keep them out of full collections
+        # (app/push/gcpolicy.py; the poller counts its keys in the same heap).
+        self.heap = LongLivedHeap() if s.push_gc_freeze else None
         self.frames_of_closed = 0  # messages written to sockets since dropped (for metrics)
         self.by_key: dict[str, set[Connection]] = {}
         self.by_org: dict[int, set[Connection]] = {}
@@ -92,6 +93,7 @@ class Hub:
             # is kept small; where they are not, it is how old rows reach viewers at all.
             full_reread_s=s.push_full_reread_reported_s if reported else s.push_full_reread_s,
             poll_all_s=s.push_poll_all_s if reported else 0,
+            heap=self.heap,
         )
         self._publishing: set[asyncio.Future[None]] = set()
         self._started = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
@@ -68,51 +67,48 @@ class KeySpec:
         plan = msgspec.structs.replace(self.compiled.plan, time_from=time_from, time_to=time_to)
         return msgspec.structs.replace(self.compiled, params=params, plan=plan)
 
-    def row_key(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        """What identifies a row of this key: (t, *dims)."""
-        return self._row_key(row)
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """A record's layout: `t`, the group-by columns, the outputs. The poller keeps a key's
+        rows as records (tuples in this order); `rows_of` makes them the wire's row dicts."""
+        return ("t", *self.dims, *self.outputs)
 
-    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        """A row's outputs, in order."""
-        return self._values(row)
+    @cached_property
+    def key_width(self) -> int:
+        """How many leading fields of a record identify its row: `t` and the group-by columns."""
+        return 1 + len(self.dims)
+
+    def records_of(self, result: Any) -> list[tuple[Any, ...]]:
+        """A QueryResult of this key's own statement → its records (`names` order)."""
+        index = {name: i for i, name in enumerate(result.columns)}
+        cols = [index[name] for name in self.names]
+        if len(cols) == 1:
+            (col,) = cols
+            return [(row[col],) for row in result.rows]
+        getter = itemgetter(*cols)
+        return [getter(row) for row in result.rows]
+
+    def rows_of(self, records: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """Records → row dicts keyed by `names` (the wire's and the alert evaluator's rows)."""
+        names = self.names
+        return [dict(zip(names, record, strict=True)) for record in records]
 
     def without_empty_fill(
-        self, rows: list[dict[str, Any]], lo: int, hi: int
-    ) -> list[dict[str, Any]]:
-        """The key's rows for [lo, hi) as its readers take them: [] when a grouped key had no
-        data at all. Its statement still returns a row a second then (WITH FILL), every
+        self, records: list[tuple[Any, ...]], lo: int, hi: int
+    ) -> list[tuple[Any, ...]]:
+        """The key's records for [lo, hi) as its readers take them: [] when a grouped key had
+        no data at all. Its statement still returns a row a second then (WITH FILL), every
         group-by column at its type's default — no group: neither a "" series for viewers nor
         a "" group for grouped alerts (where a `<` rule would see it fire)."""
-        if not self.dims or len(rows) != hi - lo:
-            return rows
-        names = (*self.dims, *self.outputs)
-        if all(row[name] in _FILL_DEFAULTS for row in rows for name in names):
+        if not self.dims or len(records) != hi - lo:
+            return records
+        if all(value in _FILL_DEFAULTS for record in records for value in record[1:]):
             return []
-        return rows
-
-    # The poller calls both for every row it reads (tens of thousands a round at the seed's
-    # scale): one itemgetter each, built once, instead of a generator per row.
-    @cached_property
-    def _row_key(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-        return _tuple_getter(("t", *self.dims))
-
-    @cached_property
-    def _values(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-        return _tuple_getter(self.outputs)
+        return records
 
 
 #: The defaults WITH FILL gives a column (what an empty grouped result is made of).
 _FILL_DEFAULTS = (0, None, "")
-
-
-def _tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """row -> tuple(row[n] for n in names), always a tuple (itemgetter of one name is not)."""
-    if len(names) == 1:
-        (name,) = names
-        return lambda row: (row[name],)
-    if not names:
-        return lambda row: ()
-    return itemgetter(*names)
 
 
 def shape_hash(database: str, sql: str, params: dict[str, Any]) -> str:

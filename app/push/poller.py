@@ -27,6 +27,7 @@ from typing import Any
 from app.clickhouse import ClickHouse
 from app.observability import Telemetry
 from app.push import protocol
+from app.push.gcpolicy import LongLivedHeap
 from app.push.keys import KeySpec
 from app.push.late import LateRows
 from app.querybuilder.execute import run_compiled_async, run_fan_in_async
@@ -34,18 +35,57 @@ from app.querybuilder.execute import run_compiled_async, run_fan_in_async
 log = logging.getLogger("clickpulse.push.poller")
 
 
-@dataclass(slots=True)
 class KeyTick:
-    """What one tick read for one key (handed to listeners)."""
+    """What one tick read for one key (handed to listeners). The poller hands over records
+    (tuples in `spec.names` order: what it diffs); `rows` and `changed` are the row dicts,
+    built on first use — most ticks of a round are read by nobody but the diff."""
 
-    key: str
-    spec: KeySpec
-    rows: list[dict[str, Any]]  # every row of the re-read window [time_from, time_to)
-    changed: list[dict[str, Any]]  # the rows whose values differ from the last emitted ones
-    time_from: int
-    time_to: int
-    tick_time: float  # epoch seconds of the tick
-    lag_ms: int  # pipeline lag at this tick
+    __slots__ = (
+        "key",
+        "spec",
+        "time_from",
+        "time_to",
+        "tick_time",
+        "lag_ms",
+        "_rows",
+        "_changed",
+        "_records",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        spec: KeySpec,
+        rows: list[Any],
+        changed: list[Any],
+        time_from: int,
+        time_to: int,
+        tick_time: float,
+        lag_ms: int,
+        *,
+        records: bool = False,
+    ):
+        """`rows`: every row of the re-read window [time_from, time_to); `changed`: those whose
+        values differ from the last emitted ones — row dicts, or records with `records`."""
+        self.key, self.spec = key, spec
+        self.time_from, self.time_to = time_from, time_to
+        self.tick_time, self.lag_ms = tick_time, lag_ms  # epoch s; pipeline lag at the tick
+        self._rows, self._changed, self._records = rows, changed, records
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row of the re-read window, as dicts keyed by column name."""
+        if self._records:
+            self._rows, self._changed = self.spec.rows_of(self._rows), self.changed
+            self._records = False
+        return self._rows
+
+    @property
+    def changed(self) -> list[dict[str, Any]]:
+        """The rows whose values differ from the last emitted ones."""
+        if self._records:
+            return self.spec.rows_of(self._changed)
+        return self._changed
 
 
 TickListener = Callable[[KeyTick], Awaitable[None]]
@@ -57,6 +97,7 @@ class _KeyState:
     spec: KeySpec
     refs: int = 0
     watermark: int | None = None  # the last second a successful tick read up to
+    # (t, *dims) -> the record last emitted for that row
     last: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
     failing_since: float | None = None
     stale_sent: bool = False
@@ -159,9 +200,12 @@ class Poller:
         fan_in: bool = True,
         unit_weight: int = 256,
         telemetry: Telemetry | None = None,
+        heap: LongLivedHeap | None = None,
     ):
         self.ch = ch
         self.telemetry = telemetry or Telemetry()  # round durations and statements
+        # Keys are long-lived (app/push/gcpolicy.py): counted in, frozen out of full scans.
+        self.heap = heap
         self.tick_ms = tick_ms
         self.reread_s = reread_s
         self.retention_s = retention_s
@@ -201,6 +245,10 @@ class Poller:
         self.weight = weight or (lambda key: 1)
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # the pause between phases
         self._rounds = 0
+        self._keys_version = 0  # bumped when a key becomes live here or goes
+        # The last round's ((keys version, settings), owned keys, states, phases): reused
+        # while none changed, between rebalancing rounds (`_round_plan`).
+        self._plan: tuple[Any, set[str], list[_KeyState], list[list[_KeyState]]] | None = None
         self.phases = 0  # phases of the last round
         self._task: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
@@ -222,6 +270,9 @@ class Poller:
         state = self.keys.get(spec.key)
         if state is None:
             state = self.keys[spec.key] = _KeyState(spec)
+            self._keys_version += 1
+            if self.heap is not None:
+                self.heap.opened()
         state.refs += 1
         return state.refs == 1
 
@@ -234,6 +285,9 @@ class Poller:
         if state.refs > 0:
             return False
         del self.keys[key]
+        self._keys_version += 1
+        if self.heap is not None:
+            self.heap.closed()
         self.owned.discard(key)
         self.late.forget(key)
         if self.bus is not None:
@@ -293,6 +347,8 @@ class Poller:
         the time every phase reads up to, otherwise each phase reads up to its own start."""
         async with self._tick_lock:
             started, queries_before = time.perf_counter(), self.queries
+            if self.heap is not None:
+                self.heap.settle()
             loop = asyncio.get_running_loop()
             round_at = loop.time()
             lag_ms = int(self.lag_source() * 1000)
@@ -313,10 +369,9 @@ class Poller:
                             state.watermark = marks.get(key)
             else:
                 self.owned = set(self.keys)
-            states = [self.keys[k] for k in self.owned if k in self.keys]
             self.late.begin_round()
             poll_all = self._poll_all_round(time.time() if now is None else now)
-            phases = self.plan_phases(states, rebalance=self._rounds % REBALANCE_EVERY == 0)
+            states, phases = self._round_plan(rebalance=self._rounds % REBALANCE_EVERY == 0)
             self.phases = len(phases)
             spacing = self.spread_ms / 1000 / len(phases) if phases else 0.0
             # Keys of shared shapes are read for every phase at once: one fan-in statement per
@@ -368,6 +423,20 @@ class Poller:
             self.last_tick_s = time.perf_counter() - started
             self.telemetry.poll_round(self.last_tick_s, self.queries - queries_before)
             return ticks
+
+    def _round_plan(self, *, rebalance: bool) -> tuple[list[_KeyState], list[list[_KeyState]]]:
+        """This round's keys and phases: planned again when a key came or went, this node's
+        share of keys changed, or on a rebalancing round; else the last round's (placing
+        10,000 keys is ~30 ms of a round's Python, and would place nothing new)."""
+        plan = self._plan
+        version = (self._keys_version, self.max_phases, self.batch, self.unit_weight)
+        if not rebalance and plan is not None and plan[0] == version and plan[1] == self.owned:
+            return plan[2], plan[3]
+        keys = self.keys
+        states = [keys[k] for k in self.owned if k in keys]
+        phases = self.plan_phases(states, rebalance=rebalance)
+        self._plan = (version, set(self.owned), states, phases)
+        return states, phases
 
     def plan_phases(
         self, states: list[_KeyState], *, rebalance: bool = False
@@ -639,12 +708,12 @@ class Poller:
                 await asyncio.gather(*(self._read(group, reads) for group in per_org.values()))
                 continue
             wanted = {(state.spec.org_id, index[state.spec.shape or ""]) for state, _, _ in chunk}
-            split = bound.split(result.columns, result.types, result.rows, wanted)
+            split = bound.split_records(result.columns, result.types, result.rows, wanted)
             for state, own_lo, _ in chunk:
                 rows = split[(state.spec.org_id, index[state.spec.shape or ""])]
                 # Exactly the key's own window (the statement may have started earlier).
                 reads[state.spec.key] = (
-                    rows if own_lo == lo else [r for r in rows if r["t"] >= own_lo]
+                    rows if own_lo == lo else [r for r in rows if r[0] >= own_lo]
                 )
 
     def _remember_batch(self, ident: tuple[Any, ...], batch: Any) -> None:
@@ -687,14 +756,15 @@ class Poller:
                     )
                     await asyncio.gather(*(self._read([item], reads) for item in chunk))
                     continue
-                split = batch.split(result.columns, result.types, result.rows)
+                split = batch.split_records(result.columns, result.types, result.rows)
                 for (state, _, _), rows in zip(chunk, split, strict=True):
                     reads[state.spec.key] = rows
             return
         state, lo, hi = items[0]
         state.queries += 1
         try:
-            reads[state.spec.key] = (await self._statement(state.spec.bind(lo, hi))).dicts()
+            result = await self._statement(state.spec.bind(lo, hi))
+            reads[state.spec.key] = state.spec.records_of(result)
         except Exception as exc:
             reads[state.spec.key] = exc
 
@@ -734,22 +804,32 @@ class Poller:
             if state.stale_sent:
                 state.stale_sent = False
                 out.append(("c", protocol.encode({"type": "live", "key": spec.key})))
-        rows = spec.without_empty_fill(read, lo, hi) if spec.dims else read
-        self.rows += len(rows)
+        # Records (tuples: t, dims, outputs): a row's identity is its first `key_width`
+        # fields, and a whole record equal to the last one emitted for it means no change —
+        # one slice and one comparison a row (tens of thousands a round at the seed's scale).
+        records = spec.without_empty_fill(read, lo, hi) if spec.dims else read
+        self.rows += len(records)
         changed = []
         last = state.last
-        for row in rows:
-            rk = spec.row_key(row)
-            values = spec.values(row)
-            if last.get(rk) != values:
-                last[rk] = values
-                changed.append(row)
+        width = spec.key_width
+        for record in records:
+            ident = record[:width]
+            if last.get(ident) != record:
+                last[ident] = record
+                changed.append(record)
         state.watermark = now_s
         if now_s - state.pruned_at >= 10:
             state.pruned_at = now_s
             horizon = now_s - self.retention_s
-            for rk in [rk for rk in last if rk[0] < horizon]:
-                del last[rk]
+            for ident in [ident for ident in last if ident[0] < horizon]:
+                del last[ident]
         if changed:
-            out.append(("d", protocol.encode({"type": "delta", "key": spec.key, "rows": changed})))
-        return KeyTick(spec.key, spec, rows, changed, lo, hi, now, lag_ms), out
+            out.append(
+                (
+                    "d",
+                    protocol.encode(
+                        {"type": "delta", "key": spec.key, "rows": spec.rows_of(changed)}
+                    ),
+                )
+            )
+        return KeyTick(spec.key, spec, records, changed, lo, hi, now, lag_ms, records=True), out

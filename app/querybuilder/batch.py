@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -114,29 +115,51 @@ class BatchMember:
     dims: tuple[str, ...]
     outputs: tuple[tuple[str, str], ...]  # (output name, batch column)
 
-    def own_rows(
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The key's record layout: `t`, its dimensions, its outputs (`records_as_dicts`)."""
+        return ("t", *self.dims, *(name for name, _ in self.outputs))
+
+    def getter(self, index: dict[str, int], dim_column: str = "__d_{}") -> Any:
+        """A batch row -> the key's record (a tuple in `names` order), one C call per row."""
+        cols = [index["t"]]
+        cols += [index[dim_column.format(d)] for d in self.dims]
+        cols += [index[col] for _, col in self.outputs]
+        if len(cols) == 1:  # (a key always has an output; itemgetter of one is no tuple)
+            (col,) = cols
+            return lambda row: (row[col],)
+        return itemgetter(*cols)
+
+    def own_records(
         self,
-        rows: list[dict[str, Any]],
+        records: list[tuple[Any, ...]],
         types: Sequence[str],
         index: dict[str, int],
         time_from: int,
         time_to: int,
         dim_column: str = "__d_{}",
-    ) -> list[dict[str, Any]]:
-        """The key's rows from a batch, ordered and filled as its own statement returns them
-        (`index`: the batch's column positions; `dim_column`: a dimension's batch column)."""
-        if rows and len(self.dims) > 1:
+    ) -> list[tuple[Any, ...]]:
+        """The key's records from a batch, ordered and filled as its own statement returns
+        them (`index`: the batch's column positions; `dim_column`: a dimension's batch column)."""
+        if records and len(self.dims) > 1:
             # The batch orders by every dimension column in name order; the key's own
             # statement by its group-by order (then t).
-            rows.sort(key=lambda r: (*(r[d] for d in self.dims), r["t"]))
-        elif not rows:
+            width = 1 + len(self.dims)
+            records.sort(key=lambda r: (*r[1:width], r[0]))
+        elif not records:
             # No row of the key at all: its own statement fills every second of the range
             # (WITH FILL on an empty result: every column at its type's default), so does this.
-            filler = {d: fill_value(types[index[dim_column.format(d)]]) for d in self.dims}
-            for name, col in self.outputs:
-                filler[name] = fill_value(types[index[col]])
-            rows = [{"t": t, **filler} for t in range(time_from, time_to)]
-        return rows
+            filler = tuple(fill_value(types[index[dim_column.format(d)]]) for d in self.dims)
+            filler += tuple(fill_value(types[index[col]]) for _, col in self.outputs)
+            records = [(t, *filler) for t in range(time_from, time_to)]
+        return records
+
+
+def records_as_dicts(
+    names: Sequence[str], records: Sequence[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """Records (tuples in `names` order) → row dicts, as a key's own statement's `dicts()`."""
+    return [dict(zip(names, record, strict=True)) for record in records]
 
 
 @dataclass(frozen=True)
@@ -160,27 +183,31 @@ class LiveBatch:
         compiled = msgspec.structs.replace(self.compiled, params=params, plan=plan)
         return LiveBatch(compiled, self.members, int(time_from), int(time_to))
 
-    def split(self, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]):
-        """The result of `compiled` → one list of row dicts per query given to
-        `compile_live_batch`, in that order: what each key's own statement returns."""
+    def split_records(
+        self, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The result of `compiled` → one list of records per query given to
+        `compile_live_batch`, in that order: what each key's own statement returns, each row
+        a tuple in its member's `names` order (what the poller diffs, without a dict a row)."""
         index = {name: i for i, name in enumerate(columns)}
-        kcol, tcol = index["__k"], index["t"]
-        out: list[list[dict[str, Any]]] = [[] for _ in self.members]
-        getters = []
-        for member in self.members:
-            getters.append(
-                [(d, index[f"__d_{d}"]) for d in member.dims]
-                + [(name, index[col]) for name, col in member.outputs]
-            )
+        kcol = index["__k"]
+        out: list[list[tuple[Any, ...]]] = [[] for _ in self.members]
+        getters = [member.getter(index) for member in self.members]
         for row in rows:
             i = int(row[kcol]) - 1
-            record = {"t": row[tcol]}
-            for name, j in getters[i]:
-                record[name] = row[j]
-            out[i].append(record)
+            out[i].append(getters[i](row))
         for i, member in enumerate(self.members):
-            out[i] = member.own_rows(out[i], types, index, self.time_from, self.time_to)
+            out[i] = member.own_records(out[i], types, index, self.time_from, self.time_to)
         return out
+
+    def split(self, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]):
+        """`split_records` as row dicts (what each key's own statement's `dicts()` returns)."""
+        return [
+            records_as_dicts(member.names, records)
+            for member, records in zip(
+                self.members, self.split_records(columns, types, rows), strict=True
+            )
+        ]
 
 
 def fill_value(type_name: str) -> Any:

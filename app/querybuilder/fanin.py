@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -30,6 +29,7 @@ from app.querybuilder.batch import (
     BatchMember,
     LiveQuery,
     build_live_select,
+    records_as_dicts,
 )
 from app.querybuilder.errors import MetricError
 from app.querybuilder.guard import ORG_GROUP, ORG_PARAM, check_org_ids
@@ -172,6 +172,43 @@ class FanInBatch:
         compiled = msgspec.structs.replace(self.compiled, params=params, org_ids=orgs, plan=plan)
         return replace(self, compiled=compiled, time_from=int(time_from), time_to=int(time_to))
 
+    def split_records(
+        self,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        wanted: Iterable[tuple[int, int]],
+    ) -> dict[tuple[int, int], list[tuple[Any, ...]]]:
+        """The rows → {(org, shape index): what that org's key's own statement returns}, for
+        the `wanted` pairs only, each row a record (a tuple in its member's `names` order); a
+        row goes to the pair of the org its `__org` names."""
+        index = {name: i for i, name in enumerate(columns)}
+        ocol = index[ORG_GROUP]
+        kcol = index["__k"] if self.keyed else None
+        dim_column = "__d_{}" if self.keyed else "{}"
+        out: dict[tuple[int, int], list[tuple[Any, ...]]] = {pair: [] for pair in wanted}
+        # One itemgetter per shape (tens of thousands of rows a round at the seed's scale: no
+        # per-row loop over the columns, no dict per row).
+        getters = [member.getter(index, dim_column) for member in self.members]
+        get = out.get
+        if kcol is None:
+            getter = getters[0]
+            for row in rows:
+                target = get((int(row[ocol]), 0))
+                if target is not None:  # else an org no key of this read asked for
+                    target.append(getter(row))
+        else:
+            for row in rows:
+                k = int(row[kcol]) - 1
+                target = get((int(row[ocol]), k))
+                if target is not None:
+                    target.append(getters[k](row))
+        for (org, k), got in out.items():
+            out[(org, k)] = self.members[k].own_records(
+                got, types, index, self.time_from, self.time_to, dim_column
+            )
+        return out
+
     def split(
         self,
         columns: Sequence[str],
@@ -179,33 +216,12 @@ class FanInBatch:
         rows: Sequence[Sequence[Any]],
         wanted: Iterable[tuple[int, int]],
     ) -> dict[tuple[int, int], list[dict[str, Any]]]:
-        """The rows → {(org, shape index): what that org's key's own statement returns}, for
-        the `wanted` pairs only; a row goes to the pair of the org its `__org` names."""
-        index = {name: i for i, name in enumerate(columns)}
-        ocol, tcol = index[ORG_GROUP], index["t"]
-        kcol = index["__k"] if self.keyed else None
-        out: dict[tuple[int, int], list[dict[str, Any]]] = {pair: [] for pair in wanted}
-        # Per shape: the record's names and one itemgetter of their columns (tens of thousands
-        # of rows a round at the seed's scale: no per-row loop over the columns).
-        getters = []
-        for member in self.members:
-            pairs = [("t", tcol)]
-            pairs += [(d, index[f"__d_{d}"] if self.keyed else index[d]) for d in member.dims]
-            pairs += [(name, index[col]) for name, col in member.outputs]
-            getters.append((tuple(name for name, _ in pairs), itemgetter(*(j for _, j in pairs))))
-        for row in rows:
-            k = int(row[kcol]) - 1 if kcol is not None else 0
-            target = out.get((int(row[ocol]), k))
-            if target is None:
-                continue  # an org/shape pair no key of this read asked for
-            names, getter = getters[k]
-            target.append(dict(zip(names, getter(row), strict=True)))
-        dim_column = "__d_{}" if self.keyed else "{}"
-        for (org, k), got in out.items():
-            out[(org, k)] = self.members[k].own_rows(
-                got, types, index, self.time_from, self.time_to, dim_column
-            )
-        return out
+        """`split_records` as row dicts (what each org's key's own statement's `dicts()`
+        returns)."""
+        return {
+            pair: records_as_dicts(self.members[pair[1]].names, records)
+            for pair, records in self.split_records(columns, types, rows, wanted).items()
+        }
 
 
 def _group_by_org(select: exp.Select, by: Sequence[str]) -> None:

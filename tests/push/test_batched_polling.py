@@ -62,10 +62,11 @@ def spec_of(ch, org_id: int, entry) -> Any:
 async def own_read(ch, tick) -> list[dict[str, Any]]:
     """What the key's own statement returns over the tick's window (the per-key path), as a
     reader takes it (a grouped key's fill of an empty result is no rows)."""
-    rows = (
-        await poller_module.run_guarded(ch, tick.spec.bind(tick.time_from, tick.time_to))
-    ).dicts()
-    return tick.spec.without_empty_fill(rows, tick.time_from, tick.time_to)
+    spec = tick.spec
+    result = await poller_module.run_guarded(ch, spec.bind(tick.time_from, tick.time_to))
+    return spec.rows_of(
+        spec.without_empty_fill(spec.records_of(result), tick.time_from, tick.time_to)
+    )
 
 
 def recording(monkeypatch, runner: str = "run_guarded") -> list[Any]:
@@ -125,7 +126,12 @@ async def test_keys_of_one_org_are_read_in_one_statement_per_table(ch, monkeypat
         )
     # Org 2's values (a million times org 1's) never reach org 1's keys.
     for tick in ticks:
-        values = [v for r in tick.rows for v in tick.spec.values(r) if isinstance(v, int | float)]
+        values = [
+            v
+            for r in tick.rows
+            for v in (r[o] for o in tick.spec.outputs)
+            if isinstance(v, int | float)
+        ]
         if tick.spec.org_id == 1:
             assert max(values, default=0) < 1_000
         elif "revenue" in tick.spec.outputs:
@@ -337,16 +343,17 @@ async def test_a_grouped_key_without_data_has_no_rows_not_an_empty_group(ch):
     now = int(time.time())
     seed(ch, 1, now - 30, 3)
     spec = spec_of(ch, 1, ("SELECT count() AS n", [], ["country"]))
-    empty = (await poller_module.run_guarded(ch, spec.bind(now - 5, now))).dicts()
-    assert len(empty) == 5 and {r["country"] for r in empty} == {""}  # the statement's fill
+    empty = spec.records_of(await poller_module.run_guarded(ch, spec.bind(now - 5, now)))
+    assert len(empty) == 5 and {r["country"] for r in spec.rows_of(empty)} == {""}  # the fill
     assert spec.without_empty_fill(empty, now - 5, now) == []
-    real = (await poller_module.run_guarded(ch, spec.bind(now - 30, now - 27))).dicts()
-    assert {r["country"] for r in real} == {"DE", "FR", "US"}
+    real = spec.records_of(await poller_module.run_guarded(ch, spec.bind(now - 30, now - 27)))
+    assert {r["country"] for r in spec.rows_of(real)} == {"DE", "FR", "US"}
     assert spec.without_empty_fill(real, now - 30, now - 27) == real
-    zero = [{"t": t, "country": "DE", "n": 0} for t in range(now - 5, now)]
+    zero = [(t, "DE", 0) for t in range(now - 5, now)]
+    assert spec.names == ("t", "country", "n")
     assert spec.without_empty_fill(zero, now - 5, now) == zero
     ungrouped = spec_of(ch, 1, ("SELECT count() AS n", [], None))
-    quiet = (await poller_module.run_guarded(ch, ungrouped.bind(now - 5, now))).dicts()
+    quiet = ungrouped.records_of(await poller_module.run_guarded(ch, ungrouped.bind(now - 5, now)))
     assert ungrouped.without_empty_fill(quiet, now - 5, now) == quiet  # zeros are values
     # Through the poller: the tick of the quiet window has no rows and emits no delta.
     poller = Poller(ch, tick_ms=0, full_reread_s=0, max_phases=1)

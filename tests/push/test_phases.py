@@ -242,3 +242,39 @@ async def test_key_released_by_an_earlier_phase_is_not_polled(node, org, monkeyp
     assert set(poller.keys) == {queried[0]}
     watches[queried[0]].close()
     assert poller.keys == {}
+
+
+async def test_a_round_reuses_the_last_plan_until_a_key_comes_or_goes(monkeypatch):
+    poller = Poller(None, tick_ms=0, max_phases=2, batch=False)
+    a, b, c = specs(3)
+    poller.acquire(a)
+    poller.acquire(b)
+    planned: list[int] = []
+    real = poller.plan_phases
+
+    def counting(states, *, rebalance=False):
+        planned.append(len(states))
+        return real(states, rebalance=rebalance)
+
+    monkeypatch.setattr(poller, "plan_phases", counting)
+    polled: list[set[str]] = []
+
+    async def phase(group, *args, **kwargs):
+        polled.append({s.spec.key for s in group})
+        return []
+
+    monkeypatch.setattr(poller, "_poll_phase", phase)
+    monkeypatch.setattr(poller, "_read_early", lambda *a, **k: asyncio.sleep(0))
+    await poller.tick(now=1000.0)  # round 0 rebalances: planned
+    await poller.tick(now=1000.25)  # nothing changed: the same plan
+    assert planned == [2]
+    poller.acquire(c)  # a new key: planned again, and polled in this round
+    polled.clear()
+    await poller.tick(now=1000.5)
+    assert planned == [2, 3] and set().union(*polled) == {a.key, b.key, c.key}
+    poller.release(a.key)  # a key gone: planned again, not polled
+    polled.clear()
+    await poller.tick(now=1000.75)
+    assert planned == [2, 3, 2] and set().union(*polled) == {b.key, c.key}
+    await poller.tick(now=1001.0)  # round 4 rebalances: planned
+    assert planned == [2, 3, 2, 2]
