@@ -1268,11 +1268,12 @@ def run_scale_seed(args: argparse.Namespace) -> dict:
             poller = Poller(
                 ch,
                 tick_ms=args.tick_ms,
-                # As the app sets it: the rarer net where inserts are reported (skip-idle).
+                # As the app sets it: none where this process reports every insert (the
+                # skip-idle modes: app/push/hub.py), the 30 s net where nothing is reported.
                 full_reread_s=(
                     args.full_reread_s
                     if args.full_reread_s is not None
-                    else 600
+                    else 0
                     if modes[name].get("poll_all_s")
                     else 30
                 ),
@@ -1439,8 +1440,9 @@ def main() -> None:
         "--full-reread-s",
         type=int,
         default=None,
-        help="(d) --ingest: the poller's whole-range re-read period (default as the app: 600 s "
-        "where inserts are reported, the skip-idle modes; 30 s otherwise)",
+        help="(d) --ingest: the poller's whole-range re-read period (default as the app: none "
+        "where this process reports its inserts, the skip-idle modes; 30 s otherwise; 600 is "
+        "the app's period where reports cross nodes over Redis)",
     )
     parser.add_argument(
         "--no-gc-freeze",

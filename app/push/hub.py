@@ -88,10 +88,18 @@ class Hub:
             # Phases are balanced by fan-out: a key's cost is its local subscribers.
             weight=self._viewers,
             telemetry=services.telemetry,
-            # Where inserts are reported, the whole-range re-read is only the net under a lost
-            # report, and its cost (retention / period times the regular reads, docs/push.md)
-            # is kept small; where they are not, it is how old rows reach viewers at all.
-            full_reread_s=s.push_full_reread_reported_s if reported else s.push_full_reread_s,
+            # The whole-range re-read is how unreported rows reach viewers (Kafka ingest, a
+            # server ClickHouse without Redis); where reports cross nodes over Redis, only the
+            # net under a lost pub/sub message, so rarer (its cost: retention / period times
+            # the regular reads, docs/push.md). Reported in this process (embedded ClickHouse:
+            # its writer is the only inserter, and a failed read keeps its seconds), none.
+            full_reread_s=(
+                s.push_full_reread_s
+                if not reported
+                else s.push_full_reread_reported_s
+                if self.bus is not None
+                else 0
+            ),
             poll_all_s=s.push_poll_all_s if reported else 0,
             heap=self.heap,
         )

@@ -93,6 +93,28 @@ class KeySpec:
         names = self.names
         return [dict(zip(names, record, strict=True)) for record in records]
 
+    def wire_rows(self, records: list[tuple[Any, ...]]) -> list[Any]:
+        """Records → what a delta's `rows` are encoded from: one struct a row whose JSON is
+        the row object (`names` as keys, in order), built ~3× faster than a dict — a round at
+        the seed's scale encodes tens of thousands. Dicts where names cannot be struct fields."""
+        row = self._wire_row
+        if row is None:
+            return self.rows_of(records)
+        return [row(*record) for record in records]
+
+    @cached_property
+    def _wire_row(self) -> type | None:
+        fields = [(f"f{i}", object) for i in range(len(self.names))]
+        try:
+            return msgspec.defstruct(
+                "LiveRow",
+                fields,
+                rename={f"f{i}": name for i, name in enumerate(self.names)},
+                omit_defaults=False,
+            )
+        except (TypeError, ValueError):  # output names are identifiers; this is the net
+            return None
+
     def without_empty_fill(
         self, records: list[tuple[Any, ...]], lo: int, hi: int
     ) -> list[tuple[Any, ...]]:

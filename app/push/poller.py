@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.clickhouse import ClickHouse
+from app.gcpause import paused_collection
 from app.observability import Telemetry
 from app.push import protocol
 from app.push.gcpolicy import LongLivedHeap
@@ -100,6 +101,9 @@ class _KeyState:
     # (t, *dims) -> the record last emitted for that row
     last: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
     failing_since: float | None = None
+    # The first second a failed read was asked for: the next read starts there, so seconds a
+    # report named (used by the round it arrived for, once) are not lost with that round.
+    retry_from: int | None = None
     stale_sent: bool = False
     listeners: list[TickListener] = field(default_factory=list)
     pruned_at: int = 0
@@ -551,6 +555,9 @@ class Poller:
             catch_up = math.ceil(max(lag_ms, self._prev_lag_ms) / 1000)
             lo = max(mark - self.reread_s - catch_up, lowest)
         late = self.late.reread_from(spec.key, spec.org_id, now_s, lowest)
+        if state.retry_from is not None:
+            retry = max(state.retry_from, lowest)
+            late = retry if late is None else min(late, retry)
         state.extended = late is not None and late < lo
         if late is not None:
             lo = min(lo, late)
@@ -609,10 +616,11 @@ class Poller:
                 self.skipped += 1
         await self._read_items([item for item in due if item[0].spec.key not in reads], reads)
         out = []
-        for state, lo, hi in due:
-            key = state.spec.key
-            read_at = early.at if early is not None and key in early.reads else now
-            out.append((state, self._apply(state, reads[key], read_at, lo, hi, lag_ms)))
+        with paused_collection():
+            for state, lo, hi in due:
+                key = state.spec.key
+                read_at = early.at if early is not None and key in early.reads else now
+                out.append((state, self._apply(state, reads[key], read_at, lo, hi, lag_ms)))
         return out
 
     async def _read_items(
@@ -708,7 +716,8 @@ class Poller:
                 await asyncio.gather(*(self._read(group, reads) for group in per_org.values()))
                 continue
             wanted = {(state.spec.org_id, index[state.spec.shape or ""]) for state, _, _ in chunk}
-            split = bound.split_records(result.columns, result.types, result.rows, wanted)
+            with paused_collection():
+                split = bound.split_records(result.columns, result.types, result.rows, wanted)
             for state, own_lo, _ in chunk:
                 rows = split[(state.spec.org_id, index[state.spec.shape or ""])]
                 # Exactly the key's own window (the statement may have started earlier).
@@ -789,6 +798,7 @@ class Poller:
         out: list[tuple[str, str]] = []
         now_s = int(now)
         if isinstance(read, BaseException):
+            state.retry_from = lo if state.retry_from is None else min(state.retry_from, lo)
             if state.failing_since is None:
                 state.failing_since = now
                 log.warning("push poll failed for key %s: %s", spec.key, read)
@@ -799,6 +809,7 @@ class Poller:
                     ("c", protocol.encode({"type": "stale", "key": spec.key, "lag_ms": down_ms}))
                 )
             return None, out
+        state.retry_from = None
         if state.failing_since is not None:
             state.failing_since = None
             if state.stale_sent:
@@ -828,7 +839,7 @@ class Poller:
                 (
                     "d",
                     protocol.encode(
-                        {"type": "delta", "key": spec.key, "rows": spec.rows_of(changed)}
+                        {"type": "delta", "key": spec.key, "rows": spec.wire_rows(changed)}
                     ),
                 )
             )

@@ -1,6 +1,6 @@
 """The dedicated push transport (`CLICKPULSE_PUSH_PORT`): `/ws/subscribe` served by the
 `websockets` library directly, with the hub's auth, protocol and registry; deltas fanned out
-with `websockets.broadcast`."""
+as one serialised frame written to every caught-up socket."""
 
 from __future__ import annotations
 
@@ -199,3 +199,34 @@ async def test_behind_socket_coalesces_then_slow_consumer_4408(make_node, org):
         assert await closed_code(slow) == 4408
         await send(fast, {"type": "ping"})
         assert (await recv_type(fast, "pong"))["type"] == "pong"
+
+
+async def test_send_all_writes_one_frame_to_caught_up_sockets_and_the_rest_through_the_library(
+    pnode, org
+):
+    """The frame is serialised once for every caught-up socket; a socket with protocol bytes of
+    its own not yet flushed takes `broadcast()` (its bytes first, then the message), and a
+    closed one is skipped."""
+    sockets = [await connect(pnode, org.admin_token) for _ in range(3)]
+    try:
+        for ws in sockets:
+            await send(ws, {"type": "ping"})
+            assert (await recv(ws))["type"] == "pong"
+        direct = [c for c in pnode.hub.conns if isinstance(c, DirectConnection)]
+        assert len(direct) == 3
+        plain, pending, closing = direct
+        pending.ws.protocol.send_ping(b"mine")  # queued in the protocol, not yet written
+        assert pending.ws.protocol.writes
+        closing_client = next(ws for ws in sockets if ws.local_address == closing.ws.remote_address)
+        await closing_client.close()
+        sent = [c.sent for c in direct]
+        text = '{"type":"delta","key":"k","rows":[{"t":1,"n":2}]}'
+        DirectConnection.send_all(direct, text)
+        assert [c.sent - s for c, s in zip(direct, sent, strict=True)] == [1, 1, 1]
+        assert not pending.ws.protocol.writes  # flushed, before the message
+        for conn in (plain, pending):
+            client = next(ws for ws in sockets if ws.local_address == conn.ws.remote_address)
+            assert await asyncio.wait_for(client.recv(), 5) == text
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -104,23 +104,65 @@ async def test_rows_for_an_outage_inserted_late_reach_the_viewer(node, org):
             assert all(row["t"] > start // 1000 + 7 for row in msg.get("rows", [])), msg
 
 
-async def test_rows_nobody_reported_arrive_with_the_periodic_full_reread(node, org, ch):
-    async with await node.connect(org.admin_token) as ws:
+async def test_rows_nobody_reported_arrive_with_the_periodic_full_reread(
+    make_node, org, ch, redis_url
+):
+    # Nodes reporting over Redis: a pub/sub message can be lost, so the whole range is
+    # re-read now and then (`push_full_reread_reported_s`, 30 s in these tests).
+    async with make_node(redis_url) as node, await node.connect(org.admin_token) as ws:
         viewer = Viewer(ws, await subscribe(ws, id="a", metric=METRIC, range_s=120))
         old = int(time.time()) - 50
-        # Inserted behind the writer's back (another node without Redis, say): not reported.
+        # Inserted behind the writer's back (a report lost on the way, say): not reported.
         seed_events(ch, [{"org_id": org.id, "ts": old}] * 4)
         await node.tick()
         await viewer.catch_up()
         assert viewer.series.get(old, 0) == 0  # outside the regular re-read window
-        # A round one re-read period later (`push_full_reread_reported_s` here: the writer
-        # reports its inserts, not this one) re-reads the key's whole range.
+        # A round one re-read period later re-reads the key's whole range.
         period = node.hub.poller.late.full_reread_s
-        assert period == node.services.settings.push_full_reread_reported_s
+        assert period == node.services.settings.push_full_reread_reported_s == 30
         await node.hub.poller.tick(now=time.time() + period)
         await viewer.catch_up()
         assert viewer.series[old] == 4
         assert node.hub.poller.late.full_rereads == 1
+
+
+async def test_in_process_reports_need_no_full_reread_and_a_failed_read_keeps_its_seconds(
+    node, org, monkeypatch
+):
+    """Embedded ClickHouse: this process's writer is its only inserter and reports every
+    insert to its poller, so nothing re-reads whole ranges. What the net also covered — a
+    report used by a round whose read failed — is kept by the key: its next read starts at
+    the failed read's first second."""
+    from app.push import poller as poller_module
+
+    poller = node.hub.poller
+    assert poller.late.full_reread_s == 0
+    async with await node.connect(org.admin_token) as ws:
+        viewer = Viewer(ws, await subscribe(ws, id="a", metric=METRIC, range_s=120))
+        await node.tick()
+        await viewer.catch_up()
+        old = now_ms() // 1000 * 1000 - 40_000
+        reported = poller.late.reported
+        await node.post(org.api_key, events("x", 5, old))  # late events, reported
+
+        async def told():
+            while poller.late.reported == reported:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(told(), GUARD_S)
+
+        async def failing(*args, **kwargs):
+            raise RuntimeError("ClickHouse went away")
+
+        with monkeypatch.context() as patched:
+            for runner in ("run_guarded", "run_fan_in"):
+                patched.setattr(poller_module, runner, failing)
+            await node.tick()  # the round the report was for: its read fails
+        await viewer.catch_up()
+        assert viewer.series.get(old // 1000, 0) == 0
+        await node.tick()  # no new report: the key re-reads from the failed read's start
+        await viewer.catch_up()
+        assert viewer.series[old // 1000] == 5
 
 
 async def test_late_rows_inserted_through_another_node_reach_the_leaders_viewers(
