@@ -260,7 +260,7 @@ class Settings(msgspec.Struct, kw_only=True):
     push_max_msgs_per_s: float = 20.0
     push_max_queue: int = 256
     push_slow_consumer_s: float = 10.0
-    push_gc_freeze: bool = True  # app/push/gcpolicy.py: long-lived sockets out of full GC scans
+    push_gc_freeze: bool = True  # app/push/gcpolicy.py: sockets and keys out of full GC scans
     push_lease_ms: int = 5000
     # Optional dedicated push listener (app/push/dedicated.py): `websockets` served directly on
     # this port (path /ws/subscribe), next to the ASGI route. None = off; 0 = any free port.

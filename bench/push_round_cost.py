@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.clickhouse import EmbeddedClickHouse  # noqa: E402
 from app.migrate import migrate_clickhouse, render_clickhouse  # noqa: E402
-from app.push.gcpolicy import LongLivedHeap  # noqa: E402
 from app.push.poller import Poller  # noqa: E402
 from bench._server import loadavg  # noqa: E402
 from bench.push import _scale_insert, _scale_rows, _seed_specs  # noqa: E402
@@ -62,13 +61,13 @@ def main() -> None:
             collections.append((info["generation"], time.perf_counter() - started_at[0]))
 
     async def run() -> dict:
-        poller = Poller(
-            ch,
-            tick_ms=0,
-            full_reread_s=0,
-            poll_all_s=1,
-            heap=LongLivedHeap() if args.freeze else None,
-        )
+        # (no `heap` argument at all without the policy: the script also runs on older code)
+        policy = {}
+        if args.freeze:
+            from app.push.gcpolicy import LongLivedHeap
+
+            policy["heap"] = LongLivedHeap()
+        poller = Poller(ch, tick_ms=0, full_reread_s=0, poll_all_s=1, **policy)
         for spec in specs:
             poller.acquire(spec)
         await poller.tick()  # every key's first read
