@@ -1,22 +1,17 @@
 """The push tier's collection policy: sockets and live keys are long-lived, so keep them out of
 full scans.
 
-Every open socket keeps a few hundred tracked objects (its transport, queues, tasks, key set)
-alive for minutes or hours. CPython's full (generation 2) collection re-scans every tracked
-object: at 19,500 sockets that is a 0.6–1.2 s stop of the event loop every few seconds, the
-whole tail of "second's start → last viewer" (docs/benchmarks.md, "Push (b)"). Live keys are
-the same (a compiled query, its batch members, its last-emitted rows: ~20 tracked objects each):
-at 10,000 keys a poll round allocates enough to start a full collection every round or two,
-and each re-scanned every key's objects — 115 ms, most of a round's Python (docs/benchmarks.md,
-"Push (d)"). The poller counts keys as the hub counts sockets.
+An open socket keeps a few hundred tracked objects alive for minutes or hours, a live key ~20 (its
+compiled query, batch member, last-emitted rows). CPython's full collection re-scans all of them:
+at 19,500 sockets a 0.6–1.2 s stop of the event loop every few seconds; at 10,000 keys one every
+round or two, 115 ms each (docs/benchmarks.md, "Push (b)", "Push (d)"). The hub counts sockets,
+the poller keys.
 
 `LongLivedHeap` moves what is alive into the permanent generation (`gc.freeze()`: a list splice,
-no scan) whenever enough sockets or keys arrived since the last freeze, so full collections only see
-objects younger than the last wave of connections. The cost: cyclic garbage among frozen
-objects (a closed socket's reference cycles) is not collected while frozen — refcounting still
-frees everything acyclic. So once enough frozen sockets have closed, at most every
-`thaw_interval_s`, the heap is thawed, collected once (one planned pause, instead of one every
-few seconds) and frozen again. docs/push.md, "Collection policy".
+no scan) whenever enough arrived since the last freeze, so full collections only see younger
+objects. Cyclic garbage among frozen objects (a closed socket's reference cycles) is not collected
+while frozen, so once enough have gone, at most every `thaw_interval_s`, the heap is thawed,
+collected once and frozen again. docs/push.md, "Collection policy".
 """
 
 from __future__ import annotations

@@ -17,8 +17,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from app.push import protocol
 from app.push.access import SharePrincipal, SocketAccess
@@ -39,6 +42,23 @@ class _Snapshot:
     task: asyncio.Future[tuple[int, int, str]]
 
 
+#: Compiled keys kept for subscribes of the same metric (`Hub.key_for`).
+COMPILED_KEYS = 4096
+
+
+def _compile_ident(
+    org_id: int, metric: Any, filters: Any, group_by: Any, window_s: int
+) -> tuple[int, bytes] | None:
+    """What a compiled key is kept under: the org and its inputs as JSON (None: not text or
+    form JSON, compiled every time)."""
+    if not isinstance(metric, str | dict):
+        return None
+    try:
+        return org_id, msgspec.json.encode([metric, filters, group_by, window_s])
+    except (TypeError, msgspec.EncodeError):
+        return None
+
+
 class Hub:
     def __init__(self, services: Services):
         self.services = services
@@ -53,6 +73,8 @@ class Hub:
         self.by_key: dict[str, set[Connection]] = {}
         self.by_org: dict[int, set[Connection]] = {}
         self.specs: dict[str, KeySpec] = {}
+        # (org, the inputs' JSON) -> the key compiled from them, least recently used first.
+        self._compiled_keys: OrderedDict[tuple[int, bytes], KeySpec] = OrderedDict()
         self._key_refs: dict[str, int] = {}  # local socket subscriptions per key
         self._snapshots: dict[tuple[str, int], _Snapshot] = {}
         self.stale = False
@@ -167,8 +189,21 @@ class Hub:
         group_by: list[str] | None = None,
         window_s: int = 0,
     ) -> KeySpec:
-        """Compile a live key (MetricError if the metric or a parameter is refused)."""
-        return make_key(
+        """Compile a live key (MetricError if the metric or a parameter is refused) — or hand
+        back the one compiled for the same org and the same inputs: a reconnect storm
+        subscribes a few metrics thousands of times, at ~1.8 ms of sqlglot each (19,500
+        subscribes took 35 s of the event loop, docs/benchmarks.md "Push (b)"). Compiling is a
+        function of exactly these inputs and the database (times are bound at each read), so a
+        kept key is the key compiling again would give; the org is part of what it is kept
+        under, and of the key itself."""
+        ident = _compile_ident(org_id, metric, filters, group_by, window_s)
+        cache = self._compiled_keys
+        if ident is not None:
+            spec = cache.get(ident)
+            if spec is not None:
+                cache.move_to_end(ident)
+                return spec
+        spec = make_key(
             metric,
             org_id=org_id,
             database=self.services.ch.database,
@@ -176,6 +211,11 @@ class Hub:
             group_by=group_by,
             window_s=window_s,
         )
+        if ident is not None:
+            cache[ident] = spec
+            while len(cache) > COMPILED_KEYS:
+                cache.popitem(last=False)
+        return spec
 
     def _viewers(self, key: str) -> int:
         return len(self.by_key.get(key, ()))

@@ -77,16 +77,23 @@ class KeyTick:
     def rows(self) -> list[dict[str, Any]]:
         """Every row of the re-read window, as dicts keyed by column name."""
         if self._records:
-            self._rows, self._changed = self.spec.rows_of(self._rows), self.changed
-            self._records = False
+            self._as_dicts()
         return self._rows
 
     @property
     def changed(self) -> list[dict[str, Any]]:
         """The rows whose values differ from the last emitted ones."""
         if self._records:
-            return self.spec.rows_of(self._changed)
+            self._as_dicts()
         return self._changed
+
+    def _as_dicts(self) -> None:
+        rows_of = self.spec.rows_of
+        self._rows, self._changed, self._records = (
+            rows_of(self._rows),
+            rows_of(self._changed),
+            False,
+        )
 
 
 TickListener = Callable[[KeyTick], Awaitable[None]]

@@ -376,3 +376,20 @@ def test_a_deltas_rows_encode_as_the_row_objects_of_the_key():
     assert protocol.encode(spec.wire_rows(records[:1])) == (
         '[{"t":100,"country":"DE","n":3,"mean":1.5}]'
     )
+
+
+def test_a_ticks_records_become_row_dicts_when_a_listener_reads_them():
+    from app.push.poller import KeyTick
+
+    spec = make_key("SELECT count() AS n", org_id=1, database="db", group_by=["country"])
+    records = [(100, "DE", 3), (100, "FR", 1), (101, "DE", 4)]
+    tick = KeyTick(spec.key, spec, records, records[2:], 100, 102, 101.5, 0, records=True)
+    assert tick.changed == [{"t": 101, "country": "DE", "n": 4}]
+    assert tick.rows == [
+        {"t": 100, "country": "DE", "n": 3},
+        {"t": 100, "country": "FR", "n": 1},
+        {"t": 101, "country": "DE", "n": 4},
+    ]
+    assert tick.rows is tick.rows  # built once
+    given = [{"t": 5, "country": "x", "n": 1}]  # tests and benches hand over dicts
+    assert KeyTick(spec.key, spec, given, given, 5, 6, 5.5, 0).rows is given

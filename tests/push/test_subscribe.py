@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import websockets
 
 from tests.push.conftest import by_t, drain, events, now_ms, recv, recv_type, send, subscribe
@@ -114,3 +115,46 @@ async def test_bad_tokens_are_closed_4401(node, org):
                 raise AssertionError("expected a close")
             except websockets.ConnectionClosed as exc:
                 assert exc.rcvd is not None and exc.rcvd.code == 4401
+
+
+async def test_a_subscribe_of_a_metric_compiled_before_reuses_it_never_across_orgs(
+    node, org, make_org, monkeypatch
+):
+    from app.push import hub as hub_module
+    from app.querybuilder import MetricError
+
+    compiled: list[int] = []
+    real = hub_module.make_key
+
+    def counting(metric, **kwargs):
+        compiled.append(kwargs["org_id"])
+        return real(metric, **kwargs)
+
+    monkeypatch.setattr(hub_module, "make_key", counting)
+    other = await make_org()
+    hub = node.hub
+    text = "SELECT count() AS n"
+    first = hub.key_for(org.id, text, filters=[{"dimension": "country", "op": "=", "value": "DE"}])
+    again = hub.key_for(org.id, text, filters=[{"dimension": "country", "op": "=", "value": "DE"}])
+    assert again is first and compiled == [org.id]
+    # Another org, the same inputs: its own key, compiled for it.
+    theirs = hub.key_for(
+        other.id, text, filters=[{"dimension": "country", "op": "=", "value": "DE"}]
+    )
+    assert compiled == [org.id, other.id]
+    assert theirs.org_id == other.id and theirs.key != first.key
+    assert theirs.compiled.params["org_id"] == other.id
+    # Any input that differs is another key.
+    assert hub.key_for(org.id, text, group_by=["country"]).key != first.key
+    assert hub.key_for(org.id, text, window_s=60).key != first.key
+    assert len(compiled) == 4
+    # A refused metric is refused every time (nothing kept).
+    for _ in range(2):
+        with pytest.raises(MetricError):
+            hub.key_for(org.id, "SELECT sleep(3) AS n")
+    # Through a socket: a second subscriber of the same metric compiles nothing.
+    async with await node.connect(org.admin_token) as ws:
+        before = len(compiled)
+        await subscribe(ws, id="a", metric=text, range_s=10)
+        await subscribe(ws, id="b", metric=text, range_s=10)
+        assert len(compiled) == before + 1
