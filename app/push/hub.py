@@ -328,8 +328,12 @@ class Hub:
 
     # -- snapshots ------------------------------------------------------------------------
     async def _rows_json(self, spec: KeySpec, t_from: int, t_to: int) -> str:
+        """The key's rows over [t_from, t_to) as a snapshot or resume sends them: as the
+        poller's deltas do, a grouped key with no data has no rows (not one "" group a second,
+        its statement's WITH FILL)."""
         result = await run_guarded(self.services.ch, spec.bind(t_from, t_to))
-        return protocol.encode(result.dicts())
+        records = spec.without_empty_fill(spec.records_of(result), t_from, t_to)
+        return protocol.encode(spec.wire_rows(records))
 
     async def snapshot(self, spec: KeySpec, range_s: int) -> tuple[int, int, str]:
         """(t_from, t_to, rows JSON) of the last `range_s` seconds; concurrent subscribers of

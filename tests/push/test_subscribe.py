@@ -158,3 +158,21 @@ async def test_a_subscribe_of_a_metric_compiled_before_reuses_it_never_across_or
         await subscribe(ws, id="a", metric=text, range_s=10)
         await subscribe(ws, id="b", metric=text, range_s=10)
         assert len(compiled) == before + 1
+
+
+async def test_a_grouped_key_without_data_has_an_empty_snapshot_not_an_empty_group(node, org):
+    async with await node.connect(org.admin_token) as ws:
+        snap = await subscribe(ws, id="g", metric="SELECT count() AS n", group_by=["event"])
+        assert snap["rows"] == []  # before: one {"event": "", "n": 0} row a second
+        ungrouped = await subscribe(ws, id="u", metric="SELECT count() AS n", range_s=5)
+        assert len(ungrouped["rows"]) == 5 and {r["n"] for r in ungrouped["rows"]} == {0}
+        t = now_ms()
+        await node.post(org.api_key, events("buy", 2, t))
+        await node.tick()
+        await drain(ws)  # the ticks' deltas
+        # (another range: subscribes of one key within a tick share its snapshot)
+        again = await subscribe(
+            ws, id="g2", metric="SELECT count() AS n", group_by=["event"], range_s=30
+        )
+        assert {r["event"] for r in again["rows"]} == {"buy"}
+        assert by_t(again["rows"], "n")[t // 1000] == 2
