@@ -446,8 +446,7 @@ class Evaluator:
             if lo < tick.time_from:
                 result = await run_guarded(self.services.ch, group.spec.bind(lo, tick.time_from))
                 spec = group.spec
-                records = spec.without_empty_fill(spec.records_of(result), lo, tick.time_from)
-                rows = spec.rows_of(records)
+                rows = spec.rows_of(spec.read_records(result, lo, tick.time_from))
                 self._collect(group, rows, lo, horizon, series)
         lowest = min(starts, default=horizon + 1)
         self._collect(group, tick.rows, lowest, horizon, series)

@@ -332,8 +332,7 @@ class Hub:
         poller's deltas do, a grouped key with no data has no rows (not one "" group a second,
         its statement's WITH FILL)."""
         result = await run_guarded(self.services.ch, spec.bind(t_from, t_to))
-        records = spec.without_empty_fill(spec.records_of(result), t_from, t_to)
-        return protocol.encode(spec.wire_rows(records))
+        return protocol.encode(spec.wire_rows(spec.read_records(result, t_from, t_to)))
 
     async def snapshot(self, spec: KeySpec, range_s: int) -> tuple[int, int, str]:
         """(t_from, t_to, rows JSON) of the last `range_s` seconds; concurrent subscribers of

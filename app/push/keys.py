@@ -16,13 +16,18 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import itemgetter
 from typing import Any
 
 import msgspec
 
 from app.querybuilder import CompiledQuery, compile_metric, parse_form, parse_metric
-from app.querybuilder.batch import LiveQuery, batchable, live_query
+from app.querybuilder.batch import (
+    LiveQuery,
+    batchable,
+    live_query,
+    record_getter,
+    records_as_dicts,
+)
 from app.querybuilder.fanin import fan_in_window_eligible, total_live_query
 
 #: Parameters the planner derives from the time range; everything else identifies the query.
@@ -81,17 +86,17 @@ class KeySpec:
     def records_of(self, result: Any) -> list[tuple[Any, ...]]:
         """A QueryResult of this key's own statement → its records (`names` order)."""
         index = {name: i for i, name in enumerate(result.columns)}
-        cols = [index[name] for name in self.names]
-        if len(cols) == 1:
-            (col,) = cols
-            return [(row[col],) for row in result.rows]
-        getter = itemgetter(*cols)
+        getter = record_getter([index[name] for name in self.names])
         return [getter(row) for row in result.rows]
+
+    def read_records(self, result: Any, lo: int, hi: int) -> list[tuple[Any, ...]]:
+        """Its own statement's result over [lo, hi) as the key's readers take it (snapshots,
+        alerts' gap reads): its records, without the fill of a grouped key with no data."""
+        return self.without_empty_fill(self.records_of(result), lo, hi)
 
     def rows_of(self, records: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         """Records → row dicts keyed by `names` (the wire's and the alert evaluator's rows)."""
-        names = self.names
-        return [dict(zip(names, record, strict=True)) for record in records]
+        return records_as_dicts(self.names, records)
 
     def wire_rows(self, records: list[tuple[Any, ...]]) -> list[Any]:
         """Records → what a delta's `rows` are encoded from: one struct a row whose JSON is

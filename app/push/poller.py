@@ -825,7 +825,7 @@ class Poller:
         # Records (tuples: t, dims, outputs): a row's identity is its first `key_width`
         # fields, and a whole record equal to the last one emitted for it means no change —
         # one slice and one comparison a row (tens of thousands a round at the seed's scale).
-        records = spec.without_empty_fill(read, lo, hi) if spec.dims else read
+        records = spec.without_empty_fill(read, lo, hi)
         self.rows += len(records)
         changed = []
         last = state.last

@@ -125,10 +125,7 @@ class BatchMember:
         cols = [index["t"]]
         cols += [index[dim_column.format(d)] for d in self.dims]
         cols += [index[col] for _, col in self.outputs]
-        if len(cols) == 1:  # (a key always has an output; itemgetter of one is no tuple)
-            (col,) = cols
-            return lambda row: (row[col],)
-        return itemgetter(*cols)
+        return record_getter(cols)
 
     def own_records(
         self,
@@ -153,6 +150,16 @@ class BatchMember:
             filler += tuple(fill_value(types[index[col]]) for _, col in self.outputs)
             records = [(t, *filler) for t in range(time_from, time_to)]
         return records
+
+
+def record_getter(positions: Sequence[int]) -> Any:
+    """row -> the tuple of its values at `positions` (a record), one C call per row; always a
+    tuple (itemgetter of one position is not — a key always has `t` and an output, so never
+    happens, but a record must not depend on that)."""
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda row: (row[position],)
+    return itemgetter(*positions)
 
 
 def records_as_dicts(

@@ -191,18 +191,11 @@ class FanInBatch:
         # per-row loop over the columns, no dict per row).
         getters = [member.getter(index, dim_column) for member in self.members]
         get = out.get
-        if kcol is None:
-            getter = getters[0]
-            for row in rows:
-                target = get((int(row[ocol]), 0))
-                if target is not None:  # else an org no key of this read asked for
-                    target.append(getter(row))
-        else:
-            for row in rows:
-                k = int(row[kcol]) - 1
-                target = get((int(row[ocol]), k))
-                if target is not None:
-                    target.append(getters[k](row))
+        for row in rows:
+            k = int(row[kcol]) - 1 if kcol is not None else 0
+            target = get((int(row[ocol]), k))
+            if target is not None:  # else an org/shape pair no key of this read asked for
+                target.append(getters[k](row))
         for (org, k), got in out.items():
             out[(org, k)] = self.members[k].own_records(
                 got, types, index, self.time_from, self.time_to, dim_column

@@ -64,9 +64,7 @@ async def own_read(ch, tick) -> list[dict[str, Any]]:
     reader takes it (a grouped key's fill of an empty result is no rows)."""
     spec = tick.spec
     result = await poller_module.run_guarded(ch, spec.bind(tick.time_from, tick.time_to))
-    return spec.rows_of(
-        spec.without_empty_fill(spec.records_of(result), tick.time_from, tick.time_to)
-    )
+    return spec.rows_of(spec.read_records(result, tick.time_from, tick.time_to))
 
 
 def recording(monkeypatch, runner: str = "run_guarded") -> list[Any]:
